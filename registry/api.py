@@ -1,0 +1,420 @@
+"""The Registry facade: one method per user action, each in its own transaction(s).
+
+This module stays light to import: numpy, faiss and the write-side store modules are imported
+inside the methods that need them, so that ``get``, ``lookup`` and ``versions`` start fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Engine
+
+from .errors import InputError, NotFoundError, RegistryError, StateError
+from .ids import check_sizes, format_id, parse_id
+from .store import db, lookups, versions
+from .store.versions import ACTIVE, Version
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MAX_LOOKUP_LIMIT = 10_000
+DEFAULT_BATCH = 50_000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class InitResult:
+    url: str
+    before: str | None
+    after: str | None
+
+    def to_dict(self) -> dict:
+        return {"database": self.url, "schema_before": self.before, "schema": self.after}
+
+
+@dataclass
+class AddResult:
+    source: str
+    rows: int
+    added: int
+    changed: int
+    restored: int
+    unchanged: int
+    meta_updated: int
+    dim: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainSummary:
+    version: Version
+    items: int
+    collision_rate: float
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version.to_dict(), "items": self.items,
+                "levels": len(self.version.params["codebook_sizes"]),
+                "codebook_sizes": self.version.params["codebook_sizes"],
+                "collision_rate": self.collision_rate, "seconds": self.seconds,
+                "warnings": self.warnings}
+
+
+@dataclass
+class StateChange:
+    version: Version
+    action: str
+    changed: bool
+    previous: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"action": self.action, "changed": self.changed, "previous": self.previous,
+                "version": self.version.to_dict()}
+
+
+@dataclass
+class AssignResult:
+    version: Version
+    assigned: int
+    batches: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"version": self.version.number, "assigned": self.assigned,
+                "batches": self.batches, "seconds": self.seconds}
+
+
+@dataclass
+class IdRecord:
+    key: str
+    id: str
+    codes: list[int]
+    disambiguation: int
+    version: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LookupResult:
+    query: str
+    version: int
+    kind: str  # "id" or "prefix"
+    records: list[IdRecord]
+    more: bool
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "version": self.version, "kind": self.kind,
+                "items": [r.to_dict() for r in self.records], "more": self.more}
+
+
+@dataclass
+class VersionSummary:
+    version: Version
+    items: int
+
+    def to_dict(self) -> dict:
+        return {**self.version.to_dict(), "items": self.items}
+
+
+def codebook_sizes(levels: int | None, codebook_size: int | Sequence[int]) -> tuple[int, ...]:
+    """One size for every level, or one per level (then ``levels`` may be left out)."""
+    if isinstance(codebook_size, int):
+        sizes = [codebook_size] * (3 if levels is None else levels)
+    else:
+        sizes = list(codebook_size)
+        if levels is not None and levels != len(sizes):
+            raise InputError(f"{len(sizes)} codebook sizes given for {levels} levels",
+                             source="--codebook-size")
+    if levels is not None and levels < 1:
+        raise InputError(f"levels must be at least 1, got {levels}", source="--levels")
+    return check_sizes(sizes)
+
+
+class Registry:
+    """A semantic-ID registry in one database (SQLite file or PostgreSQL).
+
+    >>> reg = Registry("sqlite:///ids.db"); reg.init()
+    >>> reg.add(keys, vectors); v = reg.train(levels=3, codebook_size=256).version
+    >>> reg.freeze(v.number); reg.activate(v.number); reg.get(["some-key"])
+    """
+
+    def __init__(self, url: str | None = None):
+        self.url = db.normalise_url(url or db.default_url())
+        self._engine: Engine | None = None
+        self._schema_ok = False
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self, *, write: bool) -> Iterator[Connection]:
+        if self._engine is None:
+            self._engine = db.make_engine(self.url)
+        with db.transaction(self._engine, write=write) as conn:
+            if not self._schema_ok:
+                db.check_schema(conn)
+                self._schema_ok = True
+            yield conn
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def init(self) -> InitResult:
+        """Create the schema in a new database, or upgrade an older one."""
+        self.close()
+        engine = db.make_engine(self.url, create=True)
+        try:
+            before, after = db.migrate(engine)
+        finally:
+            engine.dispose()
+        self._schema_ok = False
+        return InitResult(db.describe_url(self.url), before, after)
+
+    # -- items -------------------------------------------------------------------------------
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray,
+            metas: Sequence[dict | None] | None = None, *, source: str = "vectors") -> AddResult:
+        """Register items given as vectors (one row per key), in one transaction."""
+        from .ingest import check_key, check_vectors
+        from .store import items
+
+        keys = [check_key(k, source, i) for i, k in enumerate(keys, start=1)]
+        if len(set(keys)) != len(keys):
+            seen: set[str] = set()
+            dup = next(k for k in keys if k in seen or seen.add(k))
+            raise InputError(f"duplicate key {dup!r}", source=source)
+        arr = check_vectors(vectors, source)
+        if arr.shape[0] != len(keys):
+            raise InputError(f"{len(keys)} keys but vectors of shape {arr.shape}", source=source)
+        with self._tx(write=True) as conn:
+            counts = items.upsert_vectors(conn, keys, arr, list(metas) if metas else [],
+                                          None, _now(), source=source)
+        return AddResult(source, len(keys), counts.added, counts.changed, counts.restored,
+                         counts.unchanged, counts.meta_updated, int(arr.shape[1]))
+
+    def add_file(self, path: str | Path, *, key: str = "key", vector: str | None = None,
+                 keys_file: str | Path | None = None) -> AddResult:
+        """Register the rows of a JSONL / CSV / Parquet file (key and vector columns), or of
+        a .npy matrix with a keys file. The whole file is validated before anything is written."""
+        from .ingest import read_npy, read_vector_file
+
+        if keys_file is not None:
+            rows = read_npy(path, keys_file)
+        elif vector is None:
+            raise InputError("say which column holds the vectors with --vector COL "
+                             "(or give a .npy matrix with --keys KEYS.txt)", source=str(path))
+        else:
+            rows = read_vector_file(path, key, vector)
+        return self.add(rows.keys, rows.vectors, rows.metas, source=rows.source)
+
+    # -- versions ------------------------------------------------------------------------------
+
+    def train(self, *, levels: int | None = None, codebook_size: int | Sequence[int] = 256,
+              name: str | None = None, seed: int = 0, residual: str = "plain", niter: int = 20,
+              max_points_per_centroid: int = 256) -> TrainSummary:
+        """Train a new draft version on every live item and give each item an ID in it."""
+        from . import engine
+        from .ids import CodeSpace, disambiguate
+        from .quality import collision_rate
+        from .store import assignments, codebooks, items
+
+        start = time.perf_counter()
+        params = engine.TrainParams(codebook_sizes(levels, codebook_size), niter=niter,
+                                    seed=seed, max_points_per_centroid=max_points_per_centroid,
+                                    residual=residual)
+        if name is not None:
+            versions.check_name(name)
+        with self._tx(write=False) as conn:
+            if name is not None and (clash := versions.by_name(conn, name)) is not None:
+                raise StateError(f"{clash.label} already exists and is {clash.state}: its "
+                                 "codebooks and IDs never change; train under another --name")
+            space = items.space(conn)
+            if space is None:
+                raise InputError("no items to train on: add some with `registry add` first",
+                                 source="train")
+            item_ids, vectors = items.live_vectors(conn, space.dim)
+        result = engine.train(vectors, params, overwrite=True)  # ours: spare a copy
+        del vectors
+        packed = CodeSpace(params.codebook_sizes).pack(result.codes)
+        disamb = disambiguate(packed)
+        stats = {**result.stats, "collision_rate": collision_rate(packed),
+                 "max_disambiguation": int(disamb.max())}
+        with self._tx(write=True) as conn:
+            now = _now()
+            number = versions.create(conn, name=name, params=params.to_dict(), dim=space.dim,
+                                     embedding_model=space.model, parent=None, stats=stats,
+                                     now=now)
+            codebooks.write(conn, number, result.codebooks)
+            assignments.write(conn, number, item_ids, packed, disamb, incremental=False)
+            versions.log_event(conn, "train", now, version=number, params=params.to_dict())
+            version = versions.get(conn, number)
+        return TrainSummary(version, len(item_ids), stats["collision_rate"],
+                            round(time.perf_counter() - start, 3), stats.get("warnings", []))
+
+    def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
+        """Publish a draft: from now on its codebooks and issued IDs never change."""
+        with self._tx(write=True) as conn:
+            v = versions.resolve(conn, version, lock=True)
+            if v.state == "frozen":
+                return StateChange(v, "freeze", changed=False)
+            if v.state != "draft":
+                raise StateError(f"{v.label} is {v.state}; only a draft can be frozen")
+            now = _now()
+            versions.set_state(conn, v.number, "frozen", now)
+            versions.log_event(conn, "freeze", now, version=v.number, reason=reason)
+            return StateChange(versions.get(conn, v.number), "freeze", changed=True)
+
+    def activate(self, version: str | int, *, alias: str = ACTIVE,
+                 reason: str | None = None) -> StateChange:
+        """Point ``alias`` (default ``active``) at a frozen version."""
+        versions.check_name(alias, "alias")
+        with self._tx(write=True) as conn:
+            v = versions.resolve(conn, version, lock=True)
+            if v.state != "frozen":
+                raise StateError(f"{v.label} is {v.state}; only a frozen version can be "
+                                 f"activated (run `registry freeze {v.number}` first)")
+            if versions.by_name(conn, alias) is not None:
+                raise InputError(f"{alias!r} is a version name; pick another alias",
+                                 source="--alias")
+            now = _now()
+            previous = versions.set_alias(conn, alias, v.number, now)
+            if previous != v.number:
+                versions.log_event(conn, "activate", now, version=v.number, other=previous,
+                                   params={"alias": alias}, reason=reason)
+            return StateChange(versions.get(conn, v.number), "activate",
+                               changed=previous != v.number, previous=previous)
+
+    def assign(self, version: str | int | None = None, *,
+               batch_size: int = DEFAULT_BATCH) -> AssignResult:
+        """Give every live item without an ID in the version one, against its codebooks.
+
+        Works batch by batch, one transaction each: an interrupted run keeps the finished
+        batches and a rerun picks up the rest. Existing IDs are never touched.
+        """
+        from . import engine
+        from .ids import disambiguate
+        from .store import assignments, codebooks, items
+
+        if not 1 <= batch_size <= 1_000_000:
+            raise InputError(f"batch size must be between 1 and 1000000, got {batch_size}",
+                             source="--batch-size")
+        start = time.perf_counter()
+        with self._tx(write=False) as conn:
+            v = versions.resolve(conn, version)
+            if v.state == "retired":
+                raise StateError(f"{v.label} is retired; no new IDs are given in it")
+            books = codebooks.read(conn, v.number)
+            space = items.space(conn)
+        if space is not None and (space.dim != v.dim or space.model != v.embedding_model):
+            raise InputError(f"the items' embeddings ({space.model or 'vectors you gave'}, "
+                             f"dimension {space.dim}) are not those {v.label} was trained on "
+                             f"({v.embedding_model or 'vectors you gave'}, dimension {v.dim}): "
+                             "train a new version", source="assign")
+        after, total, batches = 0, 0, 0
+        while space is not None:
+            with self._tx(write=True) as conn:
+                # holding the version row serialises ID allocation between assigners
+                current = versions.get(conn, v.number, lock=True)
+                if current is None or current.state == "retired":
+                    raise StateError(f"{v.label} was retired while assigning")
+                item_ids, vectors = items.unassigned_vectors(conn, v.number, v.dim, after,
+                                                             batch_size)
+                if len(item_ids) == 0:
+                    break
+                packed = v.space.pack(engine.encode(vectors, books, v.residual))
+                disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
+                assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
+                versions.log_event(conn, "assign", _now(), version=v.number,
+                                   params={"items": len(item_ids)})
+            after = int(item_ids[-1])
+            total += len(item_ids)
+            batches += 1
+        return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _record(self, v: Version, key: str, code: int, disamb: int) -> IdRecord:
+        codes = v.space.unpack_one(code)
+        return IdRecord(key, format_id(codes, disamb), list(codes), disamb, v.number)
+
+    def get(self, keys: Sequence[str], version: str | int | None = None) -> list[IdRecord]:
+        """The ID of each key in the version (default: the active one)."""
+        keys = list(keys)
+        if not keys:
+            raise InputError("give at least one key", source="get")
+        with self._tx(write=False) as conn:
+            v = versions.resolve(conn, version)
+            found = lookups.ids_of_keys(conn, v.number, keys)
+        unknown = [k for k in keys if k not in found]
+        if unknown:
+            raise NotFoundError("key" if len(unknown) == 1 else "keys", _shown(unknown))
+        without = [k for k in keys if found[k] is None]
+        if without:
+            raise RegistryError(f"no ID in {v.label} yet for {_shown(without)}: "
+                                f"run `registry assign --version {v.number}`")
+        return [self._record(v, k, *found[k]) for k in keys]
+
+    def lookup(self, query: str, version: str | int | None = None, *,
+               limit: int = 20) -> LookupResult:
+        """A full ID gives its item; a prefix (``12`` or ``12-4``) the items under it."""
+        if not 1 <= limit <= MAX_LOOKUP_LIMIT:
+            raise InputError(f"limit must be between 1 and {MAX_LOOKUP_LIMIT}, got {limit}",
+                             source="--limit")
+        with self._tx(write=False) as conn:
+            v = versions.resolve(conn, version)
+            parsed = parse_id(query, v.space)
+            if parsed.is_full:
+                row = lookups.by_id(conn, v.number, v.space.pack_one(parsed.codes),
+                                    parsed.disambiguation)
+                if row is None:
+                    raise NotFoundError("ID", query.strip(), f"in {v.label}")
+                rows, kind = [row], "id"
+            else:
+                lo, hi = v.space.prefix_range(parsed.codes)
+                rows, kind = lookups.by_range(conn, v.number, lo, hi, limit + 1), "prefix"
+        records = [self._record(v, r.key, r.code, r.disamb) for r in rows[:limit]]
+        return LookupResult(query.strip(), v.number, kind, records, more=len(rows) > limit)
+
+    def versions(self) -> list[VersionSummary]:
+        """Every version, oldest first, with its aliases and number of items with an ID."""
+        with self._tx(write=False) as conn:
+            return [VersionSummary(v, n) for v, n in versions.all_versions(conn)]
+
+    def version(self, version: str | int | None = None) -> Version:
+        """One version by number, name or alias (default: the active one)."""
+        with self._tx(write=False) as conn:
+            return versions.resolve(conn, version)
+
+    def codebooks(self, version: str | int | None = None) -> list[np.ndarray]:
+        """A version's codebooks, checked against their stored sha256."""
+        from .store import codebooks
+
+        with self._tx(write=False) as conn:
+            return codebooks.read(conn, versions.resolve(conn, version).number)
+
+
+def _shown(keys: list[str], most: int = 5) -> str:
+    text = ", ".join(repr(k if len(k) <= 60 else k[:60] + "...") for k in keys[:most])
+    return text + (f" and {len(keys) - most} more" if len(keys) > most else "")

@@ -1,0 +1,273 @@
+"""The ``registry`` command line: parse options, call :class:`registry.api.Registry`, format.
+
+No logic lives here. Registry errors become one-line ``Error: ...`` messages with exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+import click
+
+from .api import Registry
+from .errors import RegistryError
+
+
+class RegistryGroup(click.Group):
+    """Translates the library's errors, once, into click's one-line errors."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RegistryError as e:
+            raise click.ClickException(" ".join(str(e).split())) from None
+
+
+class SizesType(click.ParamType):
+    """``256`` (every level) or ``256,64,16`` (one size per level)."""
+
+    name = "K[,K...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, list)):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            self.fail(f"{value!r} is not a size or a comma-separated list of sizes", param, ctx)
+        return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as JSON instead of text.")(f)
+
+
+def _version_option(f: Callable) -> Callable:
+    return click.option("--version", "-v", "version", default=None, metavar="VERSION",
+                        help="Version number, name or alias (default: the active version).")(f)
+
+
+def _emit(as_json: bool, data: object, text: Callable[[], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
+    return "\n".join(lines)
+
+
+@click.group(cls=RegistryGroup)
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB "
+                   "(default: $REGISTRY_DB, else sqlite:///registry.db).")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str | None) -> None:
+    """A registry of semantic IDs: versioned residual k-means codes for catalog items."""
+    reg = Registry(db_url)
+    ctx.obj = reg
+    ctx.call_on_close(reg.close)
+
+
+pass_registry = click.make_pass_decorator(Registry)
+
+
+@cli.command()
+@_json_option
+@pass_registry
+def init(reg: Registry, as_json: bool) -> None:
+    """Create the registry's tables in a new database, or upgrade an older one."""
+    r = reg.init()
+
+    def text() -> str:
+        if r.before is None:
+            return f"{r.url}: created schema {r.after}"
+        if r.before == r.after:
+            return f"{r.url}: schema {r.after} is up to date"
+        return f"{r.url}: upgraded schema {r.before} -> {r.after}"
+
+    _emit(as_json, r.to_dict(), text)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--key", "key_col", default="key", show_default=True, metavar="COL",
+              help="Column holding each item's unique key.")
+@click.option("--vector", "vector_col", default=None, metavar="COL",
+              help="Column holding each item's vector (a list of numbers).")
+@click.option("--keys", "keys_file", default=None, metavar="KEYS.txt",
+              type=click.Path(dir_okay=False, path_type=str),
+              help="For a .npy matrix: a text file with one key per row of the matrix.")
+@_json_option
+@pass_registry
+def add(reg: Registry, file: str, key_col: str, vector_col: str | None,
+        keys_file: str | None, as_json: bool) -> None:
+    """Add or update items from FILE (JSONL, CSV, Parquet, or .npy with --keys).
+
+    The whole file is checked first and written in one transaction: a bad row stores nothing.
+    An unchanged item is left alone; a changed one keeps its existing IDs.
+    """
+    r = reg.add_file(file, key=key_col, vector=vector_col, keys_file=keys_file)
+    _emit(as_json, r.to_dict(), lambda: (
+        f"{r.source}: {r.rows} rows of dimension {r.dim}: {r.added} added, {r.changed} changed, "
+        f"{r.restored} restored, {r.unchanged} unchanged"
+        + (f", {r.meta_updated} with new metadata" if r.meta_updated else "")))
+
+
+@cli.command()
+@click.option("--levels", "-l", type=int, default=None,
+              help="Number of levels (code positions before the disambiguation number) "
+                   "[default: 3, or one per --codebook-size].")
+@click.option("--codebook-size", "-k", type=SizesType(), default=256, show_default=True,
+              help="Codes per level: one size, or one per level as 256,64,16.")
+@click.option("--name", default=None, help="A unique name for the new version.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: same seed and items give the same codes.")
+@click.option("--residual", type=click.Choice(["plain", "normalized"]), default="plain",
+              show_default=True,
+              help="plain: x - centroid (decodable); normalized: rescaled to unit length "
+                   "at every level.")
+@click.option("--niter", type=int, default=20, show_default=True,
+              help="k-means iterations per level.")
+@click.option("--max-points-per-centroid", type=int, default=256, show_default=True,
+              help="k-means trains on at most this many points per code (a sample).")
+@_json_option
+@pass_registry
+def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
+          residual: str, niter: int, max_points_per_centroid: int, as_json: bool) -> None:
+    """Train a new draft version on every live item and give each of them an ID in it."""
+    r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
+                  residual=residual, niter=niter,
+                  max_points_per_centroid=max_points_per_centroid)
+    v = r.version
+
+    def text() -> str:
+        sizes = v.params["codebook_sizes"]
+        lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
+                 f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
+                 f"collision rate {r.collision_rate:.4f}, "
+                 f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
+                 f"{r.seconds:.2f} s"]
+        if "reconstruction_error" in v.stats:
+            lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
+        lines += [f"warning: {w}" for w in r.warnings]
+        lines.append(f"next: registry freeze {v.number} && registry activate {v.number}")
+        return "\n".join(lines)
+
+    _emit(as_json, r.to_dict(), text)
+
+
+@cli.command()
+@click.argument("version")
+@click.option("--reason", default=None, help="Why, for the event log.")
+@_json_option
+@pass_registry
+def freeze(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
+    """Publish a draft VERSION: its codebooks and issued IDs never change again."""
+    r = reg.freeze(version, reason=reason)
+    _emit(as_json, r.to_dict(), lambda: (
+        f"froze {r.version.label}" if r.changed else f"{r.version.label} was already frozen"))
+
+
+@cli.command()
+@click.argument("version")
+@click.option("--alias", default="active", show_default=True,
+              help="The alias to move (consumers read `active`).")
+@click.option("--reason", default=None, help="Why, for the event log.")
+@_json_option
+@pass_registry
+def activate(reg: Registry, version: str, alias: str, reason: str | None,
+             as_json: bool) -> None:
+    """Point the `active` alias (or --alias) at a frozen VERSION."""
+    r = reg.activate(version, alias=alias, reason=reason)
+
+    def text() -> str:
+        if not r.changed:
+            return f"{alias} already points at {r.version.label}"
+        before = "" if r.previous is None else f" (was version {r.previous})"
+        return f"{alias} -> {r.version.label}{before}"
+
+    _emit(as_json, r.to_dict(), text)
+
+
+@cli.command()
+@_version_option
+@click.option("--batch-size", type=int, default=50_000, show_default=True,
+              help="Items per transaction.")
+@_json_option
+@pass_registry
+def assign(reg: Registry, version: str | None, batch_size: int, as_json: bool) -> None:
+    """Give every live item that has no ID in the version one, without retraining."""
+    r = reg.assign(version, batch_size=batch_size)
+    _emit(as_json, r.to_dict(), lambda: (
+        f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"))
+
+
+@cli.command()
+@click.argument("keys", nargs=-1, required=True)
+@_version_option
+@_json_option
+@pass_registry
+def get(reg: Registry, keys: tuple[str, ...], version: str | None, as_json: bool) -> None:
+    """Print the ID of each KEY."""
+    records = reg.get(keys, version)
+    _emit(as_json, [r.to_dict() for r in records],
+          lambda: "\n".join(f"{r.key}\t{r.id}" for r in records))
+
+
+@cli.command()
+@click.argument("query", metavar="ID_OR_PREFIX")
+@_version_option
+@click.option("--limit", "-n", type=int, default=20, show_default=True,
+              help="Most items to list for a prefix.")
+@_json_option
+@pass_registry
+def lookup(reg: Registry, query: str, version: str | None, limit: int, as_json: bool) -> None:
+    """Find the item with a full ID (12-4-9-0), or the items under a prefix (12, 12-4)."""
+    r = reg.lookup(query, version, limit=limit)
+
+    def text() -> str:
+        if not r.records:
+            return f"no items under {r.query} in version {r.version}"
+        lines = [f"{rec.id}\t{rec.key}" for rec in r.records]
+        if r.more:
+            lines.append(f"... more under {r.query}; raise --limit to see them")
+        return "\n".join(lines)
+
+    _emit(as_json, r.to_dict(), text)
+
+
+@cli.command(name="versions")
+@_json_option
+@pass_registry
+def versions_cmd(reg: Registry, as_json: bool) -> None:
+    """List every version: number, name, state, aliases, parameters and item count."""
+    rows = reg.versions()
+
+    def text() -> str:
+        if not rows:
+            return "no versions yet: run `registry train`"
+        return _table(
+            ["version", "name", "state", "aliases", "levels x k", "residual", "seed", "items",
+             "created"],
+            [[s.version.number, s.version.name or "-", s.version.state,
+              ",".join(s.version.aliases) or "-",
+              "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
+              s.version.params.get("seed"), s.items,
+              s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
+
+    _emit(as_json, [s.to_dict() for s in rows], text)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="registry")

@@ -1,0 +1,197 @@
+"""Residual k-means with faiss: train codebooks, encode vectors into codes, decode codes.
+
+Numpy in, numpy out; nothing here knows about the database. Inputs are converted once, at
+the boundary, into a private contiguous float32 copy that is L2-normalised (cosine geometry),
+so the caller's arrays are never modified.
+
+Level 1 clusters the vectors; level i + 1 clusters what level i leaves over. In ``plain``
+mode the residual is ``x - centroid`` (the standard; it can be decoded); in ``normalized``
+mode each residual is rescaled to unit length before the next level, as the seed tutorial
+does, which spreads the deeper levels more evenly but cannot be decoded. Assignment is greedy,
+level by level: IDs care about prefixes, so a level-1 code always means "nearest centroid".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import faiss
+import numpy as np
+
+from .errors import InputError
+from .ids import check_sizes
+from .ingest import check_vectors
+
+RESIDUAL_MODES = ("plain", "normalized")
+# faiss warns below this many training points per centroid; we report it ourselves instead.
+MIN_POINTS_PER_CENTROID = 39
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Everything that decides a training run: same params and data give the same codes."""
+
+    codebook_sizes: tuple[int, ...]
+    niter: int = 20
+    seed: int = 0
+    max_points_per_centroid: int = 256
+    residual: str = "plain"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codebook_sizes", check_sizes(self.codebook_sizes))
+        if self.residual not in RESIDUAL_MODES:
+            raise InputError(f"residual mode must be one of {', '.join(RESIDUAL_MODES)}, "
+                             f"got {self.residual!r}", source="--residual")
+        if not 1 <= self.niter <= 1000:
+            raise InputError(f"iterations must be between 1 and 1000, got {self.niter}",
+                             source="--niter")
+        if not 0 <= self.seed < 2**31:
+            raise InputError(f"seed must be between 0 and 2^31-1, got {self.seed}",
+                             source="--seed")
+        if not 1 <= self.max_points_per_centroid <= 1_000_000:
+            raise InputError("max points per centroid must be between 1 and 1000000, "
+                             f"got {self.max_points_per_centroid}",
+                             source="--max-points-per-centroid")
+
+    @property
+    def levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["codebook_sizes"] = list(self.codebook_sizes)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """Codebooks (one (k_i, dim) float32 array per level), codes (N, L) and summary figures."""
+
+    codebooks: list[np.ndarray]
+    codes: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def prepare(x: np.ndarray, *, source: str = "vectors", overwrite: bool = False) -> np.ndarray:
+    """Validate ``x`` and return a contiguous, L2-normalised float32 copy of it.
+
+    ``overwrite=True`` lets a caller that owns ``x`` (and will not use it again) skip the
+    copy when ``x`` is already contiguous float32: then ``x`` itself is normalised.
+    """
+    out = check_vectors(x, source)
+    if not overwrite and (out is x or np.shares_memory(out, np.asarray(x))):
+        out = out.copy()
+    faiss.normalize_L2(out)
+    return out
+
+
+def _sum_squares(a: np.ndarray, chunk: int = 65536) -> float:
+    """Sum of squares in float64, without a full-size temporary."""
+    return float(sum(np.einsum("ij,ij->", a[i:i + chunk], a[i:i + chunk], dtype=np.float64)
+                     for i in range(0, a.shape[0], chunk)))
+
+
+def _nearest(residual: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    index = faiss.IndexFlatL2(codebook.shape[1])
+    index.add(codebook)
+    _, labels = index.search(residual, 1)
+    return labels.ravel()
+
+
+def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str) -> None:
+    """Advance ``residual`` (our own array) in place to the next level."""
+    residual -= codebook[labels]
+    if mode == "normalized":
+        faiss.normalize_L2(residual)
+
+
+def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
+    if not codebooks:
+        raise InputError("no codebooks given", source="codebooks")
+    out = []
+    for level, cb in enumerate(codebooks, start=1):
+        cb = np.ascontiguousarray(cb, dtype=np.float32)
+        if cb.ndim != 2 or cb.shape[1] != dim:
+            raise InputError(f"level {level} codebook has shape {cb.shape}, vectors have "
+                             f"dimension {dim}", source="codebooks")
+        out.append(cb)
+    return out
+
+
+def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False) -> TrainResult:
+    """Learn one codebook per level by residual k-means and return every row's codes.
+
+    ``x`` is left as it was unless ``overwrite`` (see :func:`prepare`).
+    """
+    start = time.perf_counter()
+    data = prepare(x, overwrite=overwrite)
+    n, dim = data.shape
+    warnings = []
+    for level, k in enumerate(params.codebook_sizes, start=1):
+        if n < k:
+            raise InputError(f"level {level} needs at least {k} items for {k} codes, "
+                             f"but there are only {n}; add items or use a smaller "
+                             "--codebook-size", source="train")
+        if n < MIN_POINTS_PER_CENTROID * k:
+            warnings.append(f"level {level}: {n} items for {k} codes is under "
+                            f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
+
+    # total variance first: after that ``data`` is consumed as the running residual
+    mean = data.mean(axis=0, dtype=np.float64)
+    total = _sum_squares(data) - n * float(mean @ mean)
+    residual = data
+    codebooks: list[np.ndarray] = []
+    codes = np.empty((n, params.levels), dtype=np.int64)
+    for level, k in enumerate(params.codebook_sizes):
+        km = faiss.Kmeans(dim, k, niter=params.niter, seed=params.seed + level,
+                          max_points_per_centroid=params.max_points_per_centroid,
+                          min_points_per_centroid=1, verbose=False)
+        km.train(residual)
+        codebook = np.ascontiguousarray(km.centroids, dtype=np.float32)
+        labels = _nearest(residual, codebook)
+        codes[:, level] = labels
+        codebooks.append(codebook)
+        _step(residual, codebook, labels, params.residual)
+
+    stats: dict = {"items": n, "dim": dim, "train_seconds": round(time.perf_counter() - start, 3)}
+    if params.residual == "plain":
+        stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
+    if warnings:
+        stats["warnings"] = warnings
+    return TrainResult(codebooks=codebooks, codes=codes, stats=stats)
+
+
+def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") -> np.ndarray:
+    """Codes (N, L) of ``x`` against fixed codebooks, exactly as :func:`train` assigns them."""
+    if residual not in RESIDUAL_MODES:
+        raise InputError(f"unknown residual mode {residual!r}", source="codebooks")
+    data = prepare(x)
+    codebooks = _check_codebooks(codebooks, data.shape[1])
+    codes = np.empty((data.shape[0], len(codebooks)), dtype=np.int64)
+    for level, cb in enumerate(codebooks):
+        labels = _nearest(data, cb)
+        codes[:, level] = labels
+        _step(data, cb, labels, residual)
+    return codes
+
+
+def decode(codes: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") -> np.ndarray:
+    """Reconstruct normalised vectors from codes: the sum of the chosen centroids (plain mode)."""
+    if residual != "plain":
+        raise InputError("codes of a 'normalized' residual version cannot be decoded: each "
+                         "level was rescaled", source="decode")
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[1] != len(codebooks):
+        raise InputError(f"codes must have shape (N, {len(codebooks)}), got {codes.shape}",
+                         source="decode")
+    codebooks = _check_codebooks(codebooks, np.asarray(codebooks[0]).shape[1])
+    out = np.zeros((codes.shape[0], codebooks[0].shape[1]), dtype=np.float32)
+    for level, cb in enumerate(codebooks):
+        col = codes[:, level]
+        if col.size and (col.min() < 0 or col.max() >= cb.shape[0]):
+            raise InputError(f"level {level + 1} codes out of range 0..{cb.shape[0] - 1}",
+                             source="decode")
+        out += cb[col]
+    return out
+

@@ -1,0 +1,44 @@
+"""The registry's errors: one base class and a few subclasses that carry what went wrong.
+
+The library raises only these for user mistakes; the CLI turns each into a one-line message
+and a non-zero exit. Anything else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of every error the registry reports to its user."""
+
+
+class InputError(RegistryError):
+    """Bad input: a file, a row, a value or an option that cannot be used.
+
+    ``source`` names the file (or option) and ``row`` the 1-based row, when known.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, row: int | None = None):
+        self.source = source
+        self.row = row
+        self.detail = message
+        where = ""
+        if source is not None:
+            where = f"{source}" + (f" row {row}" if row is not None else "") + ": "
+        super().__init__(where + message)
+
+
+class NotFoundError(RegistryError):
+    """A version, alias, item key or ID that does not exist."""
+
+    def __init__(self, kind: str, what: object, hint: str = ""):
+        self.kind = kind
+        self.what = what
+        super().__init__(f"unknown {kind}: {what!s}" + (f" ({hint})" if hint else ""))
+
+
+class StateError(RegistryError):
+    """An action that the current state forbids, e.g. changing a frozen version."""
+
+
+class DatabaseError(RegistryError):
+    """The database cannot be used: unreachable, not initialised, or at another schema."""

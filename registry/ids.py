@@ -1,0 +1,178 @@
+"""Semantic IDs: code tuples, their packed integer form, text IDs and prefixes.
+
+A version with codebook sizes k_1..k_L gives each item codes c_1..c_L and a disambiguation
+number d. The text form joins them with ``-`` (``12-4-9-0``); a prefix is any leading part
+(``12``, ``12-4``). In the database the codes are one mixed-radix integer
+``((c_1 * k_2 + c_2) * k_3 + c_3) ...`` so that every prefix is one contiguous range of it:
+a prefix lookup is an index range scan on SQLite and PostgreSQL alike.
+
+Pure Python; the vectorised helpers import numpy when called, so that read-only commands
+(``get``, ``lookup``) start without it. No database, no faiss.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MAX_LEVELS = 8
+MAX_CODEBOOK_SIZE = 65536
+# Packed codes live in a signed 64-bit column; keep a bit of headroom.
+MAX_CODE_SPACE = 2**62
+MAX_DISAMBIGUATION = 2**31 - 1
+
+_ID_TEXT = re.compile(r"[0-9]{1,10}(?:-[0-9]{1,10})*")
+
+
+def check_sizes(sizes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """Validate codebook sizes per level and return them as a tuple of ints."""
+    sizes = tuple(int(k) for k in sizes)
+    if not 1 <= len(sizes) <= MAX_LEVELS:
+        raise InputError(f"levels must be between 1 and {MAX_LEVELS}, got {len(sizes)}",
+                         source="--levels")
+    for k in sizes:
+        if not 2 <= k <= MAX_CODEBOOK_SIZE:
+            raise InputError(f"codebook size must be between 2 and {MAX_CODEBOOK_SIZE}, got {k}",
+                             source="--codebook-size")
+    if math.prod(sizes) > MAX_CODE_SPACE:
+        raise InputError(f"codebook sizes {list(sizes)} give more than 2^62 code tuples; "
+                         "use fewer levels or smaller codebooks", source="--codebook-size")
+    return sizes
+
+
+@dataclass(frozen=True)
+class CodeSpace:
+    """The code tuples of one version: L levels with k_i codes each."""
+
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", check_sizes(self.sizes))
+
+    @property
+    def levels(self) -> int:
+        return len(self.sizes)
+
+    def pack_one(self, codes: tuple[int, ...] | list[int]) -> int:
+        """One full code tuple -> its packed integer."""
+        return self.prefix_range(tuple(codes))[0]
+
+    def unpack_one(self, packed: int) -> tuple[int, ...]:
+        """One packed integer -> its code tuple."""
+        out = []
+        for k in reversed(self.sizes):
+            packed, c = divmod(int(packed), k)
+            out.append(c)
+        return tuple(reversed(out))
+
+    def pack(self, codes: np.ndarray) -> np.ndarray:
+        """(N, L) integer codes -> (N,) int64 packed codes."""
+        import numpy as np
+
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != self.levels:
+            raise ValueError(f"codes must have shape (N, {self.levels}), got {codes.shape}")
+        # weight of level i = product of the sizes of the levels below it
+        weights = [math.prod(self.sizes[i + 1:]) for i in range(self.levels)]
+        return codes @ np.asarray(weights, dtype=np.int64)
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """(N,) packed codes -> (N, L) int64 codes."""
+        import numpy as np
+
+        rest = np.asarray(packed, dtype=np.int64).copy()
+        out = np.empty((rest.shape[0], self.levels), dtype=np.int64)
+        for i in range(self.levels - 1, -1, -1):
+            out[:, i] = rest % self.sizes[i]
+            rest //= self.sizes[i]
+        return out
+
+    def prefix_range(self, prefix: tuple[int, ...]) -> tuple[int, int]:
+        """Inclusive range of packed codes whose leading codes equal ``prefix``."""
+        depth = len(prefix)
+        if depth > self.levels:
+            raise ValueError("prefix longer than the code tuple")
+        lo = 0
+        for c, k in zip(prefix, self.sizes, strict=False):
+            lo = lo * k + c
+        span = math.prod(self.sizes[depth:])
+        lo *= span
+        return lo, lo + span - 1
+
+
+@dataclass(frozen=True)
+class ParsedId:
+    """A text ID or prefix: leading codes and, for a full ID, the disambiguation number."""
+
+    codes: tuple[int, ...]
+    disambiguation: int | None
+
+    @property
+    def is_full(self) -> bool:
+        return self.disambiguation is not None
+
+
+def parse_id(text: str, space: CodeSpace) -> ParsedId:
+    """Parse ``12-4-9-0`` (full ID), ``12-4-9`` (all IDs with those codes) or ``12-4`` (prefix)."""
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    stripped = text.strip()
+    if not _ID_TEXT.fullmatch(stripped):
+        raise InputError(f"malformed ID or prefix {shown!r}: expected numbers joined by '-', "
+                         f"such as 12-4 or {'-'.join(['0'] * (space.levels + 1))}")
+    numbers = [int(p) for p in stripped.split("-")]
+    if len(numbers) > space.levels + 1:
+        raise InputError(f"malformed ID {shown!r}: this version has {space.levels} levels, "
+                         f"so an ID has at most {space.levels + 1} numbers")
+    codes = tuple(numbers[: space.levels])
+    for level, (c, k) in enumerate(zip(codes, space.sizes, strict=False), start=1):
+        if c >= k:
+            raise InputError(f"code {c} at level {level} of {shown!r} is out of range: "
+                             f"level {level} has {k} codes (0..{k - 1})")
+    disamb = numbers[space.levels] if len(numbers) == space.levels + 1 else None
+    if disamb is not None and disamb > MAX_DISAMBIGUATION:
+        raise InputError(f"disambiguation number in {shown!r} is out of range")
+    return ParsedId(codes, disamb)
+
+
+def format_id(codes: tuple[int, ...] | list[int] | np.ndarray, disambiguation: int) -> str:
+    """Canonical text form: codes then the disambiguation number, joined by ``-``."""
+    return "-".join(str(int(c)) for c in codes) + f"-{int(disambiguation)}"
+
+
+def format_ids(codes: np.ndarray, disambiguation: np.ndarray) -> list[str]:
+    """Vectorised :func:`format_id` for (N, L) codes and (N,) disambiguation numbers."""
+    import numpy as np
+
+    full = np.column_stack([np.asarray(codes, dtype=np.int64),
+                            np.asarray(disambiguation, dtype=np.int64)])
+    return ["-".join(map(str, row)) for row in full.tolist()]
+
+
+def disambiguate(packed: np.ndarray, first_free: np.ndarray | None = None) -> np.ndarray:
+    """Disambiguation numbers for packed codes, in row order within each code tuple.
+
+    Rows sharing a code tuple get ``first_free, first_free + 1, ...`` in the order they come;
+    ``first_free`` (one value per row, equal for equal codes) defaults to 0, as in a fresh
+    version. Incremental assignment passes one more than the largest number already issued.
+    """
+    import numpy as np
+
+    packed = np.asarray(packed, dtype=np.int64)
+    n = packed.shape[0]
+    order = np.argsort(packed, kind="stable")
+    ranked = packed[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = ranked[1:] != ranked[:-1]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.arange(n) - group_start
+    if first_free is not None:
+        out += np.asarray(first_free, dtype=np.int64)
+    return out

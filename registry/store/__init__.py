@@ -1,0 +1,1 @@
+"""The store: the only part of the registry that knows the database schema."""

@@ -1,0 +1,42 @@
+"""Assignments: writing the item -> ID rows of each version (lookups are in lookups.py).
+
+Rows are only ever inserted: an issued ID is never changed, deleted or handed to another item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import Connection, func, select
+
+from .bulk import insert_arrays
+from .lookups import IN_CHUNK
+from .schema import assignments
+
+
+def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarray,
+          disamb: np.ndarray, *, incremental: bool) -> int:
+    """Insert one ID per item; the unique constraints refuse any duplicate."""
+    n = len(item_ids)
+    return insert_arrays(conn, assignments, {
+        "version_id": np.full(n, version, dtype=np.int32),
+        "item_id": np.asarray(item_ids, dtype=np.int64),
+        "code": np.asarray(packed, dtype=np.int64),
+        "disamb": np.asarray(disamb, dtype=np.int32),
+        "incremental": np.full(n, incremental, dtype=np.bool_),
+    })
+
+
+def first_free(conn: Connection, version: int, packed: np.ndarray) -> np.ndarray:
+    """For each packed code, one more than the largest disambiguation number it has in
+    ``version`` (0 for codes not yet used). The caller holds the version's write lock."""
+    unique, inverse = np.unique(np.asarray(packed, dtype=np.int64), return_inverse=True)
+    taken = np.full(unique.shape[0], -1, dtype=np.int64)
+    q = (select(assignments.c.code, func.max(assignments.c.disamb))
+         .where(assignments.c.version_id == version).group_by(assignments.c.code))
+    for start in range(0, unique.shape[0], IN_CHUNK):
+        part = unique[start:start + IN_CHUNK]
+        found = conn.execute(q.where(assignments.c.code.in_(part.tolist()))).all()
+        if found:
+            codes, maxima = (np.asarray(col, dtype=np.int64) for col in zip(*found, strict=True))
+            taken[start + np.searchsorted(part, codes)] = maxima
+    return (taken + 1)[inverse]

@@ -1,0 +1,172 @@
+"""Connecting to the database, transactions, and the schema's migration state.
+
+SQLite (the default) runs in WAL mode with a busy timeout; readers begin a plain deferred
+transaction and writers ``BEGIN IMMEDIATE``, so that two writers queue on the lock instead of
+failing half-way with "database is locked". PostgreSQL goes through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+
+from ..errors import DatabaseError
+from .schema import HEAD, REVISIONS
+
+DEFAULT_URL = "sqlite:///registry.db"
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def default_url() -> str:
+    """``$REGISTRY_DB`` when set, else a ``registry.db`` SQLite file in the working folder."""
+    return os.environ.get("REGISTRY_DB") or DEFAULT_URL
+
+
+def normalise_url(url: str) -> str:
+    """Accept the usual ``postgresql://`` spelling and use psycopg 3 for it."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return url
+
+
+def _sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+        return None
+    return Path(u.database)
+
+
+def make_engine(url: str, *, create: bool = False) -> Engine:
+    """An engine for ``url``; unless ``create``, a missing SQLite file is an error."""
+    url = normalise_url(url)
+    try:
+        backend = make_url(url).get_backend_name()
+    except exc.ArgumentError as e:
+        raise DatabaseError(f"not a database URL: {url!r} ({e})") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"unsupported database {backend!r}: use sqlite:///FILE or "
+                            "postgresql://USER@HOST/DB")
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        if path is not None and not create and not path.exists():
+            raise DatabaseError(f"no registry database at {path}: run `registry init` first")
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=False)
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # Take transaction control away from the sqlite3 module: we issue BEGIN ourselves.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+    mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode != "wal":
+        cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get("registry_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _first_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(registry_write=write)
+            if not write and conn.dialect.name == "postgresql":
+                # counts and the rows read after them must agree
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        raise DatabaseError(f"database {describe_url(str(engine.url))}: "
+                            f"{_first_line(e)}") from None
+
+
+def schema_revision(conn: Connection) -> str | None:
+    """The Alembic revision the database is at, or None for an empty database."""
+    if conn.dialect.name == "sqlite":
+        found = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'").first()
+    else:
+        found = conn.execute(text("SELECT to_regclass('alembic_version')")).scalar()
+    if not found:
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def check_schema(conn: Connection) -> None:
+    """Raise unless the database is at this registry's schema."""
+    rev = schema_revision(conn)
+    where = describe_url(str(conn.engine.url))
+    if rev is None:
+        raise DatabaseError(f"{where} is not a registry database yet: run `registry init`")
+    if rev == HEAD:
+        return
+    if rev in REVISIONS:
+        raise DatabaseError(f"{where} is at schema {rev}, this registry needs {HEAD}: "
+                            "run `registry init` to upgrade it")
+    raise DatabaseError(f"{where} is at schema {rev}, which this registry does not know "
+                        f"(it knows up to {HEAD}): it was written by a newer registry")
+
+
+def migrations_dir() -> str:
+    """The Alembic script folder shipped inside the package (``registry.migrations``)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("registry.migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatabaseError("the registry's migrations are missing from this installation")
+    return next(iter(spec.submodule_search_locations))
+
+
+def alembic_config(conn: Connection | None = None):
+    """An Alembic Config pointing at the packaged migrations, bound to ``conn`` if given."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", migrations_dir())
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the schema to ``revision``; return the revisions before and after."""
+    from alembic import command
+
+    with transaction(engine, write=True) as conn:
+        before = schema_revision(conn)
+        if before is not None and before not in REVISIONS:
+            check_schema(conn)  # raises: written by a newer registry
+        command.upgrade(alembic_config(conn), revision)
+        after = schema_revision(conn)
+    return before, after

@@ -1,0 +1,59 @@
+"""Read-only lookups of issued IDs: key -> ID, ID -> key, prefix -> keys.
+
+No numpy here: these serve ``registry get`` and ``registry lookup``, whose start-up time counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, select
+
+from .schema import assignments, items
+
+# SQLite allows 32766 bound parameters per statement; stay well below.
+IN_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Row:
+    """One issued ID: packed code, disambiguation number and the item's key."""
+
+    code: int
+    disamb: int
+    key: str
+
+
+def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, tuple]:
+    """key -> (code, disamb) in ``version`` for those of ``keys`` that have an ID there;
+    keys that exist without an ID map to None."""
+    out: dict[str, tuple | None] = {}
+    j = items.outerjoin(assignments, (assignments.c.item_id == items.c.id)
+                        & (assignments.c.version_id == version))
+    q = select(items.c.key, assignments.c.code, assignments.c.disamb).select_from(j)
+    for start in range(0, len(keys), IN_CHUNK):
+        part = list(keys[start:start + IN_CHUNK])
+        for row in conn.execute(q.where(items.c.key.in_(part))):
+            out[row.key] = None if row.code is None else (row.code, row.disamb)
+    return out
+
+
+def by_id(conn: Connection, version: int, code: int, disamb: int) -> Row | None:
+    row = conn.execute(
+        select(assignments.c.code, assignments.c.disamb, items.c.key)
+        .join(items, items.c.id == assignments.c.item_id)
+        .where(assignments.c.version_id == version, assignments.c.code == code,
+               assignments.c.disamb == disamb)).first()
+    return None if row is None else Row(row.code, row.disamb, row.key)
+
+
+def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> list[Row]:
+    """IDs whose packed code lies in [lo, hi], in ID order, at most ``limit``."""
+    q = (select(assignments.c.code, assignments.c.disamb, items.c.key)
+         .join(items, items.c.id == assignments.c.item_id)
+         .where(and_(assignments.c.version_id == version, assignments.c.code >= lo,
+                     assignments.c.code <= hi))
+         .order_by(assignments.c.code, assignments.c.disamb)
+         .limit(limit))
+    return [Row(r.code, r.disamb, r.key) for r in conn.execute(q)]

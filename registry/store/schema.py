@@ -1,0 +1,134 @@
+"""The registry's tables, as SQLAlchemy Core metadata. Only the store knows these.
+
+The Alembic migrations in ``migrations/versions`` build exactly this schema (a test compares
+them). ``REVISIONS`` lists the migration revisions in order so that a command can check the
+database's schema with one SELECT, without importing Alembic.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+REVISIONS: tuple[str, ...] = ("0001_initial",)
+HEAD = REVISIONS[-1]
+
+VERSION_STATES = ("draft", "frozen", "retired")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _ts(name: str, nullable: bool = False) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("text", Text),
+    Column("meta", JSON),
+    Column("content_hash", String(64), nullable=False),
+    Column("embedding", LargeBinary),
+    Column("embedding_model", Text),
+    Column("embedding_dim", Integer),
+    Column("embedding_dtype", String(16)),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("removed_at", nullable=True),
+    UniqueConstraint("key"),
+    # SQLite: never hand out the id of a deleted row again
+    sqlite_autoincrement=True,
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    # the user-facing version number, allocated max+1 under a lock and never reused
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", Text),
+    Column("state", String(16), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("embedding_model", Text),
+    Column("parent_id", Integer, ForeignKey("versions.id")),
+    Column("stats", JSON),
+    _ts("created_at"),
+    _ts("frozen_at", nullable=True),
+    _ts("retired_at", nullable=True),
+    UniqueConstraint("name"),
+    CheckConstraint("state IN ('draft', 'frozen', 'retired')", name="state"),
+)
+
+codebooks = Table(
+    "codebooks",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("k", Integer, nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("dtype", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("version_id", "level"),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    Column("item_id", Integer, ForeignKey("items.id"), nullable=False),
+    # mixed-radix packed code tuple (see registry.ids): a prefix is one range of it
+    Column("code", BigInteger, nullable=False),
+    Column("disamb", Integer, nullable=False),
+    # False: given when the version was trained; True: assigned later against its codebooks
+    Column("incremental", Boolean(create_constraint=False), nullable=False),
+    PrimaryKeyConstraint("version_id", "item_id"),
+    # one ID per (version, codes, number); also the index behind prefix range scans
+    UniqueConstraint("version_id", "code", "disamb"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
+    _ts("updated_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _ts("created_at"),
+    Column("action", String(32), nullable=False),
+    Column("version_id", Integer),
+    Column("other_version_id", Integer),
+    Column("params", JSON),
+    Column("reason", Text),
+    sqlite_autoincrement=True,
+)

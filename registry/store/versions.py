@@ -1,0 +1,190 @@
+"""Versions, their codebooks, aliases and the append-only event log."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, func, insert, select, text, update
+
+from ..errors import InputError, NotFoundError, StateError
+from ..ids import CodeSpace
+from .schema import aliases, assignments, events, versions
+
+ACTIVE = "active"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass
+class Version:
+    """One trained codebook set and the state of its life cycle."""
+
+    number: int
+    name: str | None
+    state: str
+    params: dict
+    dim: int
+    embedding_model: str | None
+    parent: int | None
+    stats: dict
+    created_at: datetime
+    frozen_at: datetime | None
+    retired_at: datetime | None
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def space(self) -> CodeSpace:
+        return CodeSpace(tuple(self.params["codebook_sizes"]))
+
+    @property
+    def residual(self) -> str:
+        return self.params.get("residual", "plain")
+
+    @property
+    def label(self) -> str:
+        return f"version {self.number}" + (f" ({self.name})" if self.name else "")
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.number, "name": self.name, "state": self.state,
+            "aliases": self.aliases, "params": self.params, "dim": self.dim,
+            "embedding_model": self.embedding_model, "parent": self.parent,
+            "stats": self.stats,
+            "created_at": _iso(self.created_at), "frozen_at": _iso(self.frozen_at),
+            "retired_at": _iso(self.retired_at),
+        }
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def _version(row) -> Version:
+    return Version(row.id, row.name, row.state, row.params, row.dim, row.embedding_model,
+                   row.parent_id, row.stats or {}, row.created_at, row.frozen_at,
+                   row.retired_at)
+
+
+def check_name(name: str, what: str = "version name") -> str:
+    if not _NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise InputError(f"{what} {shown!r} must start with a letter and hold only letters, "
+                         "digits, '.', '_' or '-' (at most 64)", source="--name")
+    return name
+
+
+def get(conn: Connection, number: int, *, lock: bool = False) -> Version | None:
+    """The version with this number; ``lock`` holds its row until the transaction ends
+    (PostgreSQL; SQLite writers are serialised by BEGIN IMMEDIATE already)."""
+    q = select(versions).where(versions.c.id == number)
+    if lock and conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    if row is None:
+        return None
+    v = _version(row)
+    v.aliases = list(conn.execute(select(aliases.c.name).where(aliases.c.version_id == number)
+                                  .order_by(aliases.c.name)).scalars())
+    return v
+
+
+def by_name(conn: Connection, name: str) -> Version | None:
+    number = conn.execute(select(versions.c.id).where(versions.c.name == name)).scalar()
+    return None if number is None else get(conn, number)
+
+
+def resolve(conn: Connection, ref: str | int | None, *, lock: bool = False) -> Version:
+    """A version by number, alias or name; None means the ``active`` alias."""
+    ref = ACTIVE if ref is None else str(ref).strip()
+    number: int | None = None
+    if ref.isdigit():
+        number = int(ref) if len(ref) < 10 else -1
+    else:
+        number = conn.execute(select(aliases.c.version_id).where(aliases.c.name == ref)).scalar()
+        if number is None:
+            number = conn.execute(select(versions.c.id).where(versions.c.name == ref)).scalar()
+    found = None if number is None else get(conn, number, lock=lock)
+    if found is None:
+        shown = ref if len(ref) <= 40 else ref[:40] + "..."
+        if ref == ACTIVE:
+            raise NotFoundError("version", ACTIVE, "no version is active yet: run "
+                                "`registry activate VERSION` or pass --version")
+        raise NotFoundError("version", repr(shown), "see `registry versions`")
+    return found
+
+
+def all_versions(conn: Connection) -> list[tuple[Version, int]]:
+    """Every version with its number of assigned items, oldest first."""
+    counts = dict(conn.execute(select(assignments.c.version_id, func.count())
+                               .group_by(assignments.c.version_id)).all())
+    named: dict[int, list[str]] = {}
+    for name, number in conn.execute(select(aliases.c.name, aliases.c.version_id)
+                                     .order_by(aliases.c.name)):
+        named.setdefault(number, []).append(name)
+    out = []
+    for row in conn.execute(select(versions).order_by(versions.c.id)):
+        v = _version(row)
+        v.aliases = named.get(v.number, [])
+        out.append((v, counts.get(v.number, 0)))
+    return out
+
+
+def create(conn: Connection, *, name: str | None, params: dict, dim: int,
+           embedding_model: str | None, parent: int | None, stats: dict,
+           now: datetime) -> int:
+    """Insert a new draft version and return its number (one more than any before)."""
+    if conn.dialect.name == "postgresql":
+        # serialise number allocation between concurrent trainers
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('registry.versions'))"))
+    if name is not None:
+        check_name(name)
+        clash = by_name(conn, name)
+        if clash is not None:
+            raise StateError(f"{clash.label} already exists and is {clash.state}: its codebooks "
+                             "and IDs never change; train under another --name")
+        if conn.execute(select(aliases.c.name).where(aliases.c.name == name)).first():
+            raise InputError(f"{name!r} is an alias; pick another version name", source="--name")
+    number = (conn.execute(select(func.max(versions.c.id))).scalar() or 0) + 1
+    conn.execute(insert(versions).values(
+        id=number, name=name, state="draft", params=params, dim=dim,
+        embedding_model=embedding_model, parent_id=parent, stats=stats, created_at=now))
+    return number
+
+
+def set_state(conn: Connection, number: int, state: str, now: datetime) -> None:
+    values: dict = {"state": state}
+    if state == "frozen":
+        values["frozen_at"] = now
+    elif state == "retired":
+        values["retired_at"] = now
+    conn.execute(update(versions).where(versions.c.id == number).values(**values))
+
+
+# -- aliases and events ------------------------------------------------------------------------
+
+def alias_target(conn: Connection, name: str) -> int | None:
+    return conn.execute(select(aliases.c.version_id).where(aliases.c.name == name)).scalar()
+
+
+def set_alias(conn: Connection, name: str, number: int, now: datetime) -> int | None:
+    """Point alias ``name`` at version ``number``; return the version it pointed at before."""
+    if conn.dialect.name == "postgresql":
+        previous = conn.execute(select(aliases.c.version_id).where(aliases.c.name == name)
+                                .with_for_update()).scalar()
+    else:
+        previous = alias_target(conn, name)
+    if previous is None:
+        conn.execute(insert(aliases).values(name=name, version_id=number, updated_at=now))
+    else:
+        conn.execute(update(aliases).where(aliases.c.name == name)
+                     .values(version_id=number, updated_at=now))
+    return previous
+
+
+def log_event(conn: Connection, action: str, now: datetime, *, version: int | None = None,
+              other: int | None = None, params: dict | None = None,
+              reason: str | None = None) -> None:
+    """Append to the event log; events are never updated or deleted."""
+    conn.execute(insert(events).values(created_at=now, action=action, version_id=version,
+                                       other_version_id=other, params=params, reason=reason))
