@@ -10,7 +10,6 @@ import csv
 import gzip
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,8 @@ def check_vectors(x: object, source: str) -> np.ndarray:
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
                                      or np.issubdtype(arr.dtype, np.floating)):
         raise InputError(f"vectors must be real numbers, got dtype {arr.dtype}", source=source)
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf, reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         raise InputError("vector contains NaN or infinity (or a number too large for float32)",
@@ -112,7 +112,7 @@ def _text_lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
-def _vector(value: object, source: str, row: int) -> list[float]:
+def _vector(value: object, source: str, row: int) -> np.ndarray:
     if isinstance(value, str):
         s = value.strip()
         try:
@@ -121,27 +121,29 @@ def _vector(value: object, source: str, row: int) -> list[float]:
             raise InputError("vector is not a list of numbers", source=source, row=row) from None
     if not isinstance(value, (list, tuple)) or not value:
         raise InputError("vector must be a non-empty list of numbers", source=source, row=row)
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError("vector must be a list of numbers", source=source, row=row)
-        if not math.isfinite(v):
-            raise InputError("vector contains NaN or infinity", source=source, row=row)
-    return value
+    try:
+        with np.errstate(over="ignore"):  # too large for float32: inf, caught with NaN below
+            return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError("vector must be a list of numbers", source=source,
+                         row=row) from None
 
 
 def _collect(source: str, records, key_col: str, vector_col: str) -> VectorRows:
     """Validate (row number, dict) records into VectorRows."""
     keys: list[str] = []
-    vectors: list[list[float]] = []
+    vectors: list[np.ndarray] = []
     metas: list[dict | None] = []
-    first_row: dict[str, int] = {}
+    row_of: dict[str, int] = {}
     dim = None
     for row, rec in records:
         for col in (key_col, vector_col):
             if col not in rec:
                 raise InputError(f"no column {col!r}", source=source, row=row)
-        key = _new_key(first_row, rec[key_col], source, row)
+        key = _new_key(row_of, rec[key_col], source, row)
         vec = _vector(rec[vector_col], source, row)
+        if vec.ndim != 1:
+            raise InputError("vector must be a flat list of numbers", source=source, row=row)
         if dim is None:
             dim = len(vec)
         elif len(vec) != dim:
@@ -153,13 +155,12 @@ def _collect(source: str, records, key_col: str, vector_col: str) -> VectorRows:
         metas.append(meta or None)
     if not keys:
         raise InputError("no rows", source=source)
-    arr = np.asarray(vectors, dtype=np.float64)
-    too_big = ~np.isfinite(arr.astype(np.float32)).all(axis=1)
-    if too_big.any():
-        row = int(np.flatnonzero(too_big)[0])
-        raise InputError("vector has numbers too large for float32",
-                         source=source, row=first_row[keys[row]])
-    return VectorRows(source, keys, arr.astype(np.float32), metas)
+    arr = np.stack(vectors)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise InputError("vector contains NaN or infinity (or a number too large for float32)",
+                         source=source, row=row_of[keys[int(np.flatnonzero(bad)[0])]])
+    return VectorRows(source, keys, arr, metas)
 
 
 def _jsonl_records(path: Path):

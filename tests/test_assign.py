@@ -1,0 +1,82 @@
+"""Incremental assignment against a version's codebooks: only new items, existing IDs never
+change, disambiguation numbers continue after the largest one issued."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from registry import InputError, NotFoundError, engine
+
+from .conftest import dump, make_keys, make_vectors
+
+
+def test_assign_gives_new_items_ids_and_leaves_old_ones(trained):
+    reg, v = trained
+    old_keys = make_keys(600)
+    before = {r.key: r.id for r in reg.get(old_keys)}
+    new_keys, new_vectors = make_keys(250, start=600), make_vectors(250, seed=42)
+    reg.add(new_keys, new_vectors)
+    result = reg.assign(batch_size=64)  # several batches, one transaction each
+    assert (result.assigned, result.batches) == (250, 4)
+    assert {r.key: r.id for r in reg.get(old_keys)} == before
+    records = reg.get(new_keys)
+    np.testing.assert_array_equal(np.array([r.codes for r in records]),
+                                  engine.encode(new_vectors, reg.codebooks(v.number)))
+    # every ID of the version is unique, and numbers continue after those already issued
+    all_records = reg.get(old_keys + new_keys)
+    assert len({r.id for r in all_records}) == 850
+    by_code: dict[tuple, list[int]] = {}
+    for r in all_records:
+        by_code.setdefault(tuple(r.codes), []).append(r.disambiguation)
+    assert all(sorted(d) == list(range(len(d))) for d in by_code.values())
+    first_of_new = {tuple(r.codes): r.disambiguation for r in reversed(records)}
+    for r in reg.get(old_keys):
+        if tuple(r.codes) in first_of_new:
+            assert first_of_new[tuple(r.codes)] > r.disambiguation
+    assert reg.versions()[0].items == 850
+
+
+def test_assign_again_does_nothing(trained, migrated_url):
+    reg, _ = trained
+    reg.add(make_keys(20, start=600), make_vectors(20, seed=5))
+    assert reg.assign().assigned == 20
+    before = dump(migrated_url)
+    assert reg.assign().assigned == 0
+    assert dump(migrated_url) == before
+
+
+def test_assign_into_a_draft_and_by_name(reg, catalog):
+    keys, vectors = catalog
+    reg.add(keys[:500], vectors[:500])
+    reg.train(codebook_size=[8, 4], name="draft-one")
+    reg.add(keys[500:], vectors[500:])
+    assert reg.assign("draft-one").assigned == 100
+    assert reg.version("draft-one").state == "draft"
+    assert len({r.id for r in reg.get(keys, "draft-one")}) == 600
+
+
+def test_assign_without_active_version_says_what_to_do(reg, catalog):
+    reg.add(*catalog)
+    reg.train(codebook_size=[8, 4])
+    with pytest.raises(NotFoundError, match="no version is active yet"):
+        reg.assign()
+    with pytest.raises(NotFoundError, match="unknown version: '7'"):
+        reg.assign(7)
+
+
+def test_new_items_of_another_dimension_are_refused(trained, migrated_url):
+    reg, _ = trained
+    before = dump(migrated_url)
+    with pytest.raises(InputError, match="dimension 8, but the registry's items have dimension 16"):
+        reg.add(["odd"], make_vectors(1, dim=8))
+    assert dump(migrated_url) == before
+
+
+def test_items_without_an_id_are_reported_by_get(trained):
+    reg, _ = trained
+    reg.add(["late"], make_vectors(1, seed=8))
+    with pytest.raises(Exception, match="no ID in version 1 .* yet for 'late'"):
+        reg.get(["late"])
+    reg.assign()
+    assert reg.get(["late"])[0].key == "late"

@@ -1,0 +1,144 @@
+"""The residual k-means engine against a short numpy reference (as faiss's contrib tests do)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from registry import InputError, engine
+from registry.engine import TrainParams
+
+from .conftest import make_vectors
+
+
+def ref_encode(x, codebooks, residual="plain"):
+    """Greedy residual quantisation in float64 numpy: the definition, spelled out."""
+    r = x.astype(np.float64)
+    r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-30)
+    codes = []
+    for cb in codebooks:
+        cb = cb.astype(np.float64)
+        d2 = (r**2).sum(1)[:, None] - 2 * r @ cb.T + (cb**2).sum(1)[None, :]
+        c = d2.argmin(1)
+        codes.append(c)
+        r = r - cb[c]
+        if residual == "normalized":
+            r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-30)
+    return np.stack(codes, 1)
+
+
+def ref_decode(codes, codebooks):
+    return sum(cb.astype(np.float64)[codes[:, i]] for i, cb in enumerate(codebooks))
+
+
+@pytest.fixture(scope="module")
+def x():
+    return make_vectors(2000, dim=24, seed=7)
+
+
+@pytest.mark.parametrize("residual", ["plain", "normalized"])
+def test_train_codes_match_reference_encoding(x, residual):
+    result = engine.train(x, TrainParams((16, 8, 4), seed=1, residual=residual))
+    assert [cb.shape for cb in result.codebooks] == [(16, 24), (8, 24), (4, 24)]
+    assert result.codes.shape == (2000, 3)
+    np.testing.assert_array_equal(result.codes, ref_encode(x, result.codebooks, residual))
+    np.testing.assert_array_equal(engine.encode(x, result.codebooks, residual), result.codes)
+
+
+def test_decode_matches_reference_and_reconstruction_error(x):
+    result = engine.train(x, TrainParams((16, 8, 4), seed=1))
+    decoded = engine.decode(result.codes, result.codebooks)
+    np.testing.assert_allclose(decoded, ref_decode(result.codes, result.codebooks), atol=1e-5)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    err = ((xn - decoded) ** 2).sum() / ((xn - xn.mean(0)) ** 2).sum()
+    assert result.stats["reconstruction_error"] == pytest.approx(err, rel=1e-4)
+    # each level must remove error: one level alone reconstructs worse than three
+    one = engine.train(x, TrainParams((16,), seed=1))
+    assert one.stats["reconstruction_error"] > result.stats["reconstruction_error"]
+
+
+def test_same_seed_same_codes_other_seed_other_codebooks(x):
+    a = engine.train(x, TrainParams((16, 8), seed=5))
+    b = engine.train(x, TrainParams((16, 8), seed=5))
+    c = engine.train(x, TrainParams((16, 8), seed=6))
+    np.testing.assert_array_equal(a.codes, b.codes)
+    for ca, cb in zip(a.codebooks, b.codebooks, strict=True):
+        np.testing.assert_array_equal(ca, cb)
+    assert not np.array_equal(a.codebooks[0], c.codebooks[0])
+
+
+def test_caller_arrays_are_never_modified(x):
+    before = x.copy()
+    result = engine.train(x, TrainParams((8, 4), seed=0))
+    books_before = [cb.copy() for cb in result.codebooks]
+    engine.encode(x, result.codebooks)
+    engine.decode(result.codes, result.codebooks)
+    np.testing.assert_array_equal(x, before)
+    for cb, cb0 in zip(result.codebooks, books_before, strict=True):
+        np.testing.assert_array_equal(cb, cb0)
+
+
+def test_overwrite_consumes_the_input_instead_of_copying(x):
+    mine = x.copy()
+    engine.train(mine, TrainParams((8,), seed=0), overwrite=True)
+    # the array was used as the working residual, so it no longer holds the input
+    assert not np.array_equal(mine, x)
+
+
+def test_float64_and_non_contiguous_inputs_give_the_same_codes(x):
+    result = engine.train(x, TrainParams((8, 4), seed=0))
+    wide = np.asfortranarray(x.astype(np.float64))
+    np.testing.assert_array_equal(engine.encode(wide, result.codebooks), result.codes)
+
+
+def test_per_level_codebook_sizes(x):
+    result = engine.train(x, TrainParams((32, 4), seed=0))
+    assert result.codes[:, 0].max() < 32 and result.codes[:, 1].max() < 4
+    assert len(np.unique(result.codes[:, 0])) > 16
+
+
+def test_fewer_items_than_codes_is_a_clear_error():
+    with pytest.raises(InputError, match="at least 64 items for 64 codes, but there are only 50"):
+        engine.train(make_vectors(50), TrainParams((64,)))
+
+
+def test_few_items_per_code_is_reported_not_printed(capfd):
+    result = engine.train(make_vectors(300), TrainParams((16,), seed=0))
+    assert any("under 39 per code" in w for w in result.stats["warnings"])
+    assert "WARNING" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[1.0, np.nan], [0.0, 1.0]]), "row 1: vector contains NaN"),
+    (np.array([[1.0, 0.0], [np.inf, 1.0]]), "row 2: vector contains NaN or infinity"),
+    (np.zeros((0, 4)), "non-empty 2-d array"),
+    (np.ones(4), "non-empty 2-d array"),
+    (np.array([["a", "b"]]), "real numbers"),
+])
+def test_bad_vectors(bad, message):
+    with pytest.raises(InputError, match=message):
+        engine.encode(bad, [np.ones((2, bad.shape[-1] if bad.ndim == 2 else 4), np.float32)])
+
+
+def test_encode_checks_codebook_dimension(x):
+    with pytest.raises(InputError, match="dimension 24"):
+        engine.encode(x, [np.ones((4, 8), np.float32)])
+
+
+def test_normalized_codes_cannot_be_decoded(x):
+    result = engine.train(x, TrainParams((8,), residual="normalized"))
+    with pytest.raises(InputError, match="cannot be decoded"):
+        engine.decode(result.codes, result.codebooks, residual="normalized")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"codebook_sizes": (1,)}, "between 2 and"),
+    ({"codebook_sizes": (256,) * 9}, "levels must be between 1 and 8"),
+    ({"codebook_sizes": (65536,) * 5}, "more than 2\\^62"),
+    ({"codebook_sizes": (8,), "residual": "fancy"}, "residual mode"),
+    ({"codebook_sizes": (8,), "niter": 0}, "iterations"),
+    ({"codebook_sizes": (8,), "seed": -1}, "seed"),
+])
+def test_bad_params(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        TrainParams(**kwargs)

@@ -1,0 +1,110 @@
+"""Alembic migrations: they build exactly the models' schema, go down and up again, and every
+command refuses a database at an unknown schema."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from registry import DatabaseError, Registry
+from registry.store import db
+from registry.store.schema import HEAD, REVISIONS, metadata
+
+from .conftest import TABLES, make_keys, make_vectors
+
+
+def _diff(url: str) -> list:
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(ctx, metadata)
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = db.make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_revisions_constant_matches_the_migration_scripts():
+    script = ScriptDirectory.from_config(db.alembic_config())
+    walked = [s.revision for s in script.walk_revisions()]
+    assert tuple(reversed(walked)) == REVISIONS
+    assert script.get_current_head() == HEAD
+
+
+def test_migrations_build_exactly_the_models(migrated_url):
+    assert _diff(migrated_url) == []
+    assert set(TABLES) <= _tables(migrated_url)
+
+
+def test_upgrade_downgrade_upgrade(db_url):
+    engine = db.make_engine(db_url, create=True)
+    try:
+        assert db.migrate(engine) == (None, HEAD)
+        with db.transaction(engine, write=True) as conn:
+            command.downgrade(db.alembic_config(conn), "base")
+        assert not set(TABLES) & set(inspect(engine).get_table_names())
+        assert db.migrate(engine) == (None, HEAD)
+        assert db.migrate(engine) == (HEAD, HEAD)  # idempotent
+    finally:
+        engine.dispose()
+    assert _diff(db_url) == []
+
+
+def test_init_upgrades_and_keeps_data(migrated_url):
+    with Registry(migrated_url) as reg:
+        reg.add(make_keys(3), make_vectors(3))
+        result = reg.init()
+        assert (result.before, result.after) == (HEAD, HEAD)
+        assert reg.versions() == []  # still usable after init
+    engine = create_engine(migrated_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 3
+    engine.dispose()
+
+
+def test_uninitialised_database_is_refused(db_url):
+    if db_url.startswith("sqlite"):
+        create_engine(db_url).connect().close()  # an empty file
+    with Registry(db_url) as reg, pytest.raises(DatabaseError, match="registry init"):
+        reg.versions()
+
+
+def test_missing_sqlite_file_is_refused_and_not_created(tmp_path):
+    path = tmp_path / "nope.db"
+    with Registry(f"sqlite:///{path}") as reg, pytest.raises(DatabaseError, match="no registry"):
+        reg.versions()
+    assert not path.exists()
+
+
+def test_database_from_a_newer_registry_is_refused(migrated_url):
+    engine = create_engine(migrated_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+    with Registry(migrated_url) as reg:
+        with pytest.raises(DatabaseError, match="newer registry"):
+            reg.versions()
+        with pytest.raises(DatabaseError, match="newer registry"):
+            reg.init()
+
+
+def test_unreachable_postgresql_is_one_clear_error():
+    with Registry("postgresql://postgres@127.0.0.1:1/none") as reg, \
+            pytest.raises(DatabaseError, match="127.0.0.1"):
+        reg.versions()
+
+
+def test_unsupported_url():
+    with pytest.raises(DatabaseError, match="unsupported database"):
+        Registry("mysql://root@localhost/x").versions()

@@ -1,0 +1,140 @@
+"""Training versions: every live item gets a unique ID, codebooks are stored checksummed, and a
+failing or refused train leaves the database exactly as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from registry import DatabaseError, InputError, StateError, engine
+from registry.ids import CodeSpace
+
+from .conftest import dump, make_keys, make_vectors
+
+
+def _codes(reg, keys, version):
+    return np.array([r.codes for r in reg.get(keys, version)])
+
+
+def test_train_gives_every_item_a_unique_id(reg, catalog):
+    keys, vectors = catalog
+    reg.add(keys, vectors)
+    summary = reg.train(codebook_size=[8, 4, 4], seed=3)
+    v = summary.version
+    assert (v.number, v.state, summary.items) == (1, "draft", 600)
+    records = reg.get(keys, 1)
+    ids = [r.id for r in records]
+    assert len(set(ids)) == 600
+    assert all(len(r.codes) == 3 and r.id.count("-") == 3 for r in records)
+    # the stored IDs are what the engine gives for the stored codebooks
+    expected = engine.encode(vectors, reg.codebooks(1))
+    np.testing.assert_array_equal(_codes(reg, keys, 1), expected)
+    packed = CodeSpace((8, 4, 4)).pack(expected)
+    assert summary.collision_rate == pytest.approx(1 - len(np.unique(packed)) / 600)
+    # disambiguation numbers count 0, 1, 2, ... within each code tuple
+    by_code: dict[tuple, list[int]] = {}
+    for r in records:
+        by_code.setdefault(tuple(r.codes), []).append(r.disambiguation)
+    assert all(sorted(d) == list(range(len(d))) for d in by_code.values())
+    assert v.stats["max_disambiguation"] == max(max(d) for d in by_code.values())
+
+
+def test_versions_are_numbered_and_same_seed_gives_same_ids(reg, catalog):
+    keys, vectors = catalog
+    reg.add(keys, vectors)
+    a = reg.train(codebook_size=[8, 4], seed=11, name="a").version
+    b = reg.train(codebook_size=[8, 4], seed=11, name="b").version
+    c = reg.train(levels=2, codebook_size=8, seed=12).version
+    assert (a.number, b.number, c.number) == (1, 2, 3)
+    assert [r.id for r in reg.get(keys, "a")] == [r.id for r in reg.get(keys, "b")]
+    assert c.params["codebook_sizes"] == [8, 8]
+    listed = reg.versions()
+    assert [(s.version.number, s.version.name, s.items) for s in listed] == \
+        [(1, "a", 600), (2, "b", 600), (3, None, 600)]
+
+
+def test_train_params_are_kept_with_the_version(reg, catalog):
+    reg.add(*catalog)
+    v = reg.train(codebook_size=[16, 4], seed=9, residual="normalized", niter=7,
+                  max_points_per_centroid=64).version
+    assert v.params == {"codebook_sizes": [16, 4], "seed": 9, "residual": "normalized",
+                        "niter": 7, "max_points_per_centroid": 64}
+    assert v.dim == 16 and "reconstruction_error" not in v.stats
+
+
+def test_codebooks_round_trip_and_tampering_is_caught(trained, migrated_url):
+    reg, v = trained
+    books = reg.codebooks(v.number)
+    assert [b.shape for b in books] == [(8, 16), (4, 16), (4, 16)]
+    assert all(b.dtype == np.float32 for b in books)
+    eng = create_engine(migrated_url)
+    with eng.begin() as conn:
+        data = bytearray(conn.execute(
+            text("SELECT data FROM codebooks WHERE version_id = 1 AND level = 2")).scalar())
+        data[-1] ^= 0x01
+        conn.execute(text("UPDATE codebooks SET data = :d WHERE version_id = 1 AND level = 2"),
+                     {"d": bytes(data)})
+    eng.dispose()
+    with pytest.raises(DatabaseError, match="level 2 of version 1 fails its sha256 check"):
+        reg.codebooks(v.number)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"codebook_size": 1024}, InputError, "at least 1024 items"),
+    ({"levels": 2, "codebook_size": [8, 4, 4]}, InputError, "3 codebook sizes given for 2"),
+    ({"levels": 0}, InputError, "levels must be"),
+    ({"levels": 99}, InputError, "levels must be between 1 and 8"),
+    ({"codebook_size": -5}, InputError, "codebook size must be between"),
+    ({"name": "3"}, InputError, "must start with a letter"),
+    ({"name": "v1"}, StateError, "already exists and is frozen"),
+    ({"residual": "both"}, InputError, "residual mode"),
+])
+def test_refused_training_changes_nothing(trained, migrated_url, kwargs, error, message):
+    reg, _ = trained
+    before = dump(migrated_url)
+    with pytest.raises(error, match=message):
+        reg.train(**kwargs)
+    assert dump(migrated_url) == before
+
+
+def test_training_without_items_is_an_error(reg):
+    with pytest.raises(InputError, match="no items to train on"):
+        reg.train()
+
+
+def test_failure_while_writing_leaves_no_half_made_version(reg, catalog, migrated_url):
+    """A database error in the middle of writing the assignments rolls the whole train back."""
+    reg.add(*catalog)
+    before = dump(migrated_url)
+    eng = create_engine(migrated_url)
+    with eng.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON assignments "
+                              "WHEN NEW.item_id = 300 BEGIN SELECT RAISE(ABORT, 'boom'); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+                              "IF NEW.item_id = 300 THEN RAISE EXCEPTION 'boom'; END IF; "
+                              "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON assignments "
+                              "FOR EACH ROW EXECUTE FUNCTION boom()"))
+    eng.dispose()
+    with pytest.raises(Exception, match="boom"):
+        reg.train(codebook_size=[8, 4])
+    assert dump(migrated_url) == before
+    assert reg.versions() == []
+
+
+def test_changed_vectors_keep_old_ids_and_get_new_codes_in_new_versions(reg):
+    keys = make_keys(300)
+    reg.add(keys, make_vectors(300))
+    first = reg.train(codebook_size=[8, 4]).version
+    moved = make_vectors(300, seed=99)[:10]
+    r = reg.add(keys[:10], moved)
+    assert (r.changed, r.added, r.unchanged) == (10, 0, 0)
+    # the old ID stays in version 1; version 2 is trained on the new vectors
+    old = [x.id for x in reg.get(keys[:10], first.number)]
+    reg.train(codebook_size=[8, 4])
+    assert [x.id for x in reg.get(keys[:10], first.number)] == old
+    np.testing.assert_array_equal(_codes(reg, keys[:10], 2),
+                                  engine.encode(moved, reg.codebooks(2)))
