@@ -99,11 +99,18 @@ def _nearest(residual: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return labels.ravel()
 
 
-def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str) -> None:
-    """Advance ``residual`` (our own array) in place to the next level."""
-    residual -= codebook[labels]
-    if mode == "normalized":
-        faiss.normalize_L2(residual)
+def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str,
+          chunk: int = 4096) -> None:
+    """Advance ``residual`` (our own array) in place to the next level.
+
+    In chunks that stay in cache: ``residual -= codebook[labels]`` on the whole array would
+    build a full-size temporary and cost about three times as long.
+    """
+    for start in range(0, residual.shape[0], chunk):
+        part = residual[start:start + chunk]
+        part -= codebook[labels[start:start + chunk]]
+        if mode == "normalized":
+            faiss.normalize_L2(part)
 
 
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:

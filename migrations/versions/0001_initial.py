@@ -78,12 +78,10 @@ def upgrade() -> None:
         sa.Column("code", sa.BigInteger(), nullable=False),
         sa.Column("disamb", sa.Integer(), nullable=False),
         sa.Column("incremental", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(["item_id"], ["items.id"], name="fk_assignments_item_id_items"),
-        sa.ForeignKeyConstraint(["version_id"], ["versions.id"],
-                                name="fk_assignments_version_id_versions"),
         sa.PrimaryKeyConstraint("version_id", "item_id", name="pk_assignments"),
         sa.UniqueConstraint("version_id", "code", "disamb",
                             name="uq_assignments_version_id_code_disamb"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "aliases",

@@ -101,26 +101,27 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
     return n
 
 
-def read_vectors(conn: Connection, sql: str, params: dict, capacity: int, dim: int,
-                 *, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``sql`` (selecting id, embedding bytes, embedding dtype, ordered) and return
-    (ids int64 (N,), vectors float32 (N, dim)), filled into arrays preallocated for
-    ``capacity`` rows (an exact count, or the query's LIMIT) and trimmed to what came.
+def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int, dim: int,
+                 *, limit: int | None = None, chunk: int = 20_000
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``SELECT i.id, i.embedding ... {from_where} ORDER BY i.id [LIMIT]`` into
+    (ids int64 (N,), vectors float32 (N, dim)), arrays preallocated for ``capacity`` rows
+    (an exact count, or the LIMIT) and trimmed to what came.
 
-    ``sql`` uses ``%(name)s`` placeholders on PostgreSQL and ``:name`` on SQLite.
+    ``from_where`` names the items table ``i`` and uses ``%(name)s`` placeholders on
+    PostgreSQL, ``:name`` on SQLite.
     """
     ids = np.empty(capacity, dtype=np.int64)
     out = np.empty((capacity, dim), dtype=np.float32)
+    tail = " ORDER BY i.id" + ("" if limit is None else f" LIMIT {int(limit)}")
+    if conn.dialect.name == "postgresql":
+        sql = f"SELECT i.id, i.embedding {from_where}{tail}"
+        filled = _CopyReader(ids, out).run(conn, sql, params)
+        return ids[:filled], out[:filled]
     filled = 0
-    pg = conn.dialect.name == "postgresql"
-    if pg:
-        # A named (server-side) cursor streams; binary results skip bytea hex decoding.
-        cur = conn.connection.driver_connection.cursor(name="registry_vectors", binary=True)
-        cur.itersize = chunk
-    else:
-        cur = conn.connection.cursor()
+    cur = conn.connection.cursor()
     try:
-        cur.execute(sql, params)
+        cur.execute(f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}{tail}", params)
         while True:
             rows = cur.fetchmany(chunk)
             if not rows:
@@ -134,18 +135,113 @@ def read_vectors(conn: Connection, sql: str, params: dict, capacity: int, dim: i
     return ids[:filled], out[:filled]
 
 
+class _CopyReader:
+    """Streams ``COPY (SELECT id, embedding ...) TO STDOUT (FORMAT BINARY)`` into arrays.
+
+    Rows of float32 vectors all have the same size, so numpy parses runs of them in one go;
+    any other row (a float16 vector, the trailer) is parsed on its own.
+    """
+
+    FLUSH_BYTES = 8 << 20
+
+    def __init__(self, ids: np.ndarray, out: np.ndarray):
+        self.ids, self.out = ids, out
+        self.dim = out.shape[1]
+        self.width = self.dim * 4
+        self.row = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i4"), ("l2", ">i4"),
+                             ("v", "<f4", (self.dim,))])
+        self.filled = 0
+        self.done = False
+
+    def run(self, conn: Connection, sql: str, params: dict) -> int:
+        buf = bytearray()
+        pos = None  # None until the header has been skipped
+        with conn.connection.cursor() as cur, \
+                cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)", params) as copy:
+            for data in copy:
+                buf += data
+                if len(buf) >= self.FLUSH_BYTES:
+                    pos = self._parse(buf, pos)
+                    del buf[:pos]
+                    pos = 0
+            self._parse(buf, pos)
+        if not self.done:
+            raise RuntimeError("COPY ended without its trailer")
+        return self.filled
+
+    def _parse(self, buf: bytearray, pos: int | None) -> int:
+        if pos is None:
+            if len(buf) < 19:
+                return 0
+            if bytes(buf[:11]) != _PG_BINARY_HEADER[:11]:
+                raise RuntimeError("not a PostgreSQL binary COPY stream")
+            pos = 19 + struct.unpack_from(">i", buf, 15)[0]
+        view = memoryview(buf)
+        while not self.done:
+            pos = self._fast(view, pos)
+            step = self._one(view, pos)
+            if step == 0:
+                break
+            pos += step
+        view.release()
+        return pos
+
+    def _fast(self, view: memoryview, pos: int) -> int:
+        count = (len(view) - pos) // self.row.itemsize
+        if count == 0:
+            return pos
+        recs = np.frombuffer(view, dtype=self.row, count=count, offset=pos)
+        ok = (recs["n"] == 2) & (recs["l1"] == 4) & (recs["l2"] == self.width)
+        good = count if ok.all() else int(np.argmin(ok))
+        self._room(good)
+        self.ids[self.filled:self.filled + good] = recs["id"][:good]
+        self.out[self.filled:self.filled + good] = recs["v"][:good]
+        self.filled += good
+        return pos + good * self.row.itemsize
+
+    def _one(self, view: memoryview, pos: int) -> int:
+        """Parse one row (or the trailer) at ``pos``; 0 when it has not fully arrived."""
+        if len(view) - pos < 2:
+            return 0
+        if struct.unpack_from(">h", view, pos)[0] == -1:
+            self.done = True
+            return 2
+        if len(view) - pos < 14:
+            return 0
+        nfields, l1, item_id, length = struct.unpack_from(">hiii", view, pos)
+        if nfields != 2 or l1 != 4 or length < 0:
+            raise RuntimeError("unexpected row layout in COPY stream")
+        if len(view) - pos < 14 + length:
+            return 0
+        itemsize, rest = divmod(length, self.dim)
+        dtype = {4: "<f4", 2: "<f2"}.get(itemsize)
+        if rest or dtype is None:
+            raise InputError(f"item {item_id} has an embedding of {length} bytes, which is "
+                             f"not {self.dim} float32 or float16 numbers", source="database")
+        self._room(1)
+        self.ids[self.filled] = item_id
+        self.out[self.filled] = np.frombuffer(view, dtype=dtype, count=self.dim, offset=pos + 14)
+        self.filled += 1
+        return 14 + length
+
+    def _room(self, n: int) -> None:
+        if self.filled + n > self.ids.shape[0]:
+            raise RuntimeError("more vectors than counted: the items changed while reading")
+
+
 def _fill(out: np.ndarray, ids: np.ndarray, at: int, rows: list, dim: int) -> None:
     chunk_ids, blobs, dtypes = zip(*rows, strict=True)
     ids[at:at + len(rows)] = chunk_ids
-    dtype = np.dtype(dtypes[0])
-    if dtypes.count(dtypes[0]) == len(dtypes):
-        flat = np.frombuffer(b"".join(blobs), dtype=dtype)
-        if flat.size == dim * len(rows) and all(len(b) == dim * dtype.itemsize for b in blobs):
-            out[at:at + len(rows)] = flat.reshape(len(rows), dim)
-            return
-    for offset, (blob, dt) in enumerate(zip(blobs, dtypes, strict=True)):
-        vec = np.frombuffer(blob, dtype=dt)
+    # Copy each float32 blob straight into its row: joining the blobs first would allocate
+    # (and page-fault) a temporary as large as the chunk.
+    target = memoryview(out[at:at + len(rows)]).cast("B")
+    width = dim * 4
+    for i, (blob, dtype) in enumerate(zip(blobs, dtypes, strict=True)):
+        if len(blob) == width and dtype == "float32":
+            target[i * width:(i + 1) * width] = blob
+            continue
+        vec = np.frombuffer(blob, dtype=dtype)
         if vec.shape[0] != dim:
-            raise InputError(f"item {chunk_ids[offset]} has a {vec.shape[0]}-d embedding, "
+            raise InputError(f"item {chunk_ids[i]} has a {vec.shape[0]}-d embedding, "
                              f"expected {dim}", source="database")
-        out[at + offset] = vec
+        out[at + i] = vec

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from ..errors import InputError
 from .bulk import insert_rows, read_vectors
@@ -123,32 +123,27 @@ def upsert_vectors(conn: Connection, keys: Sequence[str], vectors: np.ndarray,
     return counts
 
 
-def _live():
-    return (items.c.removed_at.is_(None), items.c.embedding.is_not(None))
-
-
-def count_live(conn: Connection) -> int:
-    """Items that are not removed and have an embedding: what a new version covers."""
-    return conn.execute(select(func.count()).select_from(items).where(*_live())).scalar_one()
+# SQL over ``items i``: live items are those a new version covers
+_LIVE = "i.removed_at IS NULL AND i.embedding IS NOT NULL"
+_UNASSIGNED = (
+    f"FROM items i WHERE {_LIVE} AND i.id > {{after}} "
+    "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.version_id = {version} "
+    "AND a.item_id = i.id)"
+)
 
 
 def _param(conn: Connection, name: str) -> str:
     return f"%({name})s" if conn.dialect.name == "postgresql" else f":{name}"
 
 
+def count_live(conn: Connection) -> int:
+    """Items that are not removed and have an embedding: what a new version covers."""
+    return conn.exec_driver_sql(f"SELECT count(*) FROM items i WHERE {_LIVE}").scalar_one()
+
+
 def live_vectors(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 vectors) of every live item, in id order."""
-    count = count_live(conn)
-    sql = ("SELECT id, embedding, embedding_dtype FROM items "
-           "WHERE removed_at IS NULL AND embedding IS NOT NULL ORDER BY id")
-    return read_vectors(conn, sql, {}, count, dim)
-
-
-_UNASSIGNED = (
-    "FROM items i WHERE i.removed_at IS NULL AND i.embedding IS NOT NULL AND i.id > {after} "
-    "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.version_id = {version} "
-    "AND a.item_id = i.id)"
-)
+    return read_vectors(conn, f"FROM items i WHERE {_LIVE}", {}, count_live(conn), dim)
 
 
 def unassigned_vectors(conn: Connection, version: int, dim: int, after: int,
@@ -156,20 +151,4 @@ def unassigned_vectors(conn: Connection, version: int, dim: int, after: int,
     """Up to ``limit`` live items with no ID in ``version`` and an id above ``after``."""
     where = _UNASSIGNED.format(after=_param(conn, "after"), version=_param(conn, "version"))
     params = {"after": after, "version": version}
-    sql = f"SELECT i.id, i.embedding, i.embedding_dtype {where} ORDER BY i.id LIMIT {int(limit)}"
-    return read_vectors(conn, sql, params, limit, dim)
-
-
-def _scalar(conn: Connection, sql: str, params: dict) -> int:
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(sql, params)
-        return int(cur.fetchone()[0])
-    finally:
-        cur.close()
-
-
-def unassigned_count(conn: Connection, version: int) -> int:
-    """Live items with no ID in ``version``."""
-    where = _UNASSIGNED.format(after=_param(conn, "after"), version=_param(conn, "version"))
-    return _scalar(conn, f"SELECT count(*) {where}", {"after": 0, "version": version})
+    return read_vectors(conn, where, params, limit, dim, limit=limit)

@@ -97,11 +97,15 @@ codebooks = Table(
     PrimaryKeyConstraint("version_id", "level"),
 )
 
+# No foreign keys here on purpose: PostgreSQL and SQLite check them row by row, which more
+# than doubled the cost of writing a version's assignments (measured: 1.5 s instead of 0.45 s
+# for 200k rows on PostgreSQL). Rows come only from the store, with item ids it has just read;
+# items and versions are never deleted (items are tombstoned, versions retired).
 assignments = Table(
     "assignments",
     metadata,
-    Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
-    Column("item_id", Integer, ForeignKey("items.id"), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("item_id", Integer, nullable=False),
     # mixed-radix packed code tuple (see registry.ids): a prefix is one range of it
     Column("code", BigInteger, nullable=False),
     Column("disamb", Integer, nullable=False),
@@ -110,6 +114,8 @@ assignments = Table(
     PrimaryKeyConstraint("version_id", "item_id"),
     # one ID per (version, codes, number); also the index behind prefix range scans
     UniqueConstraint("version_id", "code", "disamb"),
+    # SQLite: the primary key is the table, one B-tree fewer to write
+    sqlite_with_rowid=False,
 )
 
 aliases = Table(

@@ -1,0 +1,96 @@
+"""``train`` end to end against the bare in-memory computation it wraps.
+
+End to end: read every item's vector from the database, train 3 levels x 256 codes with
+faiss residual k-means, write every item's ID. Baseline: the seed tutorial's algorithm
+(faiss.Kmeans per level on renormalised residuals), re-implemented here, on the same vectors
+already in memory. Target (issue 2): end to end at most 1.3x the baseline.
+
+    python bench/bench_train.py            # 200k x 384, SQLite and PostgreSQL, 3 runs each
+    python bench/bench_train.py --quick    # 20k x 384, 1 run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import clustered_vectors, database, machine, record, table, timed
+
+from registry import Registry
+
+TARGET = 1.3
+
+
+def seed_baseline(embeddings: np.ndarray, k: int = 256, levels: int = 3) -> np.ndarray:
+    """The seed tutorial's residual k-means: normalise, cluster, subtract, renormalise."""
+    x = embeddings.copy()
+    faiss.normalize_L2(x)
+    codes = np.zeros((x.shape[0], levels), dtype=np.int64)
+    for level in range(levels):
+        km = faiss.Kmeans(x.shape[1], k, niter=20, verbose=False)
+        km.train(x)
+        _, labels = km.index.search(x, 1)
+        codes[:, level] = labels.ravel()
+        x = x - km.centroids[labels.ravel()]
+        faiss.normalize_L2(x)
+    return codes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20k items, one run")
+    ap.add_argument("--items", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--databases", default="sqlite,postgresql")
+    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    args = ap.parse_args()
+    n = args.items or (20_000 if args.quick else 200_000)
+    repeat = args.repeat or (1 if args.quick else 3)
+    dim, k, levels = 384, 256, 3
+    vectors = clustered_vectors(n, dim, seed=0)
+    keys = [f"item{i:07d}" for i in range(n)]
+
+    bare, bare_all = timed(lambda: seed_baseline(vectors, k, levels), repeat)
+    print(f"bare seed algorithm, {n} x {dim}: median {bare:.2f} s "
+          f"{[round(t, 2) for t in bare_all]}")
+    rows = [["bare seed algorithm (in memory)", "-", f"{bare:.2f}", "1.00", "-"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.databases.split(","):
+            with database(kind, Path(tmp)) as url, Registry(url) as reg:
+                reg.init()
+                reg.add(keys, vectors)
+                engine_times = []
+
+                def train(reg=reg, engine_times=engine_times):
+                    s = reg.train(levels=levels, codebook_size=k)
+                    engine_times.append(s.version.stats["train_seconds"])
+
+                median, all_times = timed(train, repeat)
+                engine = float(np.median(engine_times))
+                ratio = median / bare
+                print(f"registry train on {kind}: median {median:.2f} s "
+                      f"{[round(t, 2) for t in all_times]} (faiss part {engine:.2f} s), "
+                      f"ratio {ratio:.2f} (target <= {TARGET})")
+                rows.append([f"registry train end to end, {kind}", f"{engine:.2f}",
+                             f"{median:.2f}", f"{ratio:.2f}",
+                             "yes" if ratio <= TARGET else "NO"])
+    body = (f"{n} x {dim} generated float32 vectors, {levels} levels x {k} codes, median of "
+            f"{repeat} run(s); {machine()}. Command: `python bench/bench_train.py"
+            f"{' --quick' if args.quick else ''}`.\n"
+            "End to end = read vectors from the database + residual k-means + write every "
+            f"assignment. Target: ratio <= {TARGET}.\n\n"
+            + table(["run", "k-means part (s)", "total (s)", "ratio to bare", "within target"],
+                    rows))
+    print(body)
+    if not args.no_write and not args.quick:
+        record("train end to end vs the bare seed algorithm (issue 2)", body)
+
+
+if __name__ == "__main__":
+    main()
