@@ -79,10 +79,11 @@ class StateChange:
     action: str
     changed: bool
     previous: int | None = None
+    alias: str | None = None
 
     def to_dict(self) -> dict:
         return {"action": self.action, "changed": self.changed, "previous": self.previous,
-                "version": self.version.to_dict()}
+                "alias": self.alias, "version": self.version.to_dict()}
 
 
 @dataclass
@@ -304,7 +305,7 @@ class Registry:
                 versions.log_event(conn, "activate", now, version=v.number, other=previous,
                                    params={"alias": alias}, reason=reason)
             return StateChange(versions.get(conn, v.number), "activate",
-                               changed=previous != v.number, previous=previous)
+                               changed=previous != v.number, previous=previous, alias=alias)
 
     def assign(self, version: str | int | None = None, *,
                batch_size: int = DEFAULT_BATCH) -> AssignResult:

@@ -87,15 +87,7 @@ pass_registry = click.make_pass_decorator(Registry)
 def init(reg: Registry, as_json: bool) -> None:
     """Create the registry's tables in a new database, or upgrade an older one."""
     r = reg.init()
-
-    def text() -> str:
-        if r.before is None:
-            return f"{r.url}: created schema {r.after}"
-        if r.before == r.after:
-            return f"{r.url}: schema {r.after} is up to date"
-        return f"{r.url}: upgraded schema {r.before} -> {r.after}"
-
-    _emit(as_json, r.to_dict(), text)
+    _emit(as_json, r.to_dict(), lambda: _text_init(r))
 
 
 @cli.command()
@@ -117,10 +109,7 @@ def add(reg: Registry, file: str, key_col: str, vector_col: str | None,
     An unchanged item is left alone; a changed one keeps its existing IDs.
     """
     r = reg.add_file(file, key=key_col, vector=vector_col, keys_file=keys_file)
-    _emit(as_json, r.to_dict(), lambda: (
-        f"{r.source}: {r.rows} rows of dimension {r.dim}: {r.added} added, {r.changed} changed, "
-        f"{r.restored} restored, {r.unchanged} unchanged"
-        + (f", {r.meta_updated} with new metadata" if r.meta_updated else "")))
+    _emit(as_json, r.to_dict(), lambda: _text_add(r))
 
 
 @cli.command()
@@ -148,22 +137,7 @@ def train(reg: Registry, levels: int | None, codebook_size, name: str | None, se
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter,
                   max_points_per_centroid=max_points_per_centroid)
-    v = r.version
-
-    def text() -> str:
-        sizes = v.params["codebook_sizes"]
-        lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
-                 f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
-                 f"collision rate {r.collision_rate:.4f}, "
-                 f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
-                 f"{r.seconds:.2f} s"]
-        if "reconstruction_error" in v.stats:
-            lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
-        lines += [f"warning: {w}" for w in r.warnings]
-        lines.append(f"next: registry freeze {v.number} && registry activate {v.number}")
-        return "\n".join(lines)
-
-    _emit(as_json, r.to_dict(), text)
+    _emit(as_json, r.to_dict(), lambda: _text_train(r))
 
 
 @cli.command()
@@ -174,8 +148,7 @@ def train(reg: Registry, levels: int | None, codebook_size, name: str | None, se
 def freeze(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
     """Publish a draft VERSION: its codebooks and issued IDs never change again."""
     r = reg.freeze(version, reason=reason)
-    _emit(as_json, r.to_dict(), lambda: (
-        f"froze {r.version.label}" if r.changed else f"{r.version.label} was already frozen"))
+    _emit(as_json, r.to_dict(), lambda: _text_change(r))
 
 
 @cli.command()
@@ -189,14 +162,7 @@ def activate(reg: Registry, version: str, alias: str, reason: str | None,
              as_json: bool) -> None:
     """Point the `active` alias (or --alias) at a frozen VERSION."""
     r = reg.activate(version, alias=alias, reason=reason)
-
-    def text() -> str:
-        if not r.changed:
-            return f"{alias} already points at {r.version.label}"
-        before = "" if r.previous is None else f" (was version {r.previous})"
-        return f"{alias} -> {r.version.label}{before}"
-
-    _emit(as_json, r.to_dict(), text)
+    _emit(as_json, r.to_dict(), lambda: _text_change(r))
 
 
 @cli.command()
@@ -208,8 +174,7 @@ def activate(reg: Registry, version: str, alias: str, reason: str | None,
 def assign(reg: Registry, version: str | None, batch_size: int, as_json: bool) -> None:
     """Give every live item that has no ID in the version one, without retraining."""
     r = reg.assign(version, batch_size=batch_size)
-    _emit(as_json, r.to_dict(), lambda: (
-        f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"))
+    _emit(as_json, r.to_dict(), lambda: _text_assign(r))
 
 
 @cli.command()
@@ -220,8 +185,7 @@ def assign(reg: Registry, version: str | None, batch_size: int, as_json: bool) -
 def get(reg: Registry, keys: tuple[str, ...], version: str | None, as_json: bool) -> None:
     """Print the ID of each KEY."""
     records = reg.get(keys, version)
-    _emit(as_json, [r.to_dict() for r in records],
-          lambda: "\n".join(f"{r.key}\t{r.id}" for r in records))
+    _emit(as_json, [r.to_dict() for r in records], lambda: _text_get(records))
 
 
 @cli.command()
@@ -234,16 +198,7 @@ def get(reg: Registry, keys: tuple[str, ...], version: str | None, as_json: bool
 def lookup(reg: Registry, query: str, version: str | None, limit: int, as_json: bool) -> None:
     """Find the item with a full ID (12-4-9-0), or the items under a prefix (12, 12-4)."""
     r = reg.lookup(query, version, limit=limit)
-
-    def text() -> str:
-        if not r.records:
-            return f"no items under {r.query} in version {r.version}"
-        lines = [f"{rec.id}\t{rec.key}" for rec in r.records]
-        if r.more:
-            lines.append(f"... more under {r.query}; raise --limit to see them")
-        return "\n".join(lines)
-
-    _emit(as_json, r.to_dict(), text)
+    _emit(as_json, r.to_dict(), lambda: _text_lookup(r))
 
 
 @cli.command(name="versions")
@@ -252,20 +207,112 @@ def lookup(reg: Registry, query: str, version: str | None, limit: int, as_json: 
 def versions_cmd(reg: Registry, as_json: bool) -> None:
     """List every version: number, name, state, aliases, parameters and item count."""
     rows = reg.versions()
+    _emit(as_json, [s.to_dict() for s in rows], lambda: _text_versions(rows))
 
-    def text() -> str:
-        if not rows:
-            return "no versions yet: run `registry train`"
-        return _table(
-            ["version", "name", "state", "aliases", "levels x k", "residual", "seed", "items",
-             "created"],
-            [[s.version.number, s.version.name or "-", s.version.state,
-              ",".join(s.version.aliases) or "-",
-              "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
-              s.version.params.get("seed"), s.items,
-              s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
 
-    _emit(as_json, [s.to_dict() for s in rows], text)
+@cli.command()
+@click.option("--dir", "workdir", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the demo's files and database (default: a new temporary one).")
+@click.option("--items", type=int, default=12_000, show_default=True,
+              help="Size of the generated catalog.")
+@_json_option
+def demo(workdir: str | None, items: int, as_json: bool) -> None:
+    """Run the whole flow on a generated catalog in a scratch SQLite file and show what the
+    IDs mean. Ignores --db: it never touches your registry."""
+    from .demo import run
+
+    if items < 2000:
+        raise click.BadParameter("use at least 2000 items", param_hint="--items")
+    r = run(workdir, items=items)
+    if as_json:
+        _emit(True, r.to_dict(), str)
+        return
+    click.echo(f"demo folder {r.workdir}, database {r.database}")
+    for name, result in r.steps:
+        click.echo(f"\n$ registry {name}")
+        click.echo(_TEXT[name](result))
+    click.echo(f"\nwhat the level-1 codes mean ({r.purity:.1%} of items share the main topic "
+               "of their level-1 code):")
+    for m in r.meanings:
+        topics = ", ".join(f"{t} {c}" for t, c in m.topics)
+        click.echo(f"  {m.code:>3}: {m.items} items ({topics}); e.g. {', '.join(m.examples)}")
+    click.echo(f"\ntry: registry --db {r.database} lookup {r.meanings[0].code} --limit 10")
+
+
+# -- text output -----------------------------------------------------------------------------
+
+def _text_init(r) -> str:
+    if r.before is None:
+        return f"{r.url}: created schema {r.after}"
+    if r.before == r.after:
+        return f"{r.url}: schema {r.after} is up to date"
+    return f"{r.url}: upgraded schema {r.before} -> {r.after}"
+
+
+def _text_add(r) -> str:
+    return (f"{r.source}: {r.rows} rows of dimension {r.dim}: {r.added} added, "
+            f"{r.changed} changed, {r.restored} restored, {r.unchanged} unchanged"
+            + (f", {r.meta_updated} with new metadata" if r.meta_updated else ""))
+
+
+def _text_train(r) -> str:
+    v = r.version
+    sizes = v.params["codebook_sizes"]
+    lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
+             f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
+             f"collision rate {r.collision_rate:.4f}, "
+             f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
+             f"{r.seconds:.2f} s"]
+    if "reconstruction_error" in v.stats:
+        lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
+    lines += [f"warning: {w}" for w in r.warnings]
+    lines.append(f"next: registry freeze {v.number} && registry activate {v.number}")
+    return "\n".join(lines)
+
+
+def _text_change(r) -> str:
+    if r.action == "freeze":
+        return f"froze {r.version.label}" if r.changed else f"{r.version.label} was already frozen"
+    alias = r.alias
+    if not r.changed:
+        return f"{alias} already points at {r.version.label}"
+    before = "" if r.previous is None else f" (was version {r.previous})"
+    return f"{alias} -> {r.version.label}{before}"
+
+
+def _text_assign(r) -> str:
+    return f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"
+
+
+def _text_get(records) -> str:
+    return "\n".join(f"{r.key}\t{r.id}" for r in records)
+
+
+def _text_lookup(r) -> str:
+    if not r.records:
+        return f"no items under {r.query} in version {r.version}"
+    lines = [f"{rec.id}\t{rec.key}" for rec in r.records]
+    if r.more:
+        lines.append(f"... more under {r.query}; raise --limit to see them")
+    return "\n".join(lines)
+
+
+def _text_versions(rows) -> str:
+    if not rows:
+        return "no versions yet: run `registry train`"
+    return _table(
+        ["version", "name", "state", "aliases", "levels x k", "residual", "seed", "items",
+         "created"],
+        [[s.version.number, s.version.name or "-", s.version.state,
+          ",".join(s.version.aliases) or "-",
+          "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
+          s.version.params.get("seed"), s.items,
+          s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
+
+
+_TEXT = {"init": _text_init, "add": _text_add, "train": _text_train, "freeze": _text_change,
+         "activate": _text_change, "assign": _text_assign, "get": _text_get,
+         "lookup": _text_lookup, "versions": _text_versions}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

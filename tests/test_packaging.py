@@ -46,3 +46,13 @@ def test_wheel_in_a_fresh_virtualenv_can_init_a_database(tmp_path):
     listed = _run(env / "bin" / "registry", "--db", "sqlite:///fresh.db", "versions", "--json",
                   cwd=work)
     assert json.loads(listed) == []
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    blocks = [b.split("```", 1)[0].strip() for b in readme.split("```sh\n")[1:]]
+    setup_demo, setup_tests = blocks[0], blocks[1]
+    assert "registry demo" in setup_demo and "pytest" in setup_tests
+    ci_lines = [ln for ln in (REPO / ".ci" / "run").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    assert ci_lines[-1] == setup_tests
