@@ -110,3 +110,20 @@ def dump(url: str) -> dict[str, list[tuple]]:
             return out
     finally:
         engine.dispose()
+
+
+def fail_inserts_for_item(url: str, item_id: int) -> None:
+    """A trigger that makes inserting an assignment for ``item_id`` fail, as a crash would."""
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text(f"CREATE TRIGGER boom BEFORE INSERT ON assignments "
+                              f"WHEN NEW.item_id = {item_id} BEGIN SELECT RAISE(ABORT, 'boom'); "
+                              "END"))
+        else:
+            conn.execute(text(f"CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+                              f"IF NEW.item_id = {item_id} THEN RAISE EXCEPTION 'boom'; END IF; "
+                              "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON assignments "
+                              "FOR EACH ROW EXECUTE FUNCTION boom()"))
+    eng.dispose()

@@ -3,12 +3,15 @@ change, disambiguation numbers continue after the largest one issued."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, text
 
-from registry import InputError, NotFoundError, engine
+from registry import InputError, NotFoundError, Registry, engine
 
-from .conftest import dump, make_keys, make_vectors
+from .conftest import dump, fail_inserts_for_item, make_keys, make_vectors
 
 
 def test_assign_gives_new_items_ids_and_leaves_old_ones(trained):
@@ -80,3 +83,43 @@ def test_items_without_an_id_are_reported_by_get(trained):
         reg.get(["late"])
     reg.assign()
     assert reg.get(["late"])[0].key == "late"
+
+
+def test_a_failed_batch_leaves_nothing_half_assigned_and_a_rerun_finishes(trained, migrated_url):
+    reg, _ = trained
+    new_keys = make_keys(100, start=600)
+    reg.add(new_keys, make_vectors(100, seed=4))
+    fail_inserts_for_item(migrated_url, 600 + 70)  # item ids are 1-based: the 70th new item
+    with pytest.raises(Exception, match="boom"):
+        reg.assign(batch_size=30)
+    eng = create_engine(migrated_url)
+    with eng.begin() as conn:
+        # batches 1 and 2 (items 601..660) were committed; batch 3 left no row at all
+        assigned = conn.execute(text("SELECT item_id FROM assignments WHERE incremental "
+                                     "ORDER BY item_id")).scalars().all()
+        assert assigned == list(range(601, 661))
+        conn.execute(text("DROP TRIGGER boom" + (" ON assignments" if
+                                                  conn.dialect.name == "postgresql" else "")))
+    eng.dispose()
+    assert reg.assign(batch_size=30).assigned == 40
+    assert len({r.id for r in reg.get(make_keys(700))}) == 700
+
+
+def test_concurrent_assigners_share_the_work_without_duplicates(trained, migrated_url):
+    reg, _ = trained
+    new_keys = make_keys(400, start=600)
+    reg.add(new_keys, make_vectors(400, seed=6))
+    results: list = []
+
+    def worker():
+        with Registry(migrated_url) as r:
+            results.append(r.assign(batch_size=25).assigned)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(results) == 400
+    ids = [r.id for r in reg.get(make_keys(1000))]
+    assert len(set(ids)) == 1000

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from registry import DatabaseError, InputError, StateError, engine
 from registry.ids import CodeSpace
 
-from .conftest import dump, make_keys, make_vectors
+from .conftest import dump, fail_inserts_for_item, make_keys, make_vectors
 
 
 def _codes(reg, keys, version):
@@ -107,18 +107,7 @@ def test_failure_while_writing_leaves_no_half_made_version(reg, catalog, migrate
     """A database error in the middle of writing the assignments rolls the whole train back."""
     reg.add(*catalog)
     before = dump(migrated_url)
-    eng = create_engine(migrated_url)
-    with eng.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON assignments "
-                              "WHEN NEW.item_id = 300 BEGIN SELECT RAISE(ABORT, 'boom'); END"))
-        else:
-            conn.execute(text("CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
-                              "IF NEW.item_id = 300 THEN RAISE EXCEPTION 'boom'; END IF; "
-                              "RETURN NEW; END $$ LANGUAGE plpgsql"))
-            conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON assignments "
-                              "FOR EACH ROW EXECUTE FUNCTION boom()"))
-    eng.dispose()
+    fail_inserts_for_item(migrated_url, 300)
     with pytest.raises(Exception, match="boom"):
         reg.train(codebook_size=[8, 4])
     assert dump(migrated_url) == before
