@@ -12,8 +12,11 @@ already in memory. Target (issue 2): end to end at most 1.3x the baseline.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import faiss
@@ -56,35 +59,49 @@ def main() -> None:
     vectors = clustered_vectors(n, dim, seed=0)
     keys = [f"item{i:07d}" for i in range(n)]
 
-    bare, bare_all = timed(lambda: seed_baseline(vectors, k, levels), repeat)
+    kinds = args.databases.split(",")
+    times: dict[str, list[float]] = {"bare": []}
+    engine_times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        regs = {}
+        for kind in kinds:
+            url = stack.enter_context(database(kind, Path(tmp)))
+            reg = stack.enter_context(Registry(url))
+            reg.init()
+            reg.add(keys, vectors)
+            regs[kind] = reg
+            times[kind], engine_times[kind] = [], []
+        # rounds, not blocks: each round times the bare run and every database once, so
+        # that a slow spell of the machine hits all of them alike
+        for _ in range(repeat):
+            times["bare"].append(timed(lambda: seed_baseline(vectors, k, levels), 1)[0])
+            for kind, reg in regs.items():
+                start = time.perf_counter()
+                summary = reg.train(levels=levels, codebook_size=k)
+                times[kind].append(time.perf_counter() - start)
+                engine_times[kind].append(summary.version.stats["train_seconds"])
+    bare = statistics.median(times["bare"])
     print(f"bare seed algorithm, {n} x {dim}: median {bare:.2f} s "
-          f"{[round(t, 2) for t in bare_all]}")
+          f"{[round(t, 2) for t in times['bare']]}")
     rows = [["bare seed algorithm (in memory)", "-", f"{bare:.2f}", "1.00", "-"]]
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.databases.split(","):
-            with database(kind, Path(tmp)) as url, Registry(url) as reg:
-                reg.init()
-                reg.add(keys, vectors)
-                engine_times = []
-
-                def train(reg=reg, engine_times=engine_times):
-                    s = reg.train(levels=levels, codebook_size=k)
-                    engine_times.append(s.version.stats["train_seconds"])
-
-                median, all_times = timed(train, repeat)
-                engine = float(np.median(engine_times))
-                ratio = median / bare
-                print(f"registry train on {kind}: median {median:.2f} s "
-                      f"{[round(t, 2) for t in all_times]} (faiss part {engine:.2f} s), "
-                      f"ratio {ratio:.2f} (target <= {TARGET})")
-                rows.append([f"registry train end to end, {kind}", f"{engine:.2f}",
-                             f"{median:.2f}", f"{ratio:.2f}",
-                             "yes" if ratio <= TARGET else "NO"])
+    for kind in kinds:
+        median = statistics.median(times[kind])
+        engine = statistics.median(engine_times[kind])
+        ratio = median / bare
+        print(f"registry train on {kind}: median {median:.2f} s "
+              f"{[round(t, 2) for t in times[kind]]} (faiss part {engine:.2f} s), "
+              f"ratio {ratio:.2f} (target <= {TARGET})")
+        rows.append([f"registry train end to end, {kind}", f"{engine:.2f}", f"{median:.2f}",
+                     f"{ratio:.2f}", "yes" if ratio <= TARGET else "NO"])
     body = (f"{n} x {dim} generated float32 vectors, {levels} levels x {k} codes, median of "
             f"{repeat} run(s); {machine()}. Command: `python bench/bench_train.py"
             f"{' --quick' if args.quick else ''}`.\n"
             "End to end = read vectors from the database + residual k-means + write every "
-            f"assignment. Target: ratio <= {TARGET}.\n\n"
+            f"assignment. Target: ratio <= {TARGET}. The k-means part is the registry's engine "
+            "alone (normalise, train, assign, as timed inside `engine.train`); total minus it "
+            "is what the database costs. The engine is faster than the seed code because it "
+            "updates residuals in place, in cache-sized chunks, where the seed code allocates "
+            "a new N x d array per level.\n\n"
             + table(["run", "k-means part (s)", "total (s)", "ratio to bare", "within target"],
                     rows))
     print(body)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from .api import Registry
 from .errors import RegistryError
@@ -23,6 +24,10 @@ class RegistryGroup(click.Group):
             return super().invoke(ctx)
         except RegistryError as e:
             raise click.ClickException(" ".join(str(e).split())) from None
+        except DBAPIError as e:
+            # not a user error, but still one line: the database refused something
+            first = (str(e.orig).strip().splitlines() or [type(e.orig).__name__])[0]
+            raise click.ClickException(f"database error: {first}") from None
 
 
 class SizesType(click.ParamType):

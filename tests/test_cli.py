@@ -161,3 +161,27 @@ def test_db_defaults_to_environment_variable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(cli, ["init"]).exit_code == 0
     assert (tmp_path / "registry.db").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["get", "item00001", "--version", "²"], "unknown version"),
+    (["get", "item00001", "--version", "a\x00b"], "unknown version"),
+    (["get", "a\x00b"], "unknown key"),
+    (["lookup", "1\x00"], "malformed"),
+])
+def test_odd_characters_are_plain_errors(run, ready, args, message):
+    result = run(*args)
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_database_errors_are_one_line(run, ready, migrated_url):
+    from .conftest import fail_inserts_for_item
+
+    vecs, keys = _write_catalog(ready, n=3, start=900, seed=3, name="late")
+    run("add", vecs, "--keys", keys)
+    fail_inserts_for_item(migrated_url, 501)
+    result = run("assign")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: database error: ") and "boom" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
-from sqlalchemy import JSON, BigInteger, Boolean, Connection, Float, Integer, SmallInteger, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    SmallInteger,
+    Table,
+    exc,
+)
 
 from ..errors import InputError
 
@@ -27,6 +38,19 @@ _PG_FIELDS: list[tuple[type, str]] = [
     (Float, ">f8"),
 ]
 _COPY_CHUNK_ROWS = 200_000
+
+
+@contextmanager
+def _cursor(conn: Connection, statement: str) -> Iterator:
+    """A driver cursor of ``conn`` whose errors surface as SQLAlchemy's, like all others."""
+    dbapi = conn.dialect.loaded_dbapi
+    cur = conn.connection.cursor()
+    try:
+        yield cur
+    except dbapi.Error as e:
+        raise exc.DBAPIError.instance(statement, None, e, dbapi.Error) from e
+    finally:
+        cur.close()
 
 
 def _quoted(conn: Connection, names: Iterable[str]) -> str:
@@ -45,7 +69,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
     json_cols = {i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)}
     stmt = f"COPY {conn.dialect.identifier_preparer.quote(table.name)} " \
            f"({_quoted(conn, names)}) FROM STDIN"
-    with conn.connection.cursor() as cur, cur.copy(stmt) as copy:
+    with _cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
         for row in rows:
             values = [row[n] for n in names]
             for i in json_cols:
@@ -69,11 +93,8 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
     if conn.dialect.name != "postgresql":
         marks = ", ".join("?" for _ in names)
         stmt = f"INSERT INTO {table.name} ({_quoted(conn, names)}) VALUES ({marks})"
-        cur = conn.connection.cursor()
-        try:
+        with _cursor(conn, stmt) as cur:
             cur.executemany(stmt, zip(*(a.tolist() for a in arrays), strict=True))
-        finally:
-            cur.close()
         return n
     fields: list[tuple[str, str]] = [("nfields", ">i2")]
     for i, (name, a) in enumerate(zip(names, arrays, strict=True)):
@@ -87,7 +108,7 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
         fields += [(f"len{i}", ">i4"), (f"val{i}", wire)]
     rec_type = np.dtype(fields)
     stmt = f"COPY {table.name} ({_quoted(conn, names)}) FROM STDIN (FORMAT BINARY)"
-    with conn.connection.cursor() as cur, cur.copy(stmt) as copy:
+    with _cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
         copy.write(_PG_BINARY_HEADER)
         for start in range(0, n, _COPY_CHUNK_ROWS):
             stop = min(start + _COPY_CHUNK_ROWS, n)
@@ -119,9 +140,9 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
         filled = _CopyReader(ids, out).run(conn, sql, params)
         return ids[:filled], out[:filled]
     filled = 0
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}{tail}", params)
+    sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}{tail}"
+    with _cursor(conn, sql) as cur:
+        cur.execute(sql, params)
         while True:
             rows = cur.fetchmany(chunk)
             if not rows:
@@ -130,8 +151,6 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
                 raise RuntimeError("more vectors than counted: the items changed while reading")
             _fill(out, ids, filled, rows, dim)
             filled += len(rows)
-    finally:
-        cur.close()
     return ids[:filled], out[:filled]
 
 
@@ -156,8 +175,8 @@ class _CopyReader:
     def run(self, conn: Connection, sql: str, params: dict) -> int:
         buf = bytearray()
         pos = None  # None until the header has been skipped
-        with conn.connection.cursor() as cur, \
-                cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)", params) as copy:
+        stmt = f"COPY ({sql}) TO STDOUT (FORMAT BINARY)"
+        with _cursor(conn, stmt) as cur, cur.copy(stmt, params) as copy:
             for data in copy:
                 buf += data
                 if len(buf) >= self.FLUSH_BYTES:

@@ -32,8 +32,9 @@ def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str
     j = items.outerjoin(assignments, (assignments.c.item_id == items.c.id)
                         & (assignments.c.version_id == version))
     q = select(items.c.key, assignments.c.code, assignments.c.disamb).select_from(j)
+    keys = [k for k in keys if "\x00" not in k]  # never stored (PostgreSQL text cannot hold it)
     for start in range(0, len(keys), IN_CHUNK):
-        part = list(keys[start:start + IN_CHUNK])
+        part = keys[start:start + IN_CHUNK]
         for row in conn.execute(q.where(items.c.key.in_(part))):
             out[row.key] = None if row.code is None else (row.code, row.disamb)
     return out

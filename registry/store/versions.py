@@ -98,7 +98,9 @@ def resolve(conn: Connection, ref: str | int | None, *, lock: bool = False) -> V
     """A version by number, alias or name; None means the ``active`` alias."""
     ref = ACTIVE if ref is None else str(ref).strip()
     number: int | None = None
-    if ref.isdigit():
+    if "\x00" in ref:
+        pass  # no name holds NUL (PostgreSQL text cannot)
+    elif ref.isascii() and ref.isdigit():
         number = int(ref) if len(ref) < 10 else -1
     else:
         number = conn.execute(select(aliases.c.version_id).where(aliases.c.name == ref)).scalar()
