@@ -165,3 +165,19 @@ def test_api_checks_keys_and_vectors(reg):
         reg.add(["a", "b", "c"], make_vectors(2))
     with pytest.raises(InputError, match="row 2: vector contains NaN"):
         reg.add(["a", "b"], np.array([[1.0, 2.0], [np.nan, 1.0]]))
+
+
+def test_other_columns_are_stored_as_json_metadata(reg, tmp_path, migrated_url):
+    from sqlalchemy import create_engine, text
+
+    reg.add_file(_jsonl(tmp_path / "a.jsonl", _rows()), vector="vec")
+    reg.add(["plain"], make_vectors(1, dim=4))
+    eng = create_engine(migrated_url)
+    with eng.connect() as conn:
+        rows = dict(conn.execute(text("SELECT key, meta FROM items")).all())
+        nulls = conn.execute(text("SELECT count(*) FROM items WHERE meta IS NULL")).scalar()
+    eng.dispose()
+    meta = rows["item00003"]
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    assert meta == {"colour": "red", "n": 3}
+    assert nulls == 1 and rows["plain"] is None  # no metadata is SQL NULL, not JSON null

@@ -28,9 +28,9 @@ def _space_name(model: str | None) -> str:
     return "vectors given by the user" if model is None else f"model {model}"
 
 
-def content_hash(vector: np.ndarray) -> str:
-    """sha256 of a vector's float32 bytes: the content of an item given as a vector."""
-    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+def content_hash(vector_bytes: bytes) -> str:
+    """sha256 of a vector's little-endian float32 bytes: the content of a vector item."""
+    return hashlib.sha256(vector_bytes).hexdigest()
 
 
 def space(conn: Connection) -> Space | None:
@@ -71,7 +71,7 @@ def upsert_vectors(conn: Connection, keys: Sequence[str], vectors: np.ndarray,
     A key whose vector changed keeps its IDs in existing versions (IDs never change) but gets
     the new vector for later versions; a removed key that comes back is restored.
     """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
     current = space(conn)
     if current is not None and current.dim != vectors.shape[1]:
         raise InputError(f"vectors have dimension {vectors.shape[1]}, but the registry's items "
@@ -84,20 +84,20 @@ def upsert_vectors(conn: Connection, keys: Sequence[str], vectors: np.ndarray,
     new_rows, changed_rows, meta_rows = [], [], []
     dim = vectors.shape[1]
     for i, key in enumerate(keys):
-        vec = vectors[i]
-        digest = content_hash(vec)
+        blob = vectors[i].tobytes()
+        digest = content_hash(blob)
         meta = metas[i] if metas else None
         old = known.get(key)
         if old is None:
             new_rows.append({"key": key, "text": None, "meta": meta, "content_hash": digest,
-                             "embedding": vec.tobytes(), "embedding_model": model,
+                             "embedding": blob, "embedding_model": model,
                              "embedding_dim": dim, "embedding_dtype": "float32",
                              "created_at": now, "updated_at": now, "removed_at": None})
             counts.added += 1
             continue
         item_id, old_hash, old_meta, removed_at = old
         if old_hash != digest or removed_at is not None:
-            changed_rows.append({"b_id": item_id, "b_hash": digest, "b_emb": vec.tobytes(),
+            changed_rows.append({"b_id": item_id, "b_hash": digest, "b_emb": blob,
                                  "b_meta": meta, "b_dim": dim, "b_now": now})
             if removed_at is not None:
                 counts.restored += 1
