@@ -24,6 +24,8 @@ from .store.versions import ACTIVE, Version
 if TYPE_CHECKING:
     import numpy as np
 
+    from . import catalog
+
 MAX_LOOKUP_LIMIT = 10_000
 DEFAULT_BATCH = 50_000
 
@@ -43,18 +45,28 @@ class InitResult:
 
 
 @dataclass
-class AddResult:
-    source: str
-    rows: int
-    added: int
-    changed: int
-    restored: int
-    unchanged: int
-    meta_updated: int
-    dim: int
+class RemoveResult:
+    removed: int
+    already_removed: int
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass
+class ItemsReport:
+    counts: dict[str, int]
+    rows: list
+    status: str
+    since: int | None
+    what: str
+
+    def to_dict(self) -> dict:
+        return {"counts": self.counts, "status": self.status, "since_version": self.since,
+                "items": [{"key": r.key, "removed": r.removed, "model": r.model, "dim": r.dim,
+                           "dtype": r.dtype, "meta": r.meta,
+                           "created_at": r.created_at.isoformat(),
+                           "updated_at": r.updated_at.isoformat()} for r in self.rows]}
 
 
 @dataclass
@@ -105,6 +117,7 @@ class IdRecord:
     codes: list[int]
     disambiguation: int
     version: int
+    removed: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -195,40 +208,144 @@ class Registry:
 
     # -- items -------------------------------------------------------------------------------
 
-    def add(self, keys: Sequence[str], vectors: np.ndarray,
-            metas: Sequence[dict | None] | None = None, *, source: str = "vectors") -> AddResult:
-        """Register items given as vectors (one row per key), in one transaction."""
-        from .ingest import check_key, check_vectors
-        from .store import items
+    def add(self, keys: Sequence[str], vectors: np.ndarray | None = None, *,
+            texts: Sequence[str] | None = None, metas: Sequence[dict | None] | None = None,
+            model: str | None = None, device: str = "cpu", batch_size: int = 64,
+            dtype: str = "float32", reembed: bool = False, source: str = "items",
+            commit_every: int = 2048,
+            progress: catalog.Progress | None = None) -> catalog.AddResult:
+        """Register items given as vectors, or as texts to embed with ``model`` (default
+        all-MiniLM-L6-v2). Unchanged items are left alone and never embedded twice."""
+        from .ingest import Incoming, check_key, check_vectors
 
-        keys = [check_key(k, source, i) for i, k in enumerate(keys, start=1)]
-        if len(set(keys)) != len(keys):
-            seen: set[str] = set()
-            dup = next(k for k in keys if k in seen or seen.add(k))
-            raise InputError(f"duplicate key {dup!r}", source=source)
-        arr = check_vectors(vectors, source)
-        if arr.shape[0] != len(keys):
-            raise InputError(f"{len(keys)} keys but vectors of shape {arr.shape}", source=source)
-        with self._tx(write=True) as conn:
-            counts = items.upsert_vectors(conn, keys, arr, list(metas) if metas else [],
-                                          None, _now(), source=source)
-        return AddResult(source, len(keys), counts.added, counts.changed, counts.restored,
-                         counts.unchanged, counts.meta_updated, int(arr.shape[1]))
+        if (vectors is None) == (texts is None):
+            raise InputError("give either vectors or texts", source=source)
+        seen: dict[str, int] = {}
+        for row, k in enumerate(keys, start=1):
+            key = check_key(k, source, row)
+            if key in seen:
+                raise InputError(f"duplicate key {key!r} (first at row {seen[key]})",
+                                 source=source, row=row)
+            seen[key] = row
+        keys = list(seen)
+        metas = list(metas) if metas is not None else [None] * len(keys)
+        if len(metas) != len(keys):
+            raise InputError(f"{len(keys)} keys but {len(metas)} metadata entries",
+                             source=source)
+        rows = list(range(1, len(keys) + 1))
+        if texts is not None:
+            from .ingest import TextSpec
 
-    def add_file(self, path: str | Path, *, key: str = "key", vector: str | None = None,
-                 keys_file: str | Path | None = None) -> AddResult:
-        """Register the rows of a JSONL / CSV / Parquet file (key and vector columns), or of
-        a .npy matrix with a keys file. The whole file is validated before anything is written."""
-        from .ingest import read_npy, read_vector_file
+            spec = TextSpec("text", None, ("text",))
+            texts = [spec.render({"text": t}, source, row) for row, t in zip(rows, texts,
+                                                                             strict=False)]
+            if len(texts) != len(keys):
+                raise InputError(f"{len(keys)} keys but {len(texts)} texts", source=source)
+            incoming = Incoming(source, keys, metas, rows, texts=texts)
+        else:
+            arr = check_vectors(vectors, source)
+            if arr.shape[0] != len(keys):
+                raise InputError(f"{len(keys)} keys but vectors of shape {arr.shape}",
+                                 source=source)
+            incoming = Incoming(source, keys, metas, rows, vectors=arr)
+        return self._add(incoming, model=model, device=device, batch_size=batch_size,
+                         dtype=dtype, reembed=reembed, commit_every=commit_every,
+                         progress=progress)
+
+    def add_file(self, path: str | Path, *, key: str = "key", text: str | None = None,
+                 vector: str | None = None, keys_file: str | Path | None = None,
+                 model: str | None = None, device: str = "cpu", batch_size: int = 64,
+                 dtype: str = "float32", reembed: bool = False, commit_every: int = 2048,
+                 progress: catalog.Progress | None = None) -> catalog.AddResult:
+        """Register the rows of a JSONL / CSV / Parquet file with a key column and a text
+        column or template (``text``) or a vector column (``vector``), or of a .npy matrix
+        with a keys file. The whole file is checked before anything is written; embedding
+        and writing then go batch by batch."""
+        from .ingest import read_file, read_npy
 
         if keys_file is not None:
-            rows = read_npy(path, keys_file)
-        elif vector is None:
-            raise InputError("say which column holds the vectors with --vector COL "
-                             "(or give a .npy matrix with --keys KEYS.txt)", source=str(path))
+            incoming = read_npy(path, keys_file)
         else:
-            rows = read_vector_file(path, key, vector)
-        return self.add(rows.keys, rows.vectors, rows.metas, source=rows.source)
+            incoming = read_file(path, key, text=text, vector=vector)
+        return self._add(incoming, model=model, device=device, batch_size=batch_size,
+                         dtype=dtype, reembed=reembed, commit_every=commit_every,
+                         progress=progress)
+
+    def _add(self, incoming, *, model, device, batch_size, dtype, reembed, commit_every,
+             progress) -> catalog.AddResult:
+        from . import catalog
+
+        embedder = None
+        if incoming.texts is not None:
+            from .embed import Embedder
+
+            embedder = Embedder(model, device=device, batch_size=batch_size)
+        elif model is not None:
+            raise InputError("--model is for texts; vectors are stored as given",
+                             source="--model")
+        if not 1 <= commit_every <= 1_000_000:
+            raise InputError(f"commit batch must be between 1 and 1000000, got {commit_every}",
+                             source="--commit-every")
+        return catalog.add(self._tx, incoming, embedder=embedder, dtype=dtype,
+                           reembed=reembed, commit_batch=commit_every, progress=progress)
+
+    def embeddings(self, keys: Sequence[str]) -> np.ndarray:
+        """The stored embeddings of ``keys`` as float32 rows, in the order given."""
+        from .store import items
+
+        keys = list(keys)
+        with self._tx(write=False) as conn:
+            found = items.embeddings(conn, keys)
+        unknown = [k for k in keys if k not in found]
+        if unknown:
+            raise NotFoundError("key" if len(unknown) == 1 else "keys", _shown(unknown))
+        import numpy as np
+
+        return np.stack([found[k] for k in keys]) if keys else np.empty((0, 0), np.float32)
+
+    def remove(self, keys: Sequence[str]) -> RemoveResult:
+        """Tombstone items: they keep their IDs in existing versions (never handed to another
+        item) but get none in new versions. Unknown keys are an error and remove nothing."""
+        from .store import items
+
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            raise InputError("give at least one key to remove", source="remove")
+        with self._tx(write=True) as conn:
+            known = items.existing(conn, keys)
+            unknown = [k for k in keys if k not in known]
+            if unknown:
+                raise NotFoundError("key" if len(unknown) == 1 else "keys", _shown(unknown))
+            live = [known[k].id for k in keys if not known[k].removed]
+            items.set_removed(conn, live, _now())
+        return RemoveResult(len(live), len(keys) - len(live))
+
+    def items(self, *, status: str = "live", changed_since: str | int | None = None,
+              new_since: str | int | None = None, limit: int = 20) -> ItemsReport:
+        """Counts of live and removed items, and the first ``limit`` items of ``status``
+        (live / removed / all), optionally only those changed (or new) since a version was
+        trained."""
+        from .store import items
+
+        if status not in ("live", "removed", "all"):
+            raise InputError(f"status must be live, removed or all, got {status!r}",
+                             source="--status")
+        if not 0 <= limit <= MAX_LOOKUP_LIMIT:
+            raise InputError(f"limit must be between 0 and {MAX_LOOKUP_LIMIT}, got {limit}",
+                             source="--limit")
+        if changed_since is not None and new_since is not None:
+            raise InputError("give --changed-since or --new-since, not both", source="items")
+        with self._tx(write=False) as conn:
+            ref = changed_since if changed_since is not None else new_since
+            since = None if ref is None else versions.resolve(conn, ref)
+            what = "changed" if changed_since is not None else "new"
+            when = None if since is None else since.created_at
+            counts = {"live": items.count(conn, "live"), "removed": items.count(conn, "removed")}
+            if since is not None:
+                counts[f"{what}_since_version_{since.number}"] = items.count(conn, status, when,
+                                                                             what)
+            rows = items.listing(conn, status, when, what, limit)
+        return ItemsReport(counts, rows, status, None if since is None else since.number, what)
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -251,7 +368,7 @@ class Registry:
             if name is not None and (clash := versions.by_name(conn, name)) is not None:
                 raise StateError(f"{clash.label} already exists and is {clash.state}: its "
                                  "codebooks and IDs never change; train under another --name")
-            space = items.space(conn)
+            space = _one_space(items.spaces(conn))
             if space is None:
                 raise InputError("no items to train on: add some with `registry add` first",
                                  source="train")
@@ -327,11 +444,11 @@ class Registry:
             if v.state == "retired":
                 raise StateError(f"{v.label} is retired; no new IDs are given in it")
             books = codebooks.read(conn, v.number)
-            space = items.space(conn)
+            space = _one_space(items.spaces(conn))
         if space is not None and (space.dim != v.dim or space.model != v.embedding_model):
-            raise InputError(f"the items' embeddings ({space.model or 'vectors you gave'}, "
-                             f"dimension {space.dim}) are not those {v.label} was trained on "
-                             f"({v.embedding_model or 'vectors you gave'}, dimension {v.dim}): "
+            trained_on = items.Space(v.embedding_model, v.dim)
+            raise InputError(f"the items' embeddings come from {space.description}, not from "
+                             f"{trained_on.description} that {v.label} was trained on: "
                              "train a new version", source="assign")
         after, total, batches = 0, 0, 0
         while space is not None:
@@ -356,9 +473,10 @@ class Registry:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _record(self, v: Version, key: str, code: int, disamb: int) -> IdRecord:
-        codes = v.space.unpack_one(code)
-        return IdRecord(key, format_id(codes, disamb), list(codes), disamb, v.number)
+    def _record(self, v: Version, row: lookups.Row) -> IdRecord:
+        codes = v.space.unpack_one(row.code)
+        return IdRecord(row.key, format_id(codes, row.disamb), list(codes), row.disamb,
+                        v.number, row.removed)
 
     def get(self, keys: Sequence[str], version: str | int | None = None) -> list[IdRecord]:
         """The ID of each key in the version (default: the active one)."""
@@ -375,7 +493,7 @@ class Registry:
         if without:
             raise RegistryError(f"no ID in {v.label} yet for {_shown(without)}: "
                                 f"run `registry assign --version {v.number}`")
-        return [self._record(v, k, *found[k]) for k in keys]
+        return [self._record(v, found[k]) for k in keys]
 
     def lookup(self, query: str, version: str | int | None = None, *,
                limit: int = 20) -> LookupResult:
@@ -395,7 +513,7 @@ class Registry:
             else:
                 lo, hi = v.space.prefix_range(parsed.codes)
                 rows, kind = lookups.by_range(conn, v.number, lo, hi, limit + 1), "prefix"
-        records = [self._record(v, r.key, r.code, r.disamb) for r in rows[:limit]]
+        records = [self._record(v, r) for r in rows[:limit]]
         return LookupResult(query.strip(), v.number, kind, records, more=len(rows) > limit)
 
     def versions(self) -> list[VersionSummary]:
@@ -414,6 +532,15 @@ class Registry:
 
         with self._tx(write=False) as conn:
             return codebooks.read(conn, versions.resolve(conn, version).number)
+
+
+def _one_space(spaces: list):
+    """The items' single embedding space (None without items); several is an error."""
+    if len(spaces) > 1:
+        raise InputError("the items' embeddings come from more than one model (an unfinished "
+                         "re-embedding): finish it with `registry add ... --reembed`",
+                         source="items")
+    return spaces[0] if spaces else None
 
 
 def _shown(keys: list[str], most: int = 5) -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import click
 from sqlalchemy.exc import DBAPIError
@@ -63,6 +65,45 @@ def _emit(as_json: bool, data: object, text: Callable[[], str]) -> None:
         click.echo(text())
 
 
+class _Progress:
+    """A click progress bar with items/s and an ETA, on a terminal only."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                         show_eta=True, show_pos=True,
+                                         item_show_func=lambda _: self._rate())
+            self.bar.__enter__()
+            self.start = time.perf_counter()
+        self.bar.update(done - self.bar.pos)
+
+    def _rate(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        return f"{self.bar.pos / elapsed:.0f} items/s" if self.bar and elapsed > 0 else ""
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@contextmanager
+def _progress(wanted: bool, label: str) -> Iterator[_Progress | None]:
+    """A progress callback when ``wanted`` and stderr is a terminal, else None."""
+    if not (wanted and sys.stderr.isatty()):
+        yield None
+        return
+    bar = _Progress(label)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -99,22 +140,84 @@ def init(reg: Registry, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--key", "key_col", default="key", show_default=True, metavar="COL",
               help="Column holding each item's unique key.")
+@click.option("--text", default=None, metavar="COL_OR_TEMPLATE",
+              help="Column holding each item's text, or a template over columns such as "
+                   "'{title}. {description}'. The text is embedded with --model.")
 @click.option("--vector", "vector_col", default=None, metavar="COL",
-              help="Column holding each item's vector (a list of numbers).")
+              help="Column holding each item's vector (a list of numbers), instead of --text.")
 @click.option("--keys", "keys_file", default=None, metavar="KEYS.txt",
               type=click.Path(dir_okay=False, path_type=str),
               help="For a .npy matrix: a text file with one key per row of the matrix.")
+@click.option("--model", default=None, metavar="NAME_OR_PATH",
+              help="A local sentence-transformers model folder [default: the bundled "
+                   "all-MiniLM-L6-v2]. Nothing is downloaded.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the model runs.")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Texts per model call.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True, help="How embeddings are stored (float16 halves the space).")
+@click.option("--reembed", is_flag=True,
+              help="Embed every item again with --model: how a registry moves to another "
+                   "model (needs the items' texts).")
+@click.option("--commit-every", type=int, default=2048, show_default=True,
+              help="Items embedded and written per transaction.")
 @_json_option
 @pass_registry
-def add(reg: Registry, file: str, key_col: str, vector_col: str | None,
-        keys_file: str | None, as_json: bool) -> None:
-    """Add or update items from FILE (JSONL, CSV, Parquet, or .npy with --keys).
+def add(reg: Registry, file: str, key_col: str, text: str | None, vector_col: str | None,
+        keys_file: str | None, model: str | None, device: str, batch_size: int, dtype: str,
+        reembed: bool, commit_every: int, as_json: bool) -> None:
+    """Add or update items from FILE (JSONL, JSONL.GZ, CSV, Parquet, or .npy with --keys).
 
-    The whole file is checked first and written in one transaction: a bad row stores nothing.
-    An unchanged item is left alone; a changed one keeps its existing IDs.
+    The whole file is checked first: a bad row stores nothing. Unchanged items are left
+    alone and never embedded again; changed ones keep their existing IDs. Embeddings are
+    written batch by batch, so an interrupted run resumes where it stopped.
     """
-    r = reg.add_file(file, key=key_col, vector=vector_col, keys_file=keys_file)
+    with _progress(not as_json, "embedding") as bar:
+        r = reg.add_file(file, key=key_col, text=text, vector=vector_col, keys_file=keys_file,
+                         model=model, device=device, batch_size=batch_size, dtype=dtype,
+                         reembed=reembed, commit_every=commit_every, progress=bar)
     _emit(as_json, r.to_dict(), lambda: _text_add(r))
+
+
+@cli.command()
+@click.argument("keys", nargs=-1)
+@click.option("--file", "keys_file", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Remove the keys in this file: one per line, or the --key column of a "
+                   "JSONL / CSV / Parquet file.")
+@click.option("--key", "key_col", default="key", show_default=True, metavar="COL",
+              help="Key column of --file when it is a catalog file.")
+@_json_option
+@pass_registry
+def remove(reg: Registry, keys: tuple[str, ...], keys_file: str | None, key_col: str,
+           as_json: bool) -> None:
+    """Remove items by KEY: they keep their IDs in existing versions, which are never given
+    to another item, but get none in new versions. Adding them again brings them back."""
+    from .ingest import read_keys
+
+    wanted = list(keys) + (read_keys(keys_file, key_col) if keys_file else [])
+    r = reg.remove(wanted)
+    _emit(as_json, r.to_dict(), lambda: (
+        f"removed {r.removed} items" + (f" ({r.already_removed} were already removed)"
+                                        if r.already_removed else "")))
+
+
+@cli.command(name="items")
+@click.option("--status", type=click.Choice(["live", "removed", "all"]), default="live",
+              show_default=True, help="Which items to list.")
+@click.option("--changed-since", default=None, metavar="VERSION",
+              help="Only items whose content changed after VERSION was trained.")
+@click.option("--new-since", default=None, metavar="VERSION",
+              help="Only items added after VERSION was trained.")
+@click.option("--limit", "-n", type=int, default=20, show_default=True,
+              help="Most items to list (0: counts only).")
+@_json_option
+@pass_registry
+def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: str | None,
+              limit: int, as_json: bool) -> None:
+    """Count items (live, removed, changed or new since a version) and list some of them."""
+    r = reg.items(status=status, changed_since=changed_since, new_since=new_since, limit=limit)
+    _emit(as_json, r.to_dict(), lambda: _text_items(r))
 
 
 @cli.command()
@@ -218,29 +321,32 @@ def versions_cmd(reg: Registry, as_json: bool) -> None:
 @cli.command()
 @click.option("--dir", "workdir", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the demo's files and database (default: a new temporary one).")
-@click.option("--items", type=int, default=12_000, show_default=True,
-              help="Size of the generated catalog.")
+@click.option("--items", type=int, default=None,
+              help="Use only the first N packages of the catalog [default: all 3000].")
 @_json_option
-def demo(workdir: str | None, items: int, as_json: bool) -> None:
-    """Run the whole flow on a generated catalog in a scratch SQLite file and show what the
-    IDs mean. Ignores --db: it never touches your registry."""
+def demo(workdir: str | None, items: int | None, as_json: bool) -> None:
+    """Run the whole flow on a sample of real Debian packages in a scratch SQLite file, and
+    show what the IDs mean. Ignores --db: it never touches your registry."""
     from .demo import run
 
-    if items < 2000:
-        raise click.BadParameter("use at least 2000 items", param_hint="--items")
-    r = run(workdir, items=items)
+    if items is not None and not 600 <= items <= 3000:
+        raise click.BadParameter("use between 600 and 3000 items", param_hint="--items")
+    with _progress(not as_json, "embedding") as bar:
+        r = run(workdir, items=items, progress=bar)
     if as_json:
         _emit(True, r.to_dict(), str)
         return
     click.echo(f"demo folder {r.workdir}, database {r.database}")
-    for name, result in r.steps:
-        click.echo(f"\n$ registry {name}")
+    for name, command, result in r.steps:
+        click.echo(f"\n$ {command}")
         click.echo(_TEXT[name](result))
-    click.echo(f"\nwhat the level-1 codes mean ({r.purity:.1%} of items share the main topic "
-               "of their level-1 code):")
+    click.echo(f"\nwhat the level-1 codes mean ({r.purity:.1%} of packages share the main "
+               "section of their level-1 code; sections were not used to make the IDs):")
     for m in r.meanings:
-        topics = ", ".join(f"{t} {c}" for t, c in m.topics)
-        click.echo(f"  {m.code:>3}: {m.items} items ({topics}); e.g. {', '.join(m.examples)}")
+        sections = ", ".join(f"{t} {c}" for t, c in m.sections)
+        click.echo(f"  {m.code:>3}: {m.items} packages ({sections})")
+        for example in m.examples:
+            click.echo(f"       {example}")
     click.echo(f"\ntry: registry --db {r.database} lookup {r.meanings[0].code} --limit 10")
 
 
@@ -255,9 +361,24 @@ def _text_init(r) -> str:
 
 
 def _text_add(r) -> str:
-    return (f"{r.source}: {r.rows} rows of dimension {r.dim}: {r.added} added, "
-            f"{r.changed} changed, {r.restored} restored, {r.unchanged} unchanged"
-            + (f", {r.meta_updated} with new metadata" if r.meta_updated else ""))
+    space = f"{r.model}, dimension {r.dim}" if r.model else f"vectors of dimension {r.dim}"
+    text = (f"{r.source}: {r.rows} rows ({space}): {r.added} added, {r.changed} changed, "
+            f"{r.restored} restored, {r.unchanged} unchanged"
+            + (f", {r.meta_updated} with new metadata" if r.meta_updated else "")
+            + (f", {r.reembedded} others re-embedded" if r.reembedded else ""))
+    if r.model:
+        text += f"; embedded {r.embedded} texts in {r.seconds:.1f} s"
+    return text
+
+
+def _text_items(r) -> str:
+    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r.counts.items())
+    if not r.rows:
+        return counts
+    table = _table(["key", "state", "model", "dim", "dtype", "updated"],
+                   [[x.key, "removed" if x.removed else "live", x.model or "(vectors)", x.dim,
+                     x.dtype, x.updated_at.strftime("%Y-%m-%d %H:%M")] for x in r.rows])
+    return counts + "\n" + table
 
 
 def _text_train(r) -> str:
@@ -290,13 +411,15 @@ def _text_assign(r) -> str:
 
 
 def _text_get(records) -> str:
-    return "\n".join(f"{r.key}\t{r.id}" for r in records)
+    return "\n".join(f"{r.key}\t{r.id}" + ("\t(removed)" if r.removed else "")
+                     for r in records)
 
 
 def _text_lookup(r) -> str:
     if not r.records:
         return f"no items under {r.query} in version {r.version}"
-    lines = [f"{rec.id}\t{rec.key}" for rec in r.records]
+    lines = [f"{rec.id}\t{rec.key}" + ("\t(removed)" if rec.removed else "")
+             for rec in r.records]
     if r.more:
         lines.append(f"... more under {r.query}; raise --limit to see them")
     return "\n".join(lines)
@@ -323,3 +446,7 @@ _TEXT = {"init": _text_init, "add": _text_add, "train": _text_train, "freeze": _
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="registry")
+
+
+if __name__ == "__main__":
+    main()

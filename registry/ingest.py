@@ -1,7 +1,9 @@
 """Reading catalog files: JSONL (optionally gzipped), CSV, Parquet, and .npy with a keys file.
 
-Everything is validated before anything is written, and every problem is reported with the
-file and the 1-based row it is on (for JSONL and CSV, the line; the CSV header is line 1).
+A file gives each item a key and either a text (a column, or a template over columns such as
+``"{title}. {description}"``) or a vector; the other columns are kept as metadata. The whole
+file is validated before anything is written, and every problem is reported with the file and
+the 1-based row it is on (for JSONL and CSV, the line; the CSV header is line 1).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +21,79 @@ import numpy as np
 from .errors import InputError
 
 MAX_KEY_LENGTH = 1000
+# sentence-transformers models read a few hundred tokens; a text this long is a mistake
+MAX_TEXT_LENGTH = 100_000
 _JSONL = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 _CSV = (".csv", ".csv.gz")
 _PARQUET = (".parquet", ".pq")
 
 
 @dataclass
-class VectorRows:
-    """Validated rows of one file: keys, one float32 vector each, and other columns as meta."""
+class Incoming:
+    """Validated items of one file or call: keys, and texts or float32 vectors, and metadata.
+
+    Exactly one of ``texts`` and ``vectors`` is set; ``rows`` holds each item's row number.
+    """
 
     source: str
     keys: list[str]
-    vectors: np.ndarray
     metas: list[dict | None]
+    rows: list[int]
+    texts: list[str] | None = None
+    vectors: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """``--text``: a column name, or a template over columns such as ``{title}. {body}``."""
+
+    column: str | None
+    template: str | None
+    fields: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> TextSpec:
+        if "{" not in spec and "}" not in spec:
+            if not spec.strip():
+                raise InputError("give a column name or a template", source="--text")
+            return cls(spec, None, (spec,))
+        try:
+            parts = list(string.Formatter().parse(spec))
+        except ValueError as e:
+            raise InputError(f"bad template {spec!r}: {e}", source="--text") from None
+        fields = []
+        for _, name, fmt, conv in parts:
+            if name is None:
+                continue
+            if not name or name.isdigit() or fmt or conv:
+                raise InputError(f"bad template {spec!r}: fields must be plain column names, "
+                                 "as in {title}", source="--text")
+            fields.append(name)
+        if not fields:
+            raise InputError(f"template {spec!r} names no column", source="--text")
+        return cls(None, spec, tuple(dict.fromkeys(fields)))
+
+    def render(self, rec: dict, source: str, row: int) -> str:
+        for name in self.fields:
+            if name not in rec:
+                raise InputError(f"no column {name!r}", source=source, row=row)
+        if self.column is not None:
+            value = rec[self.column]
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise InputError(f"text in column {self.column!r} is not a string",
+                                 source=source, row=row)
+            text = "" if value is None else str(value)
+        else:
+            text = self.template.format_map(
+                {f: "" if rec[f] is None else str(rec[f]) for f in self.fields})
+        if not text.strip():
+            raise InputError("empty text", source=source, row=row)
+        if len(text) > MAX_TEXT_LENGTH:
+            raise InputError(f"text is {len(text)} characters long; the limit is "
+                             f"{MAX_TEXT_LENGTH}", source=source, row=row)
+        if "\x00" in text:
+            raise InputError("text contains a NUL character", source=source, row=row)
+        return text
 
 
 def file_format(path: Path) -> str:
@@ -129,38 +192,49 @@ def _vector(value: object, source: str, row: int) -> np.ndarray:
                          row=row) from None
 
 
-def _collect(source: str, records, key_col: str, vector_col: str) -> VectorRows:
-    """Validate (row number, dict) records into VectorRows."""
+def _collect(source: str, records, key_col: str, *, text: TextSpec | None = None,
+             vector_col: str | None = None) -> Incoming:
+    """Validate (row number, dict) records into Incoming items."""
     keys: list[str] = []
+    texts: list[str] = []
     vectors: list[np.ndarray] = []
     metas: list[dict | None] = []
+    rows: list[int] = []
     row_of: dict[str, int] = {}
+    used = {key_col, *(text.fields if text else ()), *((vector_col,) if vector_col else ())}
     dim = None
     for row, rec in records:
-        for col in (key_col, vector_col):
-            if col not in rec:
-                raise InputError(f"no column {col!r}", source=source, row=row)
+        if key_col not in rec:
+            raise InputError(f"no column {key_col!r}", source=source, row=row)
         key = _new_key(row_of, rec[key_col], source, row)
-        vec = _vector(rec[vector_col], source, row)
-        if vec.ndim != 1:
-            raise InputError("vector must be a flat list of numbers", source=source, row=row)
-        if dim is None:
-            dim = len(vec)
-        elif len(vec) != dim:
-            raise InputError(f"vector has {len(vec)} numbers, earlier rows have {dim}",
-                             source=source, row=row)
+        if text is not None:
+            texts.append(text.render(rec, source, row))
+        else:
+            if vector_col not in rec:
+                raise InputError(f"no column {vector_col!r}", source=source, row=row)
+            vec = _vector(rec[vector_col], source, row)
+            if vec.ndim != 1:
+                raise InputError("vector must be a flat list of numbers", source=source, row=row)
+            if dim is None:
+                dim = len(vec)
+            elif len(vec) != dim:
+                raise InputError(f"vector has {len(vec)} numbers, earlier rows have {dim}",
+                                 source=source, row=row)
+            vectors.append(vec)
         keys.append(key)
-        vectors.append(vec)
-        meta = {k: v for k, v in rec.items() if k not in (key_col, vector_col)}
+        rows.append(row)
+        meta = {k: v for k, v in rec.items() if k not in used}
         metas.append(meta or None)
     if not keys:
         raise InputError("no rows", source=source)
+    if text is not None:
+        return Incoming(source, keys, metas, rows, texts=texts)
     arr = np.stack(vectors)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise InputError("vector contains NaN or infinity (or a number too large for float32)",
-                         source=source, row=row_of[keys[int(np.flatnonzero(bad)[0])]])
-    return VectorRows(source, keys, arr, metas)
+                         source=source, row=rows[int(np.flatnonzero(bad)[0])])
+    return Incoming(source, keys, metas, rows, vectors=arr)
 
 
 def _jsonl_records(path: Path):
@@ -191,7 +265,7 @@ def _csv_records(path: Path):
         raise InputError(f"malformed CSV ({e})", source=source) from None
 
 
-def _parquet_records(path: Path, key_col: str, vector_col: str):
+def _parquet_records(path: Path, needed: tuple[str, ...]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -200,12 +274,11 @@ def _parquet_records(path: Path, key_col: str, vector_col: str):
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise InputError(f"not a readable Parquet file ({e})", source=source) from None
-    for col in (key_col, vector_col):
+    for col in needed:
         if col not in table.column_names:
             raise InputError(f"no column {col!r}", source=source)
     for row, rec in enumerate(table.to_pylist(), start=1):
-        yield row, {k: (v if k in (key_col, vector_col) else _jsonable(v))
-                    for k, v in rec.items()}
+        yield row, {k: (v if k in needed else _jsonable(v)) for k, v in rec.items()}
 
 
 def _jsonable(value: object) -> object:
@@ -218,21 +291,53 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def read_vector_file(path: str | Path, key_col: str, vector_col: str) -> VectorRows:
-    """Rows with a key column and a vector column from a JSONL, CSV or Parquet file."""
+def _records(path: Path, needed: tuple[str, ...]):
+    fmt = file_format(path)
+    if fmt == "jsonl":
+        return _jsonl_records(path)
+    if fmt == "csv":
+        return _csv_records(path)
+    return _parquet_records(path, needed)
+
+
+def read_file(path: str | Path, key_col: str = "key", *, text: str | None = None,
+              vector: str | None = None) -> Incoming:
+    """Items from a JSONL, CSV or Parquet file: a key column and a text spec or a vector
+    column (exactly one of them)."""
     path = Path(path)
     _check_file(path)
-    fmt = file_format(path)
-    if fmt == "npy":
+    if file_format(path) == "npy":
         raise InputError("a .npy matrix needs --keys KEYS.txt, one key per line",
                          source=str(path))
-    records = {"jsonl": lambda: _jsonl_records(path),
-               "csv": lambda: _csv_records(path),
-               "parquet": lambda: _parquet_records(path, key_col, vector_col)}[fmt]()
-    return _collect(str(path), records, key_col, vector_col)
+    if (text is None) == (vector is None):
+        raise InputError("give either --text COLUMN_OR_TEMPLATE or --vector COLUMN",
+                         source=str(path))
+    spec = TextSpec.parse(text) if text is not None else None
+    needed = (key_col, *(spec.fields if spec else (vector,)))
+    return _collect(str(path), _records(path, needed), key_col, text=spec, vector_col=vector)
 
 
-def read_npy(path: str | Path, keys_path: str | Path) -> VectorRows:
+def read_keys(path: str | Path, key_col: str = "key") -> list[str]:
+    """Keys from a text file (one per line) or from the key column of a catalog file."""
+    path = Path(path)
+    _check_file(path)
+    seen: dict[str, int] = {}
+    name = path.name.lower()
+    if name.endswith(_JSONL + _CSV + _PARQUET):
+        for row, rec in _records(path, (key_col,)):
+            if key_col not in rec:
+                raise InputError(f"no column {key_col!r}", source=str(path), row=row)
+            _new_key(seen, rec[key_col], str(path), row)
+    else:
+        for row, line in enumerate(_text_lines(path), start=1):
+            if line.strip():
+                _new_key(seen, line, str(path), row)
+    if not seen:
+        raise InputError("no keys", source=str(path))
+    return list(seen)
+
+
+def read_npy(path: str | Path, keys_path: str | Path) -> Incoming:
     """A (N, dim) .npy matrix and a text file with its N keys, one per line."""
     path, keys_path = Path(path), Path(keys_path)
     _check_file(path)
@@ -249,4 +354,5 @@ def read_npy(path: str | Path, keys_path: str | Path) -> VectorRows:
                          source=keys_source)
     seen: dict[str, int] = {}
     keys = [_new_key(seen, line, keys_source, row) for row, line in enumerate(lines, start=1)]
-    return VectorRows(str(path), keys, vectors, [None] * len(keys))
+    return Incoming(str(path), keys, [None] * len(keys), list(range(1, len(keys) + 1)),
+                    vectors=vectors)

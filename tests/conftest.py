@@ -112,18 +112,26 @@ def dump(url: str) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
-def fail_inserts_for_item(url: str, item_id: int) -> None:
-    """A trigger that makes inserting an assignment for ``item_id`` fail, as a crash would."""
+def fail_inserts(url: str, table: str, when: str) -> None:
+    """A trigger that makes inserting a row of ``table`` for which the SQL condition ``when``
+    (over NEW) holds fail, as a crash in the middle of a command would."""
     eng = create_engine(url)
     with eng.begin() as conn:
         if conn.dialect.name == "sqlite":
-            conn.execute(text(f"CREATE TRIGGER boom BEFORE INSERT ON assignments "
-                              f"WHEN NEW.item_id = {item_id} BEGIN SELECT RAISE(ABORT, 'boom'); "
-                              "END"))
+            conn.execute(text(f"CREATE TRIGGER boom BEFORE INSERT ON {table} WHEN {when} "
+                              "BEGIN SELECT RAISE(ABORT, 'boom'); END"))
         else:
             conn.execute(text(f"CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
-                              f"IF NEW.item_id = {item_id} THEN RAISE EXCEPTION 'boom'; END IF; "
+                              f"IF {when} THEN RAISE EXCEPTION 'boom'; END IF; "
                               "RETURN NEW; END $$ LANGUAGE plpgsql"))
-            conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON assignments "
+            conn.execute(text(f"CREATE TRIGGER boom BEFORE INSERT ON {table} "
                               "FOR EACH ROW EXECUTE FUNCTION boom()"))
+    eng.dispose()
+
+
+def drop_failing_trigger(url: str, table: str) -> None:
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        pg = conn.dialect.name == "postgresql"
+        conn.execute(text("DROP TRIGGER boom" + (f" ON {table}" if pg else "")))
     eng.dispose()

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 
 from registry import InputError, NotFoundError, Registry, engine
 
-from .conftest import dump, fail_inserts_for_item, make_keys, make_vectors
+from .conftest import drop_failing_trigger, dump, fail_inserts, make_keys, make_vectors
 
 
 def test_assign_gives_new_items_ids_and_leaves_old_ones(trained):
@@ -89,7 +89,8 @@ def test_a_failed_batch_leaves_nothing_half_assigned_and_a_rerun_finishes(traine
     reg, _ = trained
     new_keys = make_keys(100, start=600)
     reg.add(new_keys, make_vectors(100, seed=4))
-    fail_inserts_for_item(migrated_url, 600 + 70)  # item ids are 1-based: the 70th new item
+    # item ids are 1-based: this is the 70th new item, in the third batch of 30
+    fail_inserts(migrated_url, "assignments", "NEW.item_id = 670")
     with pytest.raises(Exception, match="boom"):
         reg.assign(batch_size=30)
     eng = create_engine(migrated_url)
@@ -98,9 +99,8 @@ def test_a_failed_batch_leaves_nothing_half_assigned_and_a_rerun_finishes(traine
         assigned = conn.execute(text("SELECT item_id FROM assignments WHERE incremental "
                                      "ORDER BY item_id")).scalars().all()
         assert assigned == list(range(601, 661))
-        conn.execute(text("DROP TRIGGER boom" + (" ON assignments" if
-                                                  conn.dialect.name == "postgresql" else "")))
     eng.dispose()
+    drop_failing_trigger(migrated_url, "assignments")
     assert reg.assign(batch_size=30).assigned == 40
     assert len({r.id for r in reg.get(make_keys(700))}) == 700
 

@@ -176,11 +176,11 @@ def test_odd_characters_are_plain_errors(run, ready, args, message):
 
 
 def test_database_errors_are_one_line(run, ready, migrated_url):
-    from .conftest import fail_inserts_for_item
+    from .conftest import fail_inserts
 
     vecs, keys = _write_catalog(ready, n=3, start=900, seed=3, name="late")
     run("add", vecs, "--keys", keys)
-    fail_inserts_for_item(migrated_url, 501)
+    fail_inserts(migrated_url, "assignments", "NEW.item_id = 501")
     result = run("assign")
     assert result.exit_code == 1
     assert result.output.startswith("Error: database error: ") and "boom" in result.output

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from registry import InputError
-from registry.ingest import read_npy, read_vector_file
+from registry.ingest import read_file, read_npy
 
 from .conftest import dump, make_keys, make_vectors
 
@@ -39,8 +39,8 @@ def _check(rows):
 
 def test_jsonl_plain_and_gzipped_keep_other_columns_as_metadata(tmp_path):
     for gz in (False, True):
-        rows = read_vector_file(_jsonl(tmp_path / f"a{gz}.jsonl{'.gz' * gz}", _rows(), gz),
-                                "key", "vec")
+        rows = read_file(_jsonl(tmp_path / f"a{gz}.jsonl{'.gz' * gz}", _rows(), gz),
+                         "key", vector="vec")
         _check(rows)
         assert rows.metas[2] == {"colour": "red", "n": 2}
 
@@ -52,7 +52,7 @@ def test_csv_with_json_or_space_separated_vectors(tmp_path):
               for k, v in zip(KEYS[3:], VECS[3:], strict=True)]
     path = tmp_path / "a.csv"
     path.write_text("\n".join(lines) + "\n")
-    rows = read_vector_file(path, "key", "vec")
+    rows = read_file(path, "key", vector="vec")
     _check(rows)
     assert rows.metas[4] == {"colour": "blue"}
 
@@ -61,7 +61,7 @@ def test_parquet_list_column(tmp_path):
     path = tmp_path / "a.parquet"
     pq.write_table(pa.table({"id": KEYS, "emb": [v.tolist() for v in VECS],
                              "section": ["x"] * 5}), path)
-    rows = read_vector_file(path, "id", "emb")
+    rows = read_file(path, "id", vector="emb")
     _check(rows)
     assert rows.metas[0] == {"section": "x"}
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from registry import DatabaseError, InputError, StateError, engine
 from registry.ids import CodeSpace
 
-from .conftest import dump, fail_inserts_for_item, make_keys, make_vectors
+from .conftest import dump, fail_inserts, make_keys, make_vectors
 
 
 def _codes(reg, keys, version):
@@ -107,7 +107,7 @@ def test_failure_while_writing_leaves_no_half_made_version(reg, catalog, migrate
     """A database error in the middle of writing the assignments rolls the whole train back."""
     reg.add(*catalog)
     before = dump(migrated_url)
-    fail_inserts_for_item(migrated_url, 300)
+    fail_inserts(migrated_url, "assignments", "NEW.item_id = 300")
     with pytest.raises(Exception, match="boom"):
         reg.train(codebook_size=[8, 4])
     assert dump(migrated_url) == before

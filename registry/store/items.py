@@ -1,16 +1,14 @@
-"""Items: catalog entries with their embeddings. Upserts, counts and vector reads."""
+"""Items: catalog entries with their text, metadata and embedding. Reads and writes."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
-from ..errors import InputError
 from .bulk import insert_rows, read_vectors
 from .lookups import IN_CHUNK
 from .schema import items
@@ -18,109 +16,101 @@ from .schema import items
 
 @dataclass(frozen=True)
 class Space:
-    """The embedding space the registry's items live in."""
+    """An embedding space: the model the vectors came from (None: given by the user) and
+    their dimension."""
 
     model: str | None
     dim: int
 
-
-def _space_name(model: str | None) -> str:
-    return "vectors given by the user" if model is None else f"model {model}"
-
-
-def content_hash(vector_bytes: bytes) -> str:
-    """sha256 of a vector's little-endian float32 bytes: the content of a vector item."""
-    return hashlib.sha256(vector_bytes).hexdigest()
+    @property
+    def description(self) -> str:
+        who = "vectors given by the user" if self.model is None else f"model {self.model}"
+        return f"{who} (dimension {self.dim})"
 
 
-def space(conn: Connection) -> Space | None:
-    """The (model, dim) of the live items' embeddings, or None when there are none."""
-    row = conn.execute(
-        select(items.c.embedding_model, items.c.embedding_dim)
-        .where(items.c.removed_at.is_(None), items.c.embedding.is_not(None))
-        .limit(1)
-    ).first()
-    return None if row is None else Space(row.embedding_model, row.embedding_dim)
+@dataclass(frozen=True)
+class Stored:
+    """What the store holds for one key."""
+
+    id: int
+    content_hash: str
+    meta: dict | None
+    removed: bool
+    model: str | None
+    has_embedding: bool
 
 
-def existing(conn: Connection, keys: Sequence[str]) -> dict[str, tuple]:
-    """key -> (id, content_hash, meta, removed_at) for those of ``keys`` already stored."""
-    found: dict[str, tuple] = {}
-    cols = (items.c.key, items.c.id, items.c.content_hash, items.c.meta, items.c.removed_at)
+def existing(conn: Connection, keys: Sequence[str]) -> dict[str, Stored]:
+    """key -> Stored for those of ``keys`` already in the registry (removed ones too)."""
+    found: dict[str, Stored] = {}
+    cols = (items.c.key, items.c.id, items.c.content_hash, items.c.meta, items.c.removed_at,
+            items.c.embedding_model, items.c.embedding_dim)
     for start in range(0, len(keys), IN_CHUNK):
         part = list(keys[start:start + IN_CHUNK])
-        for row in conn.execute(select(*cols).where(items.c.key.in_(part))):
-            found[row.key] = (row.id, row.content_hash, row.meta, row.removed_at)
+        for r in conn.execute(select(*cols).where(items.c.key.in_(part))):
+            found[r.key] = Stored(r.id, r.content_hash, r.meta, r.removed_at is not None,
+                                  r.embedding_model, r.embedding_dim is not None)
     return found
 
 
-@dataclass
-class UpsertCounts:
-    added: int = 0
-    changed: int = 0
-    restored: int = 0
-    unchanged: int = 0
-    meta_updated: int = 0
+def embeddings(conn: Connection, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """key -> float32 embedding for those of ``keys`` that have one."""
+    out: dict[str, np.ndarray] = {}
+    q = select(items.c.key, items.c.embedding, items.c.embedding_dtype)
+    for start in range(0, len(keys), IN_CHUNK):
+        part = list(keys[start:start + IN_CHUNK])
+        for r in conn.execute(q.where(items.c.key.in_(part), items.c.embedding.is_not(None))):
+            out[r.key] = np.frombuffer(r.embedding, dtype=r.embedding_dtype).astype(np.float32)
+    return out
 
 
-def upsert_vectors(conn: Connection, keys: Sequence[str], vectors: np.ndarray,
-                   metas: Sequence[dict | None], model: str | None, now: datetime,
-                   *, source: str) -> UpsertCounts:
-    """Insert new keys, update changed ones, leave identical ones alone.
+def spaces(conn: Connection) -> list[Space]:
+    """The distinct embedding spaces of the live items: one, or none when there are no items
+    (two or more only while a re-embedding is unfinished)."""
+    rows = conn.execute(
+        select(items.c.embedding_model, items.c.embedding_dim).distinct()
+        .where(items.c.removed_at.is_(None), items.c.embedding.is_not(None)).limit(3)).all()
+    return [Space(r.embedding_model, r.embedding_dim) for r in rows]
 
-    A key whose vector changed keeps its IDs in existing versions (IDs never change) but gets
-    the new vector for later versions; a removed key that comes back is restored.
-    """
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
-    current = space(conn)
-    if current is not None and current.dim != vectors.shape[1]:
-        raise InputError(f"vectors have dimension {vectors.shape[1]}, but the registry's items "
-                         f"have dimension {current.dim}", source=source)
-    if current is not None and current.model != model:
-        raise InputError(f"the registry's items come from {_space_name(current.model)}, "
-                         f"not {_space_name(model)}", source=source)
-    known = existing(conn, keys)
-    counts = UpsertCounts()
-    new_rows, changed_rows, meta_rows = [], [], []
-    dim = vectors.shape[1]
-    for i, key in enumerate(keys):
-        blob = vectors[i].tobytes()
-        digest = content_hash(blob)
-        meta = metas[i] if metas else None
-        old = known.get(key)
-        if old is None:
-            new_rows.append({"key": key, "text": None, "meta": meta, "content_hash": digest,
-                             "embedding": blob, "embedding_model": model,
-                             "embedding_dim": dim, "embedding_dtype": "float32",
-                             "created_at": now, "updated_at": now, "removed_at": None})
-            counts.added += 1
-            continue
-        item_id, old_hash, old_meta, removed_at = old
-        if old_hash != digest or removed_at is not None:
-            changed_rows.append({"b_id": item_id, "b_hash": digest, "b_emb": blob,
-                                 "b_meta": meta, "b_dim": dim, "b_now": now})
-            if removed_at is not None:
-                counts.restored += 1
-            else:
-                counts.changed += 1
-        elif old_meta != meta:
-            meta_rows.append({"b_id": item_id, "b_meta": meta})
-            counts.meta_updated += 1
-        else:
-            counts.unchanged += 1
-    insert_rows(conn, items, new_rows)
-    if changed_rows:
-        conn.execute(
-            update(items).where(items.c.id == bindparam("b_id")).values(
-                content_hash=bindparam("b_hash"), embedding=bindparam("b_emb"),
-                meta=bindparam("b_meta"), embedding_model=model,
-                embedding_dim=bindparam("b_dim"), embedding_dtype="float32",
-                updated_at=bindparam("b_now"), removed_at=None),
-            changed_rows)
-    if meta_rows:
+
+def insert(conn: Connection, rows: list[dict]) -> None:
+    """New items: dicts with every column but ``id`` and ``removed_at``."""
+    insert_rows(conn, items, rows)
+
+
+def update_content(conn: Connection, rows: list[dict]) -> None:
+    """New content for existing items: dicts of ``id`` and the text, content_hash, embedding,
+    embedding_model, embedding_dim, embedding_dtype and updated_at columns. A removed item
+    that gets new content is live again."""
+    if rows:
+        names = [k for k in rows[0] if k != "id"]
         conn.execute(update(items).where(items.c.id == bindparam("b_id"))
-                     .values(meta=bindparam("b_meta")), meta_rows)
-    return counts
+                     .values(removed_at=None, **{k: bindparam("b_" + k) for k in names}),
+                     [{"b_" + k: v for k, v in r.items()} for r in rows])
+
+
+def update_meta(conn: Connection, metas: dict[int, dict | None]) -> None:
+    if metas:
+        conn.execute(update(items).where(items.c.id == bindparam("b_id"))
+                     .values(meta=bindparam("b_meta")),
+                     [{"b_id": i, "b_meta": m} for i, m in metas.items()])
+
+
+def set_removed(conn: Connection, ids: Sequence[int], when: datetime | None) -> None:
+    """Tombstone items (``when``), or bring them back (None). Rows are never deleted."""
+    for start in range(0, len(ids), IN_CHUNK):
+        conn.execute(update(items).where(items.c.id.in_(list(ids[start:start + IN_CHUNK])))
+                     .values(removed_at=when))
+
+
+def texts_to_reembed(conn: Connection, model: str | None) -> list[tuple[int, str, str | None]]:
+    """(id, key, text) of live items whose embedding is not from ``model``."""
+    q = (select(items.c.id, items.c.key, items.c.text)
+         .where(items.c.removed_at.is_(None),
+                (items.c.embedding_model.is_distinct_from(model))
+                | items.c.embedding.is_(None))
+         .order_by(items.c.id))
+    return [tuple(r) for r in conn.execute(q)]
 
 
 # SQL over ``items i``: live items are those a new version covers
@@ -152,3 +142,52 @@ def unassigned_vectors(conn: Connection, version: int, dim: int, after: int,
     where = _UNASSIGNED.format(after=_param(conn, "after"), version=_param(conn, "version"))
     params = {"after": after, "version": version}
     return read_vectors(conn, where, params, limit, dim, limit=limit)
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    removed: bool
+    model: str | None
+    dim: int | None
+    dtype: str | None
+    meta: dict | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _status_filter(status: str):
+    if status == "live":
+        return items.c.removed_at.is_(None)
+    if status == "removed":
+        return items.c.removed_at.is_not(None)
+    return None
+
+
+def _since_filters(since: datetime | None, what: str) -> list:
+    if since is None:
+        return []
+    if what == "changed":
+        return [items.c.created_at <= since, items.c.updated_at > since]
+    return [items.c.created_at > since]
+
+
+def count(conn: Connection, status: str = "all", since: datetime | None = None,
+          what: str = "changed") -> int:
+    """Items by status (live / removed / all), optionally only those ``changed`` (existing
+    at ``since`` with new content after it) or ``new`` (added after it)."""
+    conds = [c for c in [_status_filter(status), *_since_filters(since, what)] if c is not None]
+    return conn.execute(select(func.count()).select_from(items).where(*conds)).scalar_one()
+
+
+def listing(conn: Connection, status: str, since: datetime | None, what: str,
+            limit: int) -> list[Listed]:
+    conds = [c for c in [_status_filter(status), *_since_filters(since, what)] if c is not None]
+    q = (select(items.c.key, items.c.removed_at, items.c.embedding_model, items.c.embedding_dim,
+                items.c.embedding_dtype, items.c.meta, items.c.created_at, items.c.updated_at)
+         .where(*conds).order_by(items.c.id).limit(limit))
+    return [Listed(r.key, r.removed_at is not None, r.embedding_model, r.embedding_dim,
+                   r.embedding_dtype, r.meta, r.created_at, r.updated_at)
+            for r in conn.execute(q)]

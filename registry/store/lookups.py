@@ -23,38 +23,44 @@ class Row:
     code: int
     disamb: int
     key: str
+    removed: bool
 
 
-def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, tuple]:
-    """key -> (code, disamb) in ``version`` for those of ``keys`` that have an ID there;
-    keys that exist without an ID map to None."""
-    out: dict[str, tuple | None] = {}
+def _row(r) -> Row:
+    return Row(r.code, r.disamb, r.key, r.removed_at is not None)
+
+
+def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, Row | None]:
+    """key -> Row in ``version`` for those of ``keys`` that have an ID there; keys that
+    exist without an ID map to None."""
+    out: dict[str, Row | None] = {}
     j = items.outerjoin(assignments, (assignments.c.item_id == items.c.id)
                         & (assignments.c.version_id == version))
-    q = select(items.c.key, assignments.c.code, assignments.c.disamb).select_from(j)
+    q = select(items.c.key, assignments.c.code, assignments.c.disamb,
+               items.c.removed_at).select_from(j)
     keys = [k for k in keys if "\x00" not in k]  # never stored (PostgreSQL text cannot hold it)
     for start in range(0, len(keys), IN_CHUNK):
         part = keys[start:start + IN_CHUNK]
         for row in conn.execute(q.where(items.c.key.in_(part))):
-            out[row.key] = None if row.code is None else (row.code, row.disamb)
+            out[row.key] = None if row.code is None else _row(row)
     return out
 
 
 def by_id(conn: Connection, version: int, code: int, disamb: int) -> Row | None:
     row = conn.execute(
-        select(assignments.c.code, assignments.c.disamb, items.c.key)
+        select(assignments.c.code, assignments.c.disamb, items.c.key, items.c.removed_at)
         .join(items, items.c.id == assignments.c.item_id)
         .where(assignments.c.version_id == version, assignments.c.code == code,
                assignments.c.disamb == disamb)).first()
-    return None if row is None else Row(row.code, row.disamb, row.key)
+    return None if row is None else _row(row)
 
 
 def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> list[Row]:
     """IDs whose packed code lies in [lo, hi], in ID order, at most ``limit``."""
-    q = (select(assignments.c.code, assignments.c.disamb, items.c.key)
+    q = (select(assignments.c.code, assignments.c.disamb, items.c.key, items.c.removed_at)
          .join(items, items.c.id == assignments.c.item_id)
          .where(and_(assignments.c.version_id == version, assignments.c.code >= lo,
                      assignments.c.code <= hi))
          .order_by(assignments.c.code, assignments.c.disamb)
          .limit(limit))
-    return [Row(r.code, r.disamb, r.key) for r in conn.execute(q)]
+    return [_row(r) for r in conn.execute(q)]

