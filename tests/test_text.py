@@ -3,6 +3,7 @@ updated, removed, re-embedded, stored as float32 or float16."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -281,3 +282,29 @@ def trained_text(reg, catalog_file):
     reg.freeze(1)
     reg.activate(1)
     return reg, catalog_file
+
+
+def test_cuda_is_a_clear_error_where_there_is_none(reg):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(InputError, match="device cuda is not available here"):
+        reg.add(["a"], texts=["a text"], device="cuda")
+
+
+def test_remove_from_a_file_and_new_items_since_a_version(trained_text, run, tmp_path):
+    (tmp_path / "gone.txt").write_text("vim\nnano\n")
+    result = run("remove", "--file", str(tmp_path / "gone.txt"), "--json")
+    assert json.loads(result.output) == {"removed": 2, "already_removed": 0}
+    gz = tmp_path / "more.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"key": "emacs", "title": "GNU Emacs editor"}\n'))
+    assert run("add", str(gz), "--text", "title").exit_code == 0
+    new = json.loads(run("items", "--new-since", "1", "--json").output)
+    assert [i["key"] for i in new["items"]] == ["emacs"]
+    assert new["counts"] == {"live": 7, "removed": 2, "new_since_version_1": 1}
+    shown = run("items", "--status", "removed").output
+    assert "7 live, 2 removed" in shown and "vim" in shown and "removed" in shown
+    result = run("remove", "--file", str(gz), "--json")
+    assert json.loads(result.output)["removed"] == 1
+    assert run("remove").output.startswith("Error: remove: give at least one key")
