@@ -51,6 +51,17 @@ class AddResult:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One item to embed and write."""
+
+    key: str
+    content_hash: str
+    text: str | None  # None for vectors
+    row: int | None  # index into the incoming items; None: re-embedded from the store
+    item_id: int | None  # None: a new item
+
+
 @dataclass
 class _Plan:
     embed: list[int] = field(default_factory=list)  # indices into the incoming items
@@ -130,6 +141,13 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     is_text = incoming.texts is not None
     if is_text and embedder is None:
         raise ValueError("texts need an embedder")
+    if not is_text and dtype == "float16":
+        with np.errstate(over="ignore"):
+            too_big = ~np.isfinite(incoming.vectors.astype(np.float16)).all(axis=1)
+        if too_big.any():
+            raise InputError("vector holds numbers too large for float16 storage: use "
+                             "--dtype float32", source=incoming.source,
+                             row=incoming.rows[int(np.flatnonzero(too_big)[0])])
     model = embedder.label if is_text else None
     dim = None if is_text else int(incoming.vectors.shape[1])
     if is_text:
@@ -162,45 +180,39 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
             items.set_removed(conn, plan.restore, None)
             items.update_meta(conn, plan.metas)
 
-    total = len(plan.embed) + len(others)
-    if progress and total:
-        progress(0, total)
     # the file's new and changed items, then (with --reembed) every other live item
-    work = [(i, incoming.keys[i], hashes[i]) for i in plan.embed]
-    work += [(None, key, content_hash(text=text)) for _, key, text in others]
-    other_text = {key: text for _, key, text in others}
-    other_id = {key: item_id for item_id, key, _ in others}
-    for batch in _batches(work, commit_batch):
+    jobs = [_Job(incoming.keys[i], hashes[i], incoming.texts[i] if is_text else None, i,
+                 known[incoming.keys[i]].id if incoming.keys[i] in known else None)
+            for i in plan.embed]
+    jobs += [_Job(key, content_hash(text=text), text, None, item_id)
+             for item_id, key, text in others]
+    store_as = "<f2" if dtype == "float16" else "<f4"
+    if progress and jobs:
+        progress(0, len(jobs))
+    for batch in _batches(jobs, commit_batch):
         if is_text:
-            vectors = embedder.encode([incoming.texts[i] if i is not None else other_text[key]
-                                       for i, key, _ in batch])
+            vectors = embedder.encode([j.text for j in batch])
         else:
-            vectors = incoming.vectors[[i for i, _, _ in batch]]
-        with np.errstate(over="ignore"):
-            blobs = vectors.astype("<f2" if dtype == "float16" else "<f4")
-        if not np.isfinite(blobs).all():
-            raise InputError("vectors hold numbers too large for float16 storage: use "
-                             "--dtype float32", source=incoming.source)
+            vectors = incoming.vectors[[j.row for j in batch]]
         now = _now()
         new_rows, changed_rows = [], []
-        for (i, key, digest), blob in zip(batch, blobs, strict=True):
-            text = (incoming.texts[i] if i is not None else other_text[key]) if is_text else None
-            content = {"text": text, "content_hash": digest, "embedding": blob.tobytes(),
-                       "embedding_model": model, "embedding_dim": int(vectors.shape[1]),
-                       "embedding_dtype": dtype, "updated_at": now}
-            old = known.get(key)
-            if i is None or old is not None:
-                changed_rows.append({"id": other_id[key] if i is None else old.id, **content})
+        for job, vec in zip(batch, vectors.astype(store_as), strict=True):
+            content = {"text": job.text, "content_hash": job.content_hash,
+                       "embedding": vec.tobytes(), "embedding_model": model,
+                       "embedding_dim": int(vec.shape[0]), "embedding_dtype": dtype,
+                       "updated_at": now}
+            if job.item_id is None:
+                new_rows.append({"key": job.key, "meta": incoming.metas[job.row],
+                                 "created_at": now, **content})
             else:
-                new_rows.append({"key": key, "meta": incoming.metas[i], "created_at": now,
-                                 **content})
+                changed_rows.append({"id": job.item_id, **content})
         with tx(write=True) as conn:
             items.insert(conn, new_rows)
             items.update_content(conn, changed_rows)
         result.embedded += len(batch)
-        result.reembedded += sum(1 for i, _, _ in batch if i is None)
+        result.reembedded += sum(1 for j in batch if j.row is None)
         result.dim = int(vectors.shape[1])
         if progress:
-            progress(result.embedded, total)
+            progress(result.embedded, len(jobs))
     result.seconds = round(time.perf_counter() - start, 3)
     return result

@@ -181,3 +181,12 @@ def test_other_columns_are_stored_as_json_metadata(reg, tmp_path, migrated_url):
     meta = json.loads(meta) if isinstance(meta, str) else meta
     assert meta == {"colour": "red", "n": 3}
     assert nulls == 1 and rows["plain"] is None  # no metadata is SQL NULL, not JSON null
+
+
+def test_float16_storage_refuses_numbers_it_cannot_hold(reg, migrated_url):
+    before = dump(migrated_url)
+    big = np.ones((3, 4), dtype=np.float32)
+    big[1, 2] = 1e6
+    with pytest.raises(InputError, match="row 2: vector holds numbers too large for float16"):
+        reg.add(["a", "b", "c"], big, dtype="float16")
+    assert dump(migrated_url) == before
