@@ -216,18 +216,12 @@ class Registry:
             progress: catalog.Progress | None = None) -> catalog.AddResult:
         """Register items given as vectors, or as texts to embed with ``model`` (default
         all-MiniLM-L6-v2). Unchanged items are left alone and never embedded twice."""
-        from .ingest import Incoming, check_key, check_vectors
+        from .ingest import Incoming, check_vectors, unique_key
 
         if (vectors is None) == (texts is None):
             raise InputError("give either vectors or texts", source=source)
         seen: dict[str, int] = {}
-        for row, k in enumerate(keys, start=1):
-            key = check_key(k, source, row)
-            if key in seen:
-                raise InputError(f"duplicate key {key!r} (first at row {seen[key]})",
-                                 source=source, row=row)
-            seen[key] = row
-        keys = list(seen)
+        keys = [unique_key(seen, k, source, row) for row, k in enumerate(keys, start=1)]
         metas = list(metas) if metas is not None else [None] * len(keys)
         if len(metas) != len(keys):
             raise InputError(f"{len(keys)} keys but {len(metas)} metadata entries",
@@ -407,7 +401,7 @@ class Registry:
     def activate(self, version: str | int, *, alias: str = ACTIVE,
                  reason: str | None = None) -> StateChange:
         """Point ``alias`` (default ``active``) at a frozen version."""
-        versions.check_name(alias, "alias")
+        versions.check_name(alias, "alias", source="--alias")
         with self._tx(write=True) as conn:
             v = versions.resolve(conn, version, lock=True)
             if v.state != "frozen":

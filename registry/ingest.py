@@ -148,7 +148,7 @@ def check_key(value: object, source: str, row: int) -> str:
     return key
 
 
-def _new_key(seen: dict[str, int], value: object, source: str, row: int) -> str:
+def unique_key(seen: dict[str, int], value: object, source: str, row: int) -> str:
     """A checked key that no earlier row of the file had; remembers its row."""
     key = check_key(value, source, row)
     if key in seen:
@@ -206,7 +206,7 @@ def _collect(source: str, records, key_col: str, *, text: TextSpec | None = None
     for row, rec in records:
         if key_col not in rec:
             raise InputError(f"no column {key_col!r}", source=source, row=row)
-        key = _new_key(row_of, rec[key_col], source, row)
+        key = unique_key(row_of, rec[key_col], source, row)
         if text is not None:
             texts.append(text.render(rec, source, row))
         else:
@@ -327,11 +327,11 @@ def read_keys(path: str | Path, key_col: str = "key") -> list[str]:
         for row, rec in _records(path, (key_col,)):
             if key_col not in rec:
                 raise InputError(f"no column {key_col!r}", source=str(path), row=row)
-            _new_key(seen, rec[key_col], str(path), row)
+            unique_key(seen, rec[key_col], str(path), row)
     else:
         for row, line in enumerate(_text_lines(path), start=1):
             if line.strip():
-                _new_key(seen, line, str(path), row)
+                unique_key(seen, line, str(path), row)
     if not seen:
         raise InputError("no keys", source=str(path))
     return list(seen)
@@ -353,6 +353,6 @@ def read_npy(path: str | Path, keys_path: str | Path) -> Incoming:
         raise InputError(f"{len(lines)} keys for {vectors.shape[0]} vectors in {path}",
                          source=keys_source)
     seen: dict[str, int] = {}
-    keys = [_new_key(seen, line, keys_source, row) for row, line in enumerate(lines, start=1)]
+    keys = [unique_key(seen, line, keys_source, row) for row, line in enumerate(lines, start=1)]
     return Incoming(str(path), keys, [None] * len(keys), list(range(1, len(keys) + 1)),
                     vectors=vectors)

@@ -66,11 +66,11 @@ def _version(row) -> Version:
                    row.retired_at)
 
 
-def check_name(name: str, what: str = "version name") -> str:
+def check_name(name: str, what: str = "version name", source: str = "--name") -> str:
     if not _NAME.fullmatch(name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise InputError(f"{what} {shown!r} must start with a letter and hold only letters, "
-                         "digits, '.', '_' or '-' (at most 64)", source="--name")
+                         "digits, '.', '_' or '-' (at most 64)", source=source)
     return name
 
 
