@@ -99,6 +99,18 @@ class StateChange:
 
 
 @dataclass
+class RollbackResult:
+    version: Version
+    previous: int
+    alias: str
+    assigned: int
+
+    def to_dict(self) -> dict:
+        return {"alias": self.alias, "version": self.version.to_dict(),
+                "previous": self.previous, "assigned": self.assigned}
+
+
+@dataclass
 class AssignResult:
     version: Version
     assigned: int
@@ -417,6 +429,62 @@ class Registry:
                                    params={"alias": alias}, reason=reason)
             return StateChange(versions.get(conn, v.number), "activate",
                                changed=previous != v.number, previous=previous, alias=alias)
+
+    def retire(self, version: str | int, *, reason: str | None = None) -> StateChange:
+        """Take a version out of use: it stays readable, but gets no new IDs and cannot be
+        activated again. A version that an alias points at cannot be retired."""
+        with self._tx(write=True) as conn:
+            v = versions.resolve(conn, version, lock=True)
+            if v.state == "retired":
+                return StateChange(v, "retire", changed=False)
+            if v.aliases:
+                raise StateError(f"{v.label} is {', '.join(v.aliases)}: point "
+                                 f"{'it' if len(v.aliases) == 1 else 'them'} at another "
+                                 "version first")
+            now = _now()
+            versions.set_state(conn, v.number, "retired", now)
+            versions.log_event(conn, "retire", now, version=v.number, reason=reason)
+            return StateChange(versions.get(conn, v.number), "retire", changed=True)
+
+    def rollback(self, to: str | int | None = None, *, alias: str = ACTIVE,
+                 reason: str | None = None) -> RollbackResult:
+        """Point ``alias`` back at the version it pointed at before (or at ``to``), then give
+        the items registered since that version was trained IDs in it. Nothing is deleted;
+        rolling forward again is another ``activate``."""
+        with self._tx(write=True) as conn:
+            number = versions.alias_target(conn, alias)
+            if number is None:
+                raise NotFoundError("alias", alias, "nothing to roll back")
+            current = versions.get(conn, number)
+            if to is None:
+                previous = versions.activated_from(conn, alias, number)
+                if previous is None:
+                    raise StateError(f"{alias} has pointed at {current.label} since it was "
+                                     "first set: there is nothing to roll back to (use --to)")
+                target = versions.get(conn, previous, lock=True)
+            else:
+                target = versions.resolve(conn, to, lock=True)
+            if target.number == current.number:
+                raise StateError(f"{alias} already points at {target.label}")
+            if target.state != "frozen":
+                raise StateError(f"{target.label} is {target.state}; only a frozen version can "
+                                 "be rolled back to")
+            now = _now()
+            versions.set_alias(conn, alias, target.number, now)
+            versions.log_event(conn, "rollback", now, version=target.number,
+                               other=current.number, params={"alias": alias}, reason=reason)
+        assigned = self.assign(target.number)
+        return RollbackResult(self.version(target.number), current.number, alias,
+                              assigned.assigned)
+
+    def history(self, version: str | int | None = None, *, limit: int = 50) -> list:
+        """The event log, newest first: train, freeze, activate, assign, retire, rollback."""
+        if not 1 <= limit <= MAX_LOOKUP_LIMIT:
+            raise InputError(f"limit must be between 1 and {MAX_LOOKUP_LIMIT}, got {limit}",
+                             source="--limit")
+        with self._tx(write=False) as conn:
+            number = None if version is None else versions.resolve(conn, version).number
+            return versions.history(conn, number, limit)
 
     def assign(self, version: str | int | None = None, *,
                batch_size: int = DEFAULT_BATCH) -> AssignResult:

@@ -274,6 +274,47 @@ def activate(reg: Registry, version: str, alias: str, reason: str | None,
 
 
 @cli.command()
+@click.argument("version")
+@click.option("--reason", default=None, help="Why, for the event log.")
+@_json_option
+@pass_registry
+def retire(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
+    """Retire VERSION: it stays readable but gets no new IDs and cannot be activated."""
+    r = reg.retire(version, reason=reason)
+    _emit(as_json, r.to_dict(), lambda: _text_change(r))
+
+
+@cli.command()
+@click.option("--to", "to", default=None, metavar="VERSION",
+              help="Roll back to this version instead of the previously active one.")
+@click.option("--alias", default="active", show_default=True, help="The alias to move back.")
+@click.option("--reason", default=None, help="Why, for the event log.")
+@_json_option
+@pass_registry
+def rollback(reg: Registry, to: str | None, alias: str, reason: str | None,
+             as_json: bool) -> None:
+    """Point `active` back at the version it pointed at before (or --to VERSION) and give
+    the items added since that version was trained IDs in it. Nothing is deleted."""
+    r = reg.rollback(to, alias=alias, reason=reason)
+    _emit(as_json, r.to_dict(), lambda: (
+        f"{r.alias} -> {r.version.label} (was version {r.previous}); "
+        f"assigned {r.assigned} new items in it"))
+
+
+@cli.command()
+@click.option("--version", "-v", "version", default=None, metavar="VERSION",
+              help="Only the events of this version.")
+@click.option("--limit", "-n", type=int, default=50, show_default=True,
+              help="Most events to show.")
+@_json_option
+@pass_registry
+def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> None:
+    """Show the event log, newest first: train, freeze, activate, assign, retire, rollback."""
+    events = reg.history(version, limit=limit)
+    _emit(as_json, [e.to_dict() for e in events], lambda: _text_history(events))
+
+
+@cli.command()
 @_version_option
 @click.option("--batch-size", type=int, default=50_000, show_default=True,
               help="Items per transaction.")
@@ -397,8 +438,11 @@ def _text_train(r) -> str:
 
 
 def _text_change(r) -> str:
-    if r.action == "freeze":
-        return f"froze {r.version.label}" if r.changed else f"{r.version.label} was already frozen"
+    if r.action in ("freeze", "retire"):
+        done = {"freeze": "froze", "retire": "retired"}[r.action]
+        state = {"freeze": "frozen", "retire": "retired"}[r.action]
+        return f"{done} {r.version.label}" if r.changed else \
+            f"{r.version.label} was already {state}"
     alias = r.alias
     if not r.changed:
         return f"{alias} already points at {r.version.label}"
@@ -436,6 +480,16 @@ def _text_versions(rows) -> str:
           "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
           s.version.params.get("seed"), s.items,
           s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
+
+
+def _text_history(events) -> str:
+    if not events:
+        return "no events yet"
+    return _table(["when", "action", "version", "other", "details", "reason"],
+                  [[e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.version, e.other,
+                    ", ".join(f"{k}={v}" for k, v in (e.params or {}).items()
+                              if k != "codebook_sizes") or "-", e.reason or "-"]
+                   for e in events])
 
 
 _TEXT = {"init": _text_init, "add": _text_add, "train": _text_train, "freeze": _text_change,

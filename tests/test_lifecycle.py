@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -73,3 +75,92 @@ def test_frozen_codebooks_cannot_be_rewritten_through_the_store(trained):
             codebooks.write(conn, v.number, books)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def two_active(reg, catalog):
+    """Versions 1 and 2 trained on the catalog, both frozen; 1 then 2 activated."""
+    keys, vectors = catalog
+    reg.add(keys[:500], vectors[:500])
+    reg.train(codebook_size=[8, 4], name="one")
+    reg.freeze(1)
+    reg.activate(1)
+    reg.add(keys[500:550], vectors[500:550])
+    reg.train(codebook_size=[8, 4], seed=1, name="two")
+    reg.freeze(2)
+    reg.activate(2)
+    return reg, keys, vectors
+
+
+def test_rollback_then_assign_gives_ids_in_the_old_version_and_loses_nothing(
+        two_active, migrated_url):
+    reg, keys, vectors = two_active
+    in_two = {r.key: r.id for r in reg.get(keys[:550], 2)}
+    in_one = {r.key: r.id for r in reg.get(keys[:500], 1)}
+    reg.add(keys[550:], vectors[550:])  # 50 added after both versions were trained
+    r = reg.rollback(reason="v2 recommends badly")
+    assert (r.version.number, r.previous, r.assigned) == (1, 2, 100)
+    assert reg.version().number == 1
+    # version 1 now also holds the 50 items of version 2's time and the 50 newest
+    now_one = {x.key: x.id for x in reg.get(keys, 1)}
+    assert len(now_one) == 600 and len(set(now_one.values())) == 600
+    assert all(now_one[k] == v for k, v in in_one.items())  # nothing moved
+    assert {x.key: x.id for x in reg.get(keys[:550], 2)} == in_two  # nothing lost
+    assert reg.history(limit=1)[0].action == "assign"
+    assert [(e.action, e.version, e.other, e.reason) for e in reg.history(limit=3)][1:] == \
+        [("rollback", 1, 2, "v2 recommends badly"), ("activate", 2, 1, None)]
+    # rolling back again walks further back: version 1 was the first, so there is nothing
+    with pytest.raises(StateError, match="nothing to roll back to"):
+        reg.rollback()
+    # rolling forward is another activate
+    assert reg.activate(2).previous == 1
+
+
+def test_rollback_to_a_named_version_and_refusals(two_active, migrated_url):
+    reg, keys, vectors = two_active
+    reg.add(keys[:550], vectors[:550])  # unchanged: nothing new
+    reg.train(codebook_size=[8, 4], seed=2, name="three")
+    before = dump(migrated_url)
+    with pytest.raises(StateError, match="version 3 .three. is draft"):
+        reg.rollback(to="three")
+    with pytest.raises(StateError, match="already points at version 2"):
+        reg.rollback(to=2)
+    with pytest.raises(NotFoundError, match="unknown alias: staging"):
+        reg.rollback(alias="staging")
+    assert dump(migrated_url) == before
+    assert reg.rollback(to="one").version.number == 1
+
+
+def test_retire_keeps_a_version_readable_and_closed(two_active, migrated_url):
+    reg, keys, _ = two_active
+    with pytest.raises(StateError, match="version 2 .two. is active"):
+        reg.retire(2)
+    ids = {r.key: r.id for r in reg.get(keys[:500], 1)}
+    change = reg.retire(1, reason="superseded")
+    assert change.changed and change.version.state == "retired"
+    assert change.version.retired_at is not None
+    assert not reg.retire(1).changed
+    assert {r.key: r.id for r in reg.get(keys[:500], 1)} == ids  # still readable
+    assert reg.lookup(ids["item00000"], 1).records[0].key == "item00000"
+    before = dump(migrated_url)
+    with pytest.raises(StateError, match="retired"):
+        reg.activate(1)
+    with pytest.raises(StateError, match="retired; no new IDs"):
+        reg.assign(1)
+    with pytest.raises(StateError, match="retired; only a frozen"):
+        reg.rollback(to=1)
+    with pytest.raises(StateError, match="retired; only a draft can be frozen"):
+        reg.freeze(1)
+    assert dump(migrated_url) == before
+    assert reg.history(1, limit=1)[0].reason == "superseded"
+
+
+def test_history_command(two_active, run):
+    result = run("history", "--limit", "3")
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["when", "action", "version", "other"]
+    assert [ln.split()[2] for ln in lines[1:]] == ["activate", "freeze", "train"]
+    events = json.loads(run("history", "--version", "one", "--json").output)
+    assert {e["action"] for e in events} == {"train", "freeze", "activate"}
+    assert run("rollback", "--json").exit_code == 0
+    assert "active -> version 2" in run("rollback", "--to", "2").output

@@ -190,3 +190,40 @@ def log_event(conn: Connection, action: str, now: datetime, *, version: int | No
     """Append to the event log; events are never updated or deleted."""
     conn.execute(insert(events).values(created_at=now, action=action, version_id=version,
                                        other_version_id=other, params=params, reason=reason))
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: datetime
+    action: str
+    version: int | None
+    other: int | None
+    params: dict | None
+    reason: str | None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "at": _iso(self.at), "action": self.action,
+                "version": self.version, "other_version": self.other, "params": self.params,
+                "reason": self.reason}
+
+
+def history(conn: Connection, version: int | None = None, limit: int = 50) -> list[Event]:
+    """Events, newest first; only those naming ``version`` when given."""
+    q = select(events).order_by(events.c.id.desc()).limit(limit)
+    if version is not None:
+        q = q.where((events.c.version_id == version) | (events.c.other_version_id == version))
+    return [Event(r.id, r.created_at, r.action, r.version_id, r.other_version_id, r.params,
+                  r.reason) for r in conn.execute(q)]
+
+
+def activated_from(conn: Connection, alias: str, version: int) -> int | None:
+    """The version ``alias`` pointed at before the latest ``activate`` that moved it to
+    ``version`` (rollbacks do not count: rolling back twice walks further back)."""
+    q = (select(events.c.other_version_id, events.c.params)
+         .where(events.c.action == "activate", events.c.version_id == version)
+         .order_by(events.c.id.desc()))
+    for other, params in conn.execute(q):
+        if (params or {}).get("alias", ACTIVE) == alias:
+            return other
+    return None
