@@ -111,6 +111,19 @@ class RollbackResult:
 
 
 @dataclass
+class ExportResult:
+    version: int
+    path: str
+    rows: int
+    style: str
+    vocab: str | None
+    tokens: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
 class AssignResult:
     version: Version
     assigned: int
@@ -577,6 +590,46 @@ class Registry:
                 rows, kind = lookups.by_range(conn, v.number, lo, hi, limit + 1), "prefix"
         records = [self._record(v, r) for r in rows[:limit]]
         return LookupResult(query.strip(), v.number, kind, records, more=len(rows) > limit)
+
+    def export(self, version: str | int | None, path: str | Path, *, style: str = "ids",
+               vocab: str | Path | None = None) -> ExportResult:
+        """Write every item's key, ID and codes in ``version`` to ``path`` (Parquet, CSV or
+        JSONL by suffix); ``style="tokens"`` gives the ID as language-model tokens
+        (``<a_12><b_4><c_9><d_0>``) and ``vocab`` a file of every token the version can emit."""
+        import numpy as np
+
+        from .export import output_format, write_table
+        from .ids import format_ids, format_tokens, vocabulary
+
+        if style not in ("ids", "tokens"):
+            raise InputError(f"style must be ids or tokens, got {style!r}", source="--style")
+        output_format(path)
+        with self._tx(write=False) as conn:
+            v = versions.resolve(conn, version)
+            keys, packed, disamb, removed = lookups.all_ids(conn, v.number)
+        codes = v.space.unpack(np.asarray(packed, dtype=np.int64)).reshape(len(keys),
+                                                                         v.space.levels)
+        numbers = np.asarray(disamb, dtype=np.int64)
+        columns: dict = {"key": keys}
+        if style == "tokens":
+            columns["tokens"] = format_tokens(codes, numbers)
+        else:
+            columns["id"] = format_ids(codes, numbers)
+        for level in range(v.space.levels):
+            columns[f"level_{level + 1}"] = codes[:, level]
+        columns["disambiguation"] = numbers
+        columns["removed"] = removed
+        rows = write_table(path, columns)
+        tokens = 0
+        if vocab is not None:
+            words = vocabulary(v.space.sizes, int(numbers.max()) if len(numbers) else 0)
+            try:
+                Path(vocab).write_text("\n".join(words) + "\n", encoding="utf-8")
+            except OSError as e:
+                raise InputError(f"cannot write: {e.strerror}", source=str(vocab)) from None
+            tokens = len(words)
+        return ExportResult(v.number, str(path), rows, style,
+                            None if vocab is None else str(vocab), tokens)
 
     def versions(self) -> list[VersionSummary]:
         """Every version, oldest first, with its aliases and number of items with an ID."""

@@ -350,6 +350,26 @@ def lookup(reg: Registry, query: str, version: str | None, limit: int, as_json: 
     _emit(as_json, r.to_dict(), lambda: _text_lookup(r))
 
 
+@cli.command()
+@click.argument("version", required=False)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Where to write: .parquet, .csv(.gz) or .jsonl(.gz).")
+@click.option("--style", type=click.Choice(["ids", "tokens"]), default="ids", show_default=True,
+              help="ids: 12-4-9-0; tokens: <a_12><b_4><c_9><d_0> for language-model training.")
+@click.option("--vocab", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Also write every token the version can emit, one per line.")
+@_json_option
+@pass_registry
+def export(reg: Registry, version: str | None, output: str, style: str, vocab: str | None,
+           as_json: bool) -> None:
+    """Write every item's key, ID and codes in VERSION (default: the active one): what
+    downstream training jobs consume."""
+    r = reg.export(version, output, style=style, vocab=vocab)
+    _emit(as_json, r.to_dict(), lambda: (
+        f"wrote {r.rows} IDs of version {r.version} to {r.path}"
+        + (f" and {r.tokens} tokens to {r.vocab}" if r.vocab else "")))
+
+
 @cli.command(name="versions")
 @_json_option
 @pass_registry

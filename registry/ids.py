@@ -176,3 +176,26 @@ def disambiguate(packed: np.ndarray, first_free: np.ndarray | None = None) -> np
     if first_free is not None:
         out += np.asarray(first_free, dtype=np.int64)
     return out
+
+
+# token letters: one per level, the disambiguation number taking the next one
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def format_tokens(codes: np.ndarray, disambiguation: np.ndarray) -> list[str]:
+    """Language-model token form, one token per position: ``<a_12><b_4><c_9><d_0>``."""
+    import numpy as np
+
+    full = np.column_stack([np.asarray(codes, dtype=np.int64),
+                            np.asarray(disambiguation, dtype=np.int64)])
+    letters = _LETTERS[: full.shape[1]]
+    return ["".join(f"<{a}_{c}>" for a, c in zip(letters, row, strict=True))
+            for row in full.tolist()]
+
+
+def vocabulary(sizes: tuple[int, ...], max_disambiguation: int) -> list[str]:
+    """Every token a version can emit: each level's codes, then disambiguation numbers
+    0..max_disambiguation."""
+    out = [f"<{_LETTERS[i]}_{c}>" for i, k in enumerate(sizes) for c in range(k)]
+    out += [f"<{_LETTERS[len(sizes)]}_{d}>" for d in range(max_disambiguation + 1)]
+    return out

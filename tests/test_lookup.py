@@ -67,3 +67,56 @@ def test_get_by_version_name_number_and_alias(trained):
     reg, _ = trained
     ids = {reg.get(["item00007"], v)[0].id for v in (None, 1, "1", "v1", "active")}
     assert len(ids) == 1
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl.gz"])
+def test_export_every_id_in_every_format(trained, tmp_path, suffix):
+    import gzip
+    import json
+
+    import pyarrow.parquet as pq
+
+    reg, _ = trained
+    reg.remove(["item00005"])
+    path = tmp_path / f"ids{suffix}"
+    result = reg.export(None, path)
+    assert (result.version, result.rows) == (1, 600)
+    if suffix == ".parquet":
+        rows = pq.read_table(path).to_pylist()
+    elif suffix == ".csv":
+        import csv
+
+        rows = list(csv.DictReader(path.open()))
+    else:
+        rows = [json.loads(line) for line in gzip.open(path, "rt")]
+    assert len(rows) == 600
+    by_key = {r["key"]: r for r in rows}
+    for rec in reg.get(["item00000", "item00005", "item00599"]):
+        row = by_key[rec.key]
+        assert row["id"] == rec.id
+        assert [int(row[f"level_{i}"]) for i in (1, 2, 3)] == rec.codes
+        assert int(row["disambiguation"]) == rec.disambiguation
+    assert str(by_key["item00005"]["removed"]) in ("True", "true", "1")
+
+
+def test_export_tokens_and_vocabulary(trained, tmp_path, run):
+    import json
+
+    reg, v = trained
+    result = json.loads(run("export", "1", "-o", str(tmp_path / "t.jsonl"), "--style",
+                            "tokens", "--vocab", str(tmp_path / "vocab.txt"), "--json").output)
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").open()]
+    rec = reg.get([rows[0]["key"]])[0]
+    c1, c2, c3 = rec.codes
+    assert rows[0]["tokens"] == f"<a_{c1}><b_{c2}><c_{c3}><d_{rec.disambiguation}>"
+    vocab = (tmp_path / "vocab.txt").read_text().split()
+    top = v.stats["max_disambiguation"]
+    assert vocab[:8] == [f"<a_{i}>" for i in range(8)]
+    assert vocab[8:12] == [f"<b_{i}>" for i in range(4)]
+    assert vocab[-1] == f"<d_{top}>" and len(vocab) == 8 + 4 + 4 + top + 1 == result["tokens"]
+    used = {t for r in rows for t in r["tokens"].replace("><", "> <").split()}
+    assert used <= set(vocab)
+    bad = run("export", "-o", str(tmp_path / "x.txt"))
+    assert bad.exit_code == 1 and "unknown output type" in bad.output
+    missing = run("export", "-o", str(tmp_path / "no" / "x.csv"))
+    assert missing.exit_code == 1 and "folder does not exist" in missing.output

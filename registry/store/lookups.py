@@ -64,3 +64,20 @@ def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> li
          .order_by(assignments.c.code, assignments.c.disamb)
          .limit(limit))
     return [_row(r) for r in conn.execute(q)]
+
+
+def all_ids(conn: Connection, version: int) -> tuple[list[str], list[int], list[int],
+                                                       list[bool]]:
+    """Every ID of ``version`` in ID order: keys, packed codes, disambiguation numbers and
+    whether each item is removed."""
+    q = (select(items.c.key, assignments.c.code, assignments.c.disamb, items.c.removed_at)
+         .join(items, items.c.id == assignments.c.item_id)
+         .where(assignments.c.version_id == version)
+         .order_by(assignments.c.code, assignments.c.disamb))
+    keys, codes, disambs, removed = [], [], [], []
+    for r in conn.execute(q).yield_per(50_000):
+        keys.append(r.key)
+        codes.append(r.code)
+        disambs.append(r.disamb)
+        removed.append(r.removed_at is not None)
+    return keys, codes, disambs, removed
