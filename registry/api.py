@@ -631,6 +631,22 @@ class Registry:
         return ExportResult(v.number, str(path), rows, style,
                             None if vocab is None else str(vocab), tokens)
 
+    def diff(self, v1: str | int, v2: str | int, *, remap: str | Path | None = None):
+        """Churn at each depth for the items in both versions, items only in one, centroid
+        movement; labels aligned first when neither version was trained from the other.
+        ``remap`` writes key, old ID, new ID for every item."""
+        from . import analysis
+
+        return analysis.diff(self._tx, v1, v2, remap=remap)
+
+    def drift(self, version: str | int | None = None, against: str | int | None = None):
+        """How far the items assigned into a version after training have moved from those it
+        was trained on (or, with ``against``, a newer version's training items from this
+        one's), with a verdict: ok, watch or retrain."""
+        from . import analysis
+
+        return analysis.drift(self._tx, version, against)
+
     def versions(self) -> list[VersionSummary]:
         """Every version, oldest first, with its aliases and number of items with an ID."""
         with self._tx(write=False) as conn:

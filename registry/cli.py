@@ -370,6 +370,46 @@ def export(reg: Registry, version: str | None, output: str, style: str, vocab: s
         + (f" and {r.tokens} tokens to {r.vocab}" if r.vocab else "")))
 
 
+@cli.command()
+@click.argument("v1")
+@click.argument("v2")
+@click.option("--remap", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Write key, old ID, new ID for every item (.parquet, .csv or .jsonl).")
+@click.option("--html", "html", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Also write a self-contained HTML report with charts.")
+@_json_option
+@pass_registry
+def diff(reg: Registry, v1: str, v2: str, remap: str | None, html: str | None,
+         as_json: bool) -> None:
+    """Compare two versions: churn at each depth for the items in both, items only in one,
+    centroid movement. Labels are aligned first when V2 was not trained from V1."""
+    r = reg.diff(v1, v2, remap=remap)
+    if html:
+        from .report import diff_html
+
+        _write_html(html, diff_html(r))
+    _emit(as_json, r.to_dict(), lambda: _text_diff(r))
+
+
+@cli.command()
+@click.argument("version", required=False)
+@click.argument("against", required=False)
+@click.option("--html", "html", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Also write a self-contained HTML report with charts.")
+@_json_option
+@pass_registry
+def drift(reg: Registry, version: str | None, against: str | None, html: str | None,
+          as_json: bool) -> None:
+    """How far the items assigned into VERSION since training have moved from those it was
+    trained on (or AGAINST's training items from VERSION's), and whether to retrain."""
+    r = reg.drift(version, against)
+    if html:
+        from .report import drift_html
+
+        _write_html(html, drift_html(r))
+    _emit(as_json, r.to_dict(), lambda: _text_drift(r))
+
+
 @cli.command(name="versions")
 @_json_option
 @pass_registry
@@ -500,6 +540,65 @@ def _text_versions(rows) -> str:
           "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
           s.version.params.get("seed"), s.items,
           s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
+
+
+def _write_html(path: str, page: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot write: {e.strerror}") from None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _text_diff(r) -> str:
+    lines = [f"version {r.v1.number} -> version {r.v2.number}: {r.common} items in both, "
+             f"{r.only_v1} only in {r.v1.number}, {r.only_v2} only in {r.v2.number}"]
+    headers = ["depth", "churn"] + (["churn after alignment"] if r.aligned else []) + \
+        ["centroid movement (mean / max)"]
+    rows = []
+    for d, c in enumerate(r.churn):
+        move = r.movement[d]
+        moved = "-" if move["mean"] is None else f"{move['mean']:.4f} / {move['max']:.4f}"
+        rows.append([d + 1, _pct(c)] + ([_pct(r.aligned_churn[d])] if r.aligned else [])
+                    + [moved])
+    lines.append(_table(headers, rows))
+    if r.aligned:
+        lines.append(f"version {r.v2.number} was not trained from version {r.v1.number}: its "
+                     "labels were matched to version "
+                     f"{r.v1.number}'s, level by level, before the second churn column")
+    if r.remap:
+        lines.append(f"wrote key, old ID, new ID to {r.remap}")
+    return "\n".join(lines)
+
+
+def _text_drift(r) -> str:
+    d = r.drift
+    what = (f"version {r.against.number}'s training items against version "
+            f"{r.version.number}'s" if r.against else
+            f"{d.compared} items assigned into version {r.version.number} after training, "
+            f"against the {d.reference} it was trained on")
+    t = d.thresholds()
+    rows = [[lvl + 1, f"{js:.4f}", f"{fl:.4f}", f"{js / fl:.1f}x" if fl > 0 else "-"]
+            for lvl, (js, fl) in enumerate(zip(d.js, d.floor, strict=True))]
+    lines = [what, _table(["level", "JS divergence", "noise floor", "ratio"], rows),
+             "quantisation error ratio "
+             + ("-" if d.error_ratio is None else f"{d.error_ratio:.3f}")
+             + f"; collision rate {d.collision_before:.4f} -> {d.collision_after:.4f}"]
+    for title, group in (("grew most", d.grew), ("shrank most", d.shrank)):
+        if group:
+            lines.append(f"level-1 codes that {title}:")
+            lines += [f"  {c.code:>4}: {c.before:.2%} -> {c.after:.2%}  e.g. "
+                      f"{', '.join(c.examples)}" for c in group]
+    lines.append(f"verdict: {d.verdict}" + (f" ({'; '.join(d.reasons)})" if d.reasons else ""))
+    lines.append(f"thresholds: watch above {t['js_vs_floor_watch']}x / retrain above "
+                 f"{t['js_vs_floor_retrain']}x the noise floor; quantisation error ratio watch "
+                 f"above {t['error_ratio_watch']}, retrain above {t['error_ratio_retrain']}; "
+                 f"at least {t['min_new_items']} new items")
+    return "\n".join(lines)
 
 
 def _text_history(events) -> str:

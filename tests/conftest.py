@@ -27,9 +27,11 @@ TABLES = ("items", "versions", "codebooks", "assignments", "aliases", "events")
 
 
 def make_vectors(n: int, dim: int = 16, seed: int = 0, clusters: int = 12) -> np.ndarray:
-    """Clustered float32 vectors: a stand-in for item embeddings with real structure."""
+    """Clustered float32 vectors: a stand-in for item embeddings with real structure. The
+    cluster centres are the same for every ``seed`` (of a given dim and cluster count), so
+    that samples with different seeds come from one distribution."""
+    centres = np.random.default_rng(12345).standard_normal((clusters, dim))
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim))
     x = centres[rng.integers(0, clusters, n)] + 0.35 * rng.standard_normal((n, dim))
     return x.astype(np.float32)
 

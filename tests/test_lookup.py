@@ -86,9 +86,11 @@ def test_export_every_id_in_every_format(trained, tmp_path, suffix):
     elif suffix == ".csv":
         import csv
 
-        rows = list(csv.DictReader(path.open()))
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
     else:
-        rows = [json.loads(line) for line in gzip.open(path, "rt")]
+        with gzip.open(path, "rt") as f:
+            rows = [json.loads(line) for line in f]
     assert len(rows) == 600
     by_key = {r["key"]: r for r in rows}
     for rec in reg.get(["item00000", "item00005", "item00599"]):

@@ -191,3 +191,16 @@ def listing(conn: Connection, status: str, since: datetime | None, what: str,
     return [Listed(r.key, r.removed_at is not None, r.embedding_model, r.embedding_dim,
                    r.embedding_dtype, r.meta, r.created_at, r.updated_at)
             for r in conn.execute(q)]
+
+
+def population_vectors(conn: Connection, version: int, incremental: bool | None,
+                       count: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 vectors) of the items with an ID in ``version`` (see
+    ``lookups.population``), in item order."""
+    where = (f"FROM items i JOIN assignments a ON a.item_id = i.id "
+             f"WHERE a.version_id = {_param(conn, 'version')}")
+    params: dict = {"version": version}
+    if incremental is not None:
+        where += f" AND a.incremental = {_param(conn, 'inc')}"
+        params["inc"] = incremental
+    return read_vectors(conn, where, params, count, dim)

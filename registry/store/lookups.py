@@ -81,3 +81,23 @@ def all_ids(conn: Connection, version: int) -> tuple[list[str], list[int], list[
         disambs.append(r.disamb)
         removed.append(r.removed_at is not None)
     return keys, codes, disambs, removed
+
+
+def population(conn: Connection, version: int, incremental: bool | None = None
+               ) -> tuple[list[int], list[str], list[int], list[int]]:
+    """The items with an ID in ``version`` (only those given at training time, or only those
+    assigned later, when ``incremental`` says so), in item order: item ids, keys, packed
+    codes and disambiguation numbers."""
+    q = (select(assignments.c.item_id, items.c.key, assignments.c.code, assignments.c.disamb)
+         .join(items, items.c.id == assignments.c.item_id)
+         .where(assignments.c.version_id == version)
+         .order_by(assignments.c.item_id))
+    if incremental is not None:
+        q = q.where(assignments.c.incremental.is_(incremental))
+    ids, keys, codes, disambs = [], [], [], []
+    for r in conn.execute(q).yield_per(50_000):
+        ids.append(r.item_id)
+        keys.append(r.key)
+        codes.append(r.code)
+        disambs.append(r.disamb)
+    return ids, keys, codes, disambs

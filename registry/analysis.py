@@ -1,0 +1,151 @@
+"""``diff`` and ``drift``: read versions and their populations through the store, compare
+them with :mod:`registry.compare`, and say what it means."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection
+
+from . import compare, engine
+from .errors import InputError
+from .export import output_format, write_table
+from .ids import format_ids
+from .store import codebooks, items, lookups, versions
+from .store.versions import Version
+
+Tx = Callable[..., AbstractContextManager[Connection]]
+
+
+@dataclass
+class DiffReport:
+    v1: Version
+    v2: Version
+    common: int
+    only_v1: int
+    only_v2: int
+    churn: list[float]
+    aligned: bool
+    aligned_churn: list[float] | None
+    movement: list[dict]
+    remap: str | None = None
+    usage: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"v1": self.v1.number, "v2": self.v2.number, "common_items": self.common,
+                "only_in_v1": self.only_v1, "only_in_v2": self.only_v2,
+                "churn": self.churn, "aligned": self.aligned,
+                "aligned_churn": self.aligned_churn, "centroid_movement": self.movement,
+                "remap": self.remap}
+
+
+@dataclass
+class DriftReport:
+    version: Version
+    against: Version | None
+    drift: compare.Drift
+
+    def to_dict(self) -> dict:
+        return {"version": self.version.number,
+                "against": None if self.against is None else self.against.number,
+                **self.drift.to_dict()}
+
+
+def related(a: Version, b: Version) -> bool:
+    """One was trained from the other: their labels mean the same thing."""
+    return b.parent == a.number or a.parent == b.number
+
+
+def diff(tx: Tx, ref1: str | int, ref2: str | int, *, remap: str | Path | None = None
+         ) -> DiffReport:
+    if remap is not None:
+        output_format(remap)
+    with tx(write=False) as conn:
+        a, b = versions.resolve(conn, ref1), versions.resolve(conn, ref2)
+        pop_a, pop_b = lookups.population(conn, a.number), lookups.population(conn, b.number)
+        books_a, books_b = codebooks.read(conn, a.number), codebooks.read(conn, b.number)
+    ids_a, ids_b = np.asarray(pop_a[0], dtype=np.int64), np.asarray(pop_b[0], dtype=np.int64)
+    codes_a = a.space.unpack(np.asarray(pop_a[2], dtype=np.int64)).reshape(-1, a.space.levels)
+    codes_b = b.space.unpack(np.asarray(pop_b[2], dtype=np.int64)).reshape(-1, b.space.levels)
+    common, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
+    depth = min(a.space.levels, b.space.levels)
+    ca, cb = codes_a[ia, :depth], codes_b[ib, :depth]
+    report = DiffReport(a, b, len(common), len(ids_a) - len(common), len(ids_b) - len(common),
+                        compare.churn(ca, cb), aligned=False, aligned_churn=None, movement=[])
+    maps: list[np.ndarray | None] = [None] * depth
+    if a.number != b.number and not related(a, b) and len(common):
+        aligned, maps = compare.align(ca, cb, a.space.sizes, b.space.sizes)
+        report.aligned = True
+        report.aligned_churn = compare.churn(ca, aligned)
+    for level in range(depth):
+        same_shape = books_a[level].shape == books_b[level].shape
+        if maps[level] is not None and books_a[level].shape[1] == books_b[level].shape[1]:
+            report.movement.append(compare.centroid_movement(books_a[level], books_b[level],
+                                                             maps[level]))
+        elif maps[level] is None and same_shape:
+            report.movement.append(compare.centroid_movement(books_a[level], books_b[level]))
+        else:
+            report.movement.append({"mean": None, "max": None})
+        report.usage.append((compare.usage(codes_a[:, level], a.space.sizes[level]),
+                             compare.usage(codes_b[:, level], b.space.sizes[level])))
+    if remap is not None:
+        _write_remap(remap, pop_a, pop_b, codes_a, codes_b)
+        report.remap = str(remap)
+    return report
+
+
+def _write_remap(path, pop_a, pop_b, codes_a, codes_b) -> None:
+    old = dict(zip(pop_a[1], format_ids(codes_a, np.asarray(pop_a[3])), strict=True))
+    new = dict(zip(pop_b[1], format_ids(codes_b, np.asarray(pop_b[3])), strict=True))
+    keys = sorted(old.keys() | new.keys())
+    write_table(path, {"key": keys, "old_id": [old.get(k) for k in keys],
+                       "new_id": [new.get(k) for k in keys]})
+
+
+def _errors(vectors: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+            residual: str) -> np.ndarray:
+    """Squared distance of each normalised vector to its reconstruction (plain mode), or to
+    its level-1 centroid (normalized mode, which cannot be decoded)."""
+    if vectors.shape[0] == 0:
+        return np.empty(0)
+    x = engine.prepare(vectors, overwrite=True)
+    rebuilt = engine.decode(codes, books) if residual == "plain" else books[0][codes[:, 0]]
+    return np.square(x - rebuilt).sum(axis=1)
+
+
+def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> DriftReport:
+    """One version: the items assigned after training against those it was trained on.
+    Two versions (``ref`` older, ``against`` newer): the newer one's training items against
+    the older one's, both encoded with the older version's codebooks."""
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, ref)
+        other = None if against is None else versions.resolve(conn, against)
+        if other is not None and (other.dim, other.embedding_model) != (v.dim,
+                                                                         v.embedding_model):
+            raise InputError(f"{v.label} and {other.label} were trained on different "
+                             "embeddings: their populations cannot be compared", source="drift")
+        books = codebooks.read(conn, v.number)
+        if other is None:
+            pops = [lookups.population(conn, v.number, incremental=flag)
+                    for flag in (False, True)]
+            vecs = [items.population_vectors(conn, v.number, flag, len(p[0]), v.dim)[1]
+                    for flag, p in zip((False, True), pops, strict=True)]
+        else:
+            pops = [lookups.population(conn, n, incremental=False)
+                    for n in (v.number, other.number)]
+            vecs = [items.population_vectors(conn, n, False, len(p[0]), v.dim)[1]
+                    for n, p in zip((v.number, other.number), pops, strict=True)]
+    if other is None:
+        codes = [v.space.unpack(np.asarray(p[2], dtype=np.int64)).reshape(-1, v.space.levels)
+                 for p in pops]
+    else:
+        codes = [engine.encode(x, books, v.residual) if len(x)
+                 else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
+    errors = [_errors(x, c, books, v.residual) for x, c in zip(vecs, codes, strict=True)]
+    result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],
+                           error_b=errors[1], keys_a=pops[0][1], keys_b=pops[1][1])
+    return DriftReport(v, other, result)

@@ -1,0 +1,115 @@
+"""diff and drift between versions and populations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import make_keys, make_vectors
+
+
+def _frozen_rows(url: str) -> dict:
+    """The codebooks and assignments of frozen versions: what no command may change."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        books = conn.execute(text("SELECT c.version_id, c.level, c.sha256 FROM codebooks c "
+                                  "JOIN versions v ON v.id = c.version_id "
+                                  "WHERE v.state = 'frozen' ORDER BY 1, 2")).all()
+        ids = conn.execute(text("SELECT a.version_id, a.item_id, a.code, a.disamb "
+                                "FROM assignments a JOIN versions v ON v.id = a.version_id "
+                                "WHERE v.state = 'frozen'")).all()
+    eng.dispose()
+    return {"codebooks": [tuple(r) for r in books], "ids": {tuple(r) for r in ids}}
+
+
+def test_diff_of_a_version_with_itself_shows_no_churn(trained):
+    reg, _ = trained
+    r = reg.diff(1, "v1")
+    assert (r.common, r.only_v1, r.only_v2) == (600, 0, 0)
+    assert r.churn == [0.0, 0.0, 0.0] and not r.aligned
+    assert all(m["mean"] == 0.0 for m in r.movement)
+
+
+def test_alignment_recovers_level1_agreement_of_a_cold_retrain(trained, tmp_path):
+    reg, _ = trained
+    # the catalog has 12 clusters: two cold trainings with 12 level-1 codes find mostly the
+    # same clusters (k-means from another seed merges and splits a few) under other labels
+    a = reg.train(codebook_size=[12, 4], seed=1, name="a").version
+    cold = reg.train(codebook_size=[12, 4], seed=99, name="cold").version
+    r = reg.diff(a.number, cold.number, remap=tmp_path / "remap.csv")
+    assert r.aligned and r.churn[0] > 0.9  # k-means labels are arbitrary
+    assert r.aligned_churn[0] < 0.35  # matched, most items agree again
+    assert r.movement[0]["mean"] is not None
+    rows = list(csv.DictReader((tmp_path / "remap.csv").open()))
+    assert len(rows) == 600
+    row = next(r for r in rows if r["key"] == "item00003")
+    assert (row["old_id"], row["new_id"]) == (reg.get(["item00003"], "a")[0].id,
+                                              reg.get(["item00003"], "cold")[0].id)
+
+
+def test_diff_counts_items_in_one_version_only(trained):
+    reg, _ = trained
+    reg.add(make_keys(40, start=600), make_vectors(40, seed=3))
+    reg.remove(["item00000"])
+    reg.train(codebook_size=[8, 4, 4], name="later")
+    r = reg.diff("v1", "later")
+    assert (r.common, r.only_v1, r.only_v2) == (599, 1, 40)
+
+
+def test_drift_ok_for_the_same_distribution_and_names_grown_clusters_when_shifted(trained):
+    reg, _ = trained
+    reg.add(make_keys(300, start=600), make_vectors(300, seed=0)[::-1] + 0.01)
+    reg.assign()
+    same = reg.drift()
+    assert same.drift.compared == 300 and same.drift.reference == 600
+    assert same.drift.verdict == "ok", same.drift.reasons
+    # a shifted catalog: many new items from two clusters only
+    rng = np.random.default_rng(5)
+    centres = np.random.default_rng(12345).standard_normal((12, 16))
+    shifted = centres[rng.choice([2, 7], 400)] + 0.35 * rng.standard_normal((400, 16))
+    keys = make_keys(400, start=900, prefix="shift")
+    reg.add(keys, shifted.astype(np.float32))
+    reg.assign()
+    moved = reg.drift()
+    assert moved.drift.verdict == "retrain", moved.drift.reasons
+    new_codes = {r.codes[0] for r in reg.get(keys)}
+    assert {c.code for c in moved.drift.grew[:2]} <= new_codes
+    later = set(keys) | set(make_keys(300, start=600))  # examples are new items
+    assert all(e in later for c in moved.drift.grew for e in c.examples)
+
+
+def test_drift_between_versions_and_reports(trained, run, tmp_path, migrated_url):
+    reg, _ = trained
+    reg.add(make_keys(200, start=600), make_vectors(200, seed=8))
+    reg.train(codebook_size=[8, 4, 4], name="bigger")
+    frozen = _frozen_rows(migrated_url)
+    out = json.loads(run("drift", "1", "bigger", "--json", "--html",
+                         str(tmp_path / "drift.html")).output)
+    assert out["reference_items"] == 600 and out["compared_items"] == 800
+    assert out["verdict"] == "ok"
+    assert set(out["thresholds"]) >= {"js_vs_floor_watch", "error_ratio_retrain"}
+    page = (tmp_path / "drift.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 3
+    assert "verdict: ok" in page and "<script" not in page
+    text = run("diff", "1", "bigger", "--html", str(tmp_path / "diff.html")).output
+    assert "churn after alignment" in text and "was not trained from version 1" in text
+    assert (tmp_path / "diff.html").read_text().count("<svg") == 3
+    text = run("drift", "1").output
+    assert "verdict: ok" in text and "only 0 new items" in text
+    assert _frozen_rows(migrated_url) == frozen
+
+
+@pytest.mark.parametrize("args, message", [
+    (["diff", "1", "9"], "unknown version: '9'"),
+    (["diff", "1", "1", "--remap", "x.txt"], "unknown output type"),
+    (["drift", "7"], "unknown version"),
+])
+def test_diff_drift_errors(trained, run, args, message):
+    result = run(*args)
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
