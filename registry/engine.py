@@ -26,6 +26,8 @@ from .ingest import check_vectors
 RESIDUAL_MODES = ("plain", "normalized")
 # faiss warns below this many training points per centroid; we report it ourselves instead.
 MIN_POINTS_PER_CENTROID = 39
+# residuals shorter than this (1e-4 of a unit vector) are rounding noise
+_NOISE_NORM_SQ = 1e-8
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: 
         part = residual[start:start + chunk]
         part -= codebook[labels[start:start + chunk]]
         if mode == "normalized":
+            # An item that sits on its centroid (a one-item cluster) leaves a residual of
+            # rounding noise; rescaled, that noise would pick its deeper codes at random.
+            part[np.einsum("ij,ij->i", part, part) < _NOISE_NORM_SQ] = 0.0
             faiss.normalize_L2(part)
 
 
