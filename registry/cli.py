@@ -224,27 +224,34 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--levels", "-l", type=int, default=None,
               help="Number of levels (code positions before the disambiguation number) "
                    "[default: 3, or one per --codebook-size].")
-@click.option("--codebook-size", "-k", type=SizesType(), default=256, show_default=True,
-              help="Codes per level: one size, or one per level as 256,64,16.")
+@click.option("--codebook-size", "-k", type=SizesType(), default=None,
+              help="Codes per level: one size, or one per level as 256,64,16 [default: 256].")
 @click.option("--name", default=None, help="A unique name for the new version.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: same seed and items give the same codes.")
-@click.option("--residual", type=click.Choice(["plain", "normalized"]), default="plain",
-              show_default=True,
+@click.option("--residual", type=click.Choice(["plain", "normalized"]), default=None,
               help="plain: x - centroid (decodable); normalized: rescaled to unit length "
-                   "at every level.")
-@click.option("--niter", type=int, default=20, show_default=True,
-              help="k-means iterations per level.")
+                   "at every level [default: plain].")
+@click.option("--niter", type=int, default=None,
+              help="k-means iterations per level [default: 20; 5 with --from].")
 @click.option("--max-points-per-centroid", type=int, default=256, show_default=True,
               help="k-means trains on at most this many points per code (a sample).")
+@click.option("--from", "from_version", default=None, metavar="VERSION",
+              help="Start from VERSION's codebooks and keep its items' IDs wherever the data "
+                   "allows (stable retraining).")
+@click.option("--stickiness", type=float, default=0.02, show_default=True,
+              help="With --from: an item keeps its code while that centroid is within this "
+                   "share of the nearest one's squared distance.")
 @_json_option
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
-          residual: str, niter: int, max_points_per_centroid: int, as_json: bool) -> None:
+          residual: str | None, niter: int | None, max_points_per_centroid: int,
+          from_version: str | None, stickiness: float, as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter,
-                  max_points_per_centroid=max_points_per_centroid)
+                  max_points_per_centroid=max_points_per_centroid,
+                  from_version=from_version, stickiness=stickiness)
     _emit(as_json, r.to_dict(), lambda: _text_train(r))
 
 
@@ -492,6 +499,11 @@ def _text_train(r) -> str:
              f"{r.seconds:.2f} s"]
     if "reconstruction_error" in v.stats:
         lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
+    stable = v.stats.get("stability")
+    if stable:
+        depths = ", ".join(f"depth {d + 1} {x:.1%}" for d, x in enumerate(stable["same_codes"]))
+        lines.append(f"stability against version {stable['parent']}: of its {stable['items']} "
+                     f"items, {stable['same_id']:.1%} keep their full ID ({depths})")
     lines += [f"warning: {w}" for w in r.warnings]
     lines.append(f"next: registry freeze {v.number} && registry activate {v.number}")
     return "\n".join(lines)

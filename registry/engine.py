@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import faiss
 import numpy as np
 
+from . import stable
 from .errors import InputError
 from .ids import check_sizes
 from .ingest import check_vectors
@@ -131,10 +132,15 @@ def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
     return out
 
 
-def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False) -> TrainResult:
+def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
+          warm: list[np.ndarray] | None = None, keep: np.ndarray | None = None,
+          stickiness: float = 0.0) -> TrainResult:
     """Learn one codebook per level by residual k-means and return every row's codes.
 
-    ``x`` is left as it was unless ``overwrite`` (see :func:`prepare`).
+    ``x`` is left as it was unless ``overwrite`` (see :func:`prepare`). With ``warm`` (an
+    earlier version's codebooks) each level starts from those centroids; ``keep`` (N, L)
+    gives rows their earlier codes (-1 for new rows) to hold on to, within ``stickiness``
+    (see :mod:`registry.stable`).
     """
     start = time.perf_counter()
     data = prepare(x, overwrite=overwrite)
@@ -149,6 +155,15 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False) -> Tra
             warnings.append(f"level {level}: {n} items for {k} codes is under "
                             f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
 
+    if warm is not None:
+        warm = _check_codebooks(warm, dim)
+        if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
+            raise InputError(f"warm start needs codebook sizes {list(params.codebook_sizes)},"
+                             f" got {[cb.shape[0] for cb in warm]}", source="--from")
+    if keep is not None:
+        keep = np.array(keep, dtype=np.int64, copy=True)
+        if keep.shape != (n, params.levels):
+            raise ValueError(f"keep must have shape {(n, params.levels)}, got {keep.shape}")
     # total variance first: after that ``data`` is consumed as the running residual
     mean = data.mean(axis=0, dtype=np.float64)
     total = _sum_squares(data) - n * float(mean @ mean)
@@ -156,12 +171,20 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False) -> Tra
     codebooks: list[np.ndarray] = []
     codes = np.empty((n, params.levels), dtype=np.int64)
     for level, k in enumerate(params.codebook_sizes):
-        km = faiss.Kmeans(dim, k, niter=params.niter, seed=params.seed + level,
-                          max_points_per_centroid=params.max_points_per_centroid,
-                          min_points_per_centroid=1, verbose=False)
-        km.train(residual)
-        codebook = np.ascontiguousarray(km.centroids, dtype=np.float32)
-        labels = _nearest(residual, codebook)
+        held = None if keep is None else keep[:, level]
+        if warm is None:
+            km = faiss.Kmeans(dim, k, niter=params.niter, seed=params.seed + level,
+                              max_points_per_centroid=params.max_points_per_centroid,
+                              min_points_per_centroid=1, verbose=False)
+            km.train(residual)
+            codebook = np.ascontiguousarray(km.centroids, dtype=np.float32)
+        else:
+            codebook = stable.anchored_kmeans(
+                residual, warm[level], held, niter=params.niter, stickiness=stickiness,
+                max_points=params.max_points_per_centroid * k, seed=params.seed + level)
+        labels = stable.sticky_assign(residual, codebook, held, stickiness)
+        if keep is not None and level + 1 < params.levels:
+            keep[labels != held, level + 1:] = -1  # changed here: free below
         codes[:, level] = labels
         codebooks.append(codebook)
         _step(residual, codebook, labels, params.residual)

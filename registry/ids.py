@@ -199,3 +199,23 @@ def vocabulary(sizes: tuple[int, ...], max_disambiguation: int) -> list[str]:
     out = [f"<{_LETTERS[i]}_{c}>" for i, k in enumerate(sizes) for c in range(k)]
     out += [f"<{_LETTERS[len(sizes)]}_{d}>" for d in range(max_disambiguation + 1)]
     return out
+
+
+def disambiguate_keeping(packed: np.ndarray, old_packed: np.ndarray,
+                         old_disamb: np.ndarray) -> np.ndarray:
+    """Disambiguation numbers for a version trained from an earlier one: a row whose code
+    tuple is unchanged (``old_packed``; -1 where it had none) keeps its earlier number, and
+    the other rows of each tuple count on after the largest number kept there."""
+    import numpy as np
+
+    packed = np.asarray(packed, dtype=np.int64)
+    old_disamb = np.asarray(old_disamb, dtype=np.int64)
+    kept = (packed == np.asarray(old_packed, dtype=np.int64)) & (old_disamb >= 0)
+    _, inverse = np.unique(packed, return_inverse=True)
+    largest = np.full(inverse.max() + 1 if len(inverse) else 0, -1, dtype=np.int64)
+    np.maximum.at(largest, inverse[kept], old_disamb[kept])
+    out = np.empty(packed.shape[0], dtype=np.int64)
+    out[kept] = old_disamb[kept]
+    rest = ~kept
+    out[rest] = disambiguate(packed[rest], largest[inverse[rest]] + 1)
+    return out
