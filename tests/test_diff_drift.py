@@ -113,3 +113,40 @@ def test_diff_drift_errors(trained, run, args, message):
     result = run(*args)
     assert result.exit_code == 1 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_train_from_a_version_keeps_ids_and_diff_needs_no_alignment(trained, run):
+    reg, _ = trained
+    reg.add(make_keys(150, start=600), make_vectors(150, seed=21))  # 25% more
+    reg.train(codebook_size=[8, 4, 4], seed=5, name="cold")
+    warm = reg.train(from_version="v1", name="warm").version
+    assert warm.parent == 1 and warm.params["codebook_sizes"] == [8, 4, 4]
+    stable = warm.stats["stability"]
+    assert stable["parent"] == 1 and stable["items"] == 600
+    assert stable["same_id"] >= 0.9 and stable["same_codes"][0] >= stable["same_id"]
+    old = {r.key: r.id for r in reg.get(make_keys(600), 1)}
+    new = {r.key: r.id for r in reg.get(make_keys(600), "warm")}
+    assert sum(old[k] == new[k] for k in old) / 600 == pytest.approx(stable["same_id"])
+    assert len({r.id for r in reg.get(make_keys(750), "warm")}) == 750
+    d = reg.diff(1, "warm")
+    assert not d.aligned and d.churn[-1] == pytest.approx(1 - stable["same_codes"][-1])
+    cold_stable = 1 - reg.diff(1, "cold").churn[-1]
+    assert cold_stable < 0.5 < stable["same_id"]
+    shown = run("train", "--from", "warm", "--name", "again").output
+    assert "stability against version 3: of its 750 items" in shown
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"codebook_size": 16}, "keeps its codebook sizes"),
+    ({"residual": "normalized"}, "keeps its plain residuals"),
+    ({"stickiness": -1}, "stickiness must be"),
+    ({"from_version": "nope"}, "unknown version"),
+])
+def test_train_from_refusals(trained, migrated_url, kwargs, message):
+    from .conftest import dump
+
+    reg, _ = trained
+    before = dump(migrated_url)
+    with pytest.raises(Exception, match=message):
+        reg.train(**{"from_version": 1, **kwargs})
+    assert dump(migrated_url) == before

@@ -78,3 +78,15 @@ def test_disambiguation_counts_within_each_tuple_in_row_order():
     # incremental: continue after the numbers already issued for each code
     np.testing.assert_array_equal(disambiguate(packed, np.array([2, 0, 2, 2, 0, 1])),
                                   [2, 0, 3, 4, 1, 1])
+
+
+def test_disambiguation_keeps_earlier_numbers_of_unchanged_tuples():
+    from registry.ids import disambiguate_keeping
+
+    packed = np.array([5, 5, 5, 3, 3, 9])
+    old_packed = np.array([5, 5, 7, -1, 3, 9])
+    old_disamb = np.array([1, 4, 0, -1, 0, 2])
+    # rows 0, 1 keep 1 and 4 under code 5; row 2 moved there and counts on after 4; row 3 is
+    # new under code 3, after row 4's kept 0; row 5 keeps 2
+    np.testing.assert_array_equal(disambiguate_keeping(packed, old_packed, old_disamb),
+                                  [1, 4, 5, 1, 0, 2])
