@@ -373,7 +373,7 @@ class Registry:
               codebook_size: int | Sequence[int] | None = None, name: str | None = None,
               seed: int = 0, residual: str | None = None, niter: int | None = None,
               max_points_per_centroid: int = 256, from_version: str | int | None = None,
-              stickiness: float = 0.02) -> TrainSummary:
+              stickiness: float = 0.02, reason: str | None = None) -> TrainSummary:
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
@@ -456,7 +456,7 @@ class Registry:
             assignments.write(conn, number, item_ids, packed, disamb, incremental=False)
             versions.log_event(conn, "train", now, version=number,
                                other=None if parent is None else parent.number,
-                               params=params.to_dict())
+                               params=params.to_dict(), reason=reason)
             version = versions.get(conn, number)
         return TrainSummary(version, len(item_ids), stats["collision_rate"],
                             round(time.perf_counter() - start, 3), stats.get("warnings", []))

@@ -242,16 +242,18 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--stickiness", type=float, default=0.02, show_default=True,
               help="With --from: an item keeps its code while that centroid is within this "
                    "share of the nearest one's squared distance.")
+@click.option("--reason", default=None, help="Why, for the event log.")
 @_json_option
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
           residual: str | None, niter: int | None, max_points_per_centroid: int,
-          from_version: str | None, stickiness: float, as_json: bool) -> None:
+          from_version: str | None, stickiness: float, reason: str | None,
+          as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter,
                   max_points_per_centroid=max_points_per_centroid,
-                  from_version=from_version, stickiness=stickiness)
+                  from_version=from_version, stickiness=stickiness, reason=reason)
     _emit(as_json, r.to_dict(), lambda: _text_train(r))
 
 

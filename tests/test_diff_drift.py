@@ -150,3 +150,27 @@ def test_train_from_refusals(trained, migrated_url, kwargs, message):
     with pytest.raises(Exception, match=message):
         reg.train(**{"from_version": 1, **kwargs})
     assert dump(migrated_url) == before
+
+
+def test_frozen_versions_are_untouched_by_every_lifecycle_command(trained, run, tmp_path,
+                                                                   migrated_url):
+    reg, _ = trained
+    reg.add(make_keys(100, start=600), make_vectors(100, seed=31))
+    before = _frozen_rows(migrated_url)
+    commands = [
+        ["train", "--from", "1", "--name", "two", "--reason", "growth"], ["freeze", "two"],
+        ["activate", "two"], ["diff", "1", "two", "--remap", str(tmp_path / "r.jsonl")],
+        ["drift", "1"], ["drift", "1", "two"], ["export", "1", "-o", str(tmp_path / "e.csv")],
+        ["history"], ["rollback"], ["assign"], ["retire", "two"], ["versions"], ["items"],
+    ]
+    for args in commands:
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.output)
+    after = _frozen_rows(migrated_url)
+    # version 1's codebooks are as they were; its IDs only grew (the rollback assigned the
+    # 100 new items into it), and not one of the IDs issued before changed
+    assert [b for b in after["codebooks"] if b[0] == 1] == before["codebooks"]
+    assert before["ids"] <= after["ids"]
+    assert len([i for i in after["ids"] if i[0] == 1]) == 700
+    assert reg.history(limit=20)[-1].action == "train"
+    assert any(e.reason == "growth" for e in reg.history(limit=20))
