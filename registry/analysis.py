@@ -120,7 +120,8 @@ def _errors(vectors: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
 def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> DriftReport:
     """One version: the items assigned after training against those it was trained on.
     Two versions (``ref`` older, ``against`` newer): the newer one's training items against
-    the older one's, both encoded with the older version's codebooks."""
+    the older one's. Both populations are encoded afresh with the (older) version's
+    codebooks, so that collision handling does not pass for drift."""
     with tx(write=False) as conn:
         v = versions.resolve(conn, ref)
         other = None if against is None else versions.resolve(conn, against)
@@ -139,13 +140,43 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
                     for n in (v.number, other.number)]
             vecs = [items.population_vectors(conn, n, False, len(p[0]), v.dim)[1]
                     for n, p in zip((v.number, other.number), pops, strict=True)]
-    if other is None:
-        codes = [v.space.unpack(np.asarray(p[2], dtype=np.int64)).reshape(-1, v.space.levels)
-                 for p in pops]
-    else:
-        codes = [engine.encode(x, books, v.residual) if len(x)
-                 else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
+    # the data's own codes (nearest centroids), not the stored ones: nearest-free moves
+    # colliding items to free codes, which says nothing about how the data moved
+    codes = [engine.encode(x, books, v.residual) if len(x)
+             else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
     errors = [_errors(x, c, books, v.residual) for x, c in zip(vecs, codes, strict=True)]
     result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],
                            error_b=errors[1], keys_a=pops[0][1], keys_b=pops[1][1])
     return DriftReport(v, other, result)
+
+
+@dataclass
+class StatsReport:
+    version: Version
+    figures: dict
+
+    def to_dict(self) -> dict:
+        return {"version": self.version.number, **self.figures}
+
+
+def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -> StatsReport:
+    """Every quality figure of a version (see :mod:`registry.quality`), over all its items."""
+    from . import quality
+
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, ref)
+        pop = lookups.population(conn, v.number)
+        books = codebooks.read(conn, v.number)
+        _, vectors = items.population_vectors(conn, v.number, None, len(pop[0]), v.dim)
+    codes = v.space.unpack(np.asarray(pop[2], dtype=np.int64)).reshape(-1, v.space.levels)
+    figures = {"items": len(pop[0]), **quality.headline(codes, v.space.sizes)}
+    figures["max_disambiguation"] = int(max(pop[3], default=0))
+    if len(pop[0]):
+        x = engine.prepare(vectors, overwrite=True)
+        if v.residual == "plain":
+            figures["reconstruction_error"] = quality.reconstruction_error(
+                x, engine.decode(codes, books))
+        figures["neighbourhood_agreement"] = quality.neighbourhood_agreement(
+            x, codes, sample=sample, seed=seed)
+        figures["agreement_sample"] = min(sample, len(pop[0]))
+    return StatsReport(v, figures)

@@ -373,7 +373,8 @@ class Registry:
               codebook_size: int | Sequence[int] | None = None, name: str | None = None,
               seed: int = 0, residual: str | None = None, niter: int | None = None,
               max_points_per_centroid: int = 256, from_version: str | int | None = None,
-              stickiness: float = 0.02, reason: str | None = None) -> TrainSummary:
+              stickiness: float = 0.02, reason: str | None = None,
+              collisions: str | None = None) -> TrainSummary:
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
@@ -384,7 +385,7 @@ class Registry:
 
         from . import engine
         from .ids import CodeSpace, disambiguate, disambiguate_keeping
-        from .quality import collision_rate
+        from .quality import headline
         from .store import assignments, codebooks, items
 
         start = time.perf_counter()
@@ -399,7 +400,7 @@ class Registry:
                                  "codebooks and IDs never change; train under another --name")
             parent = None if from_version is None else versions.resolve(conn, from_version)
             params = self._train_params(parent, levels, codebook_size, seed, residual, niter,
-                                        max_points_per_centroid)
+                                        max_points_per_centroid, collisions)
             space = _one_space(items.spaces(conn))
             if space is None:
                 raise InputError("no items to train on: add some with `registry add` first",
@@ -436,7 +437,7 @@ class Registry:
             disamb = disambiguate(packed)
         else:
             disamb = disambiguate_keeping(packed, old_packed, old_disamb)
-        stats = {**result.stats, "collision_rate": collision_rate(packed),
+        stats = {**result.stats, **headline(result.codes, params.codebook_sizes),
                  "max_disambiguation": int(disamb.max())}
         if parent is not None:
             had = old_packed >= 0
@@ -463,7 +464,7 @@ class Registry:
 
     @staticmethod
     def _train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
-                      max_points_per_centroid):
+                      max_points_per_centroid, collisions):
         from . import engine
 
         if parent is None:
@@ -483,9 +484,12 @@ class Registry:
         if niter is None:
             # a warm start needs few rounds; more only let the centroids wander off
             niter = 20 if parent is None else WARM_NITER
+        if collisions is None:
+            collisions = "nearest-free" if parent is None else \
+                parent.params.get("collisions", "suffix")
         return engine.TrainParams(sizes, niter=niter, seed=seed,
                                   max_points_per_centroid=max_points_per_centroid,
-                                  residual=residual or "plain")
+                                  residual=residual or "plain", collisions=collisions)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""
@@ -583,7 +587,7 @@ class Registry:
         Works batch by batch, one transaction each: an interrupted run keeps the finished
         batches and a rerun picks up the rest. Existing IDs are never touched.
         """
-        from . import engine
+        from . import collisions, engine
         from .ids import disambiguate
         from .store import assignments, codebooks, items
 
@@ -613,7 +617,16 @@ class Registry:
                                                              batch_size)
                 if len(item_ids) == 0:
                     break
-                packed = v.space.pack(engine.encode(vectors, books, v.residual))
+                codes = engine.encode(vectors, books, v.residual)
+                if v.params.get("collisions", "suffix") == "nearest-free":
+                    span = v.space.sizes[-1]
+                    taken = collisions.Occupancy(
+                        v.space, load=lambda prefixes, conn=conn, span=span: (
+                            lookups.codes_in_prefixes(conn, v.number, prefixes, span)))
+                    codes, _ = collisions.nearest_free(
+                        lambda rows, x=vectors: engine.prepare(x[rows]), codes, books,
+                        v.residual, v.space, taken)
+                packed = v.space.pack(codes)
                 disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
                 assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
                 versions.log_event(conn, "assign", _now(), version=v.number,
@@ -723,6 +736,18 @@ class Registry:
         from . import analysis
 
         return analysis.drift(self._tx, version, against)
+
+    def stats(self, version: str | int | None = None, *, sample: int = 1000):
+        """Quality of a version's IDs: collision rate, semantic-unique share, largest bucket
+        and bucket-size Gini, per-level usage and perplexity, reconstruction error (plain
+        residuals) and neighbourhood agreement at each depth (``sample`` items, exact
+        cosine neighbours)."""
+        from . import analysis
+
+        if not 10 <= sample <= 100_000:
+            raise InputError(f"sample must be between 10 and 100000, got {sample}",
+                             source="--sample")
+        return analysis.stats(self._tx, version, sample=sample)
 
     def versions(self) -> list[VersionSummary]:
         """Every version, oldest first, with its aliases and number of items with an ID."""

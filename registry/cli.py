@@ -242,18 +242,22 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--stickiness", type=float, default=0.02, show_default=True,
               help="With --from: an item keeps its code while that centroid is within this "
                    "share of the nearest one's squared distance.")
+@click.option("--collisions", type=click.Choice(["nearest-free", "suffix"]), default=None,
+              help="Items on a taken code tuple: move to the nearest free code under the same "
+                   "prefix (nearest-free, the default), or only number them (suffix).")
 @click.option("--reason", default=None, help="Why, for the event log.")
 @_json_option
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
           residual: str | None, niter: int | None, max_points_per_centroid: int,
-          from_version: str | None, stickiness: float, reason: str | None,
-          as_json: bool) -> None:
+          from_version: str | None, stickiness: float, collisions: str | None,
+          reason: str | None, as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter,
                   max_points_per_centroid=max_points_per_centroid,
-                  from_version=from_version, stickiness=stickiness, reason=reason)
+                  from_version=from_version, stickiness=stickiness, reason=reason,
+                  collisions=collisions)
     _emit(as_json, r.to_dict(), lambda: _text_train(r))
 
 
@@ -419,6 +423,19 @@ def drift(reg: Registry, version: str | None, against: str | None, html: str | N
     _emit(as_json, r.to_dict(), lambda: _text_drift(r))
 
 
+@cli.command()
+@click.argument("version", required=False)
+@click.option("--sample", type=int, default=1000, show_default=True,
+              help="Items whose 10 nearest neighbours measure neighbourhood agreement.")
+@_json_option
+@pass_registry
+def stats(reg: Registry, version: str | None, sample: int, as_json: bool) -> None:
+    """Quality of VERSION's IDs (default: the active one): collisions, semantic-unique share,
+    buckets, code usage per level, reconstruction error, neighbourhood agreement."""
+    r = reg.stats(version, sample=sample)
+    _emit(as_json, r.to_dict(), lambda: _text_stats(r))
+
+
 @cli.command(name="versions")
 @_json_option
 @pass_registry
@@ -496,7 +513,9 @@ def _text_train(r) -> str:
     sizes = v.params["codebook_sizes"]
     lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
              f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
-             f"collision rate {r.collision_rate:.4f}, "
+             f"collision rate {r.collision_rate:.4f}, semantic-unique share "
+             f"{v.stats.get('semantic_unique_share', 0):.2%} ({v.params.get('collisions')}"
+             f"{', moved ' + str(v.stats['moved']) if v.stats.get('moved') else ''}), "
              f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
              f"{r.seconds:.2f} s"]
     if "reconstruction_error" in v.stats:
@@ -547,12 +566,13 @@ def _text_versions(rows) -> str:
     if not rows:
         return "no versions yet: run `registry train`"
     return _table(
-        ["version", "name", "state", "aliases", "levels x k", "residual", "seed", "items",
-         "created"],
+        ["version", "name", "state", "aliases", "levels x k", "residual", "collisions",
+         "items", "unique", "created"],
         [[s.version.number, s.version.name or "-", s.version.state,
           ",".join(s.version.aliases) or "-",
           "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
-          s.version.params.get("seed"), s.items,
+          s.version.params.get("collisions", "suffix"), s.items,
+          _pct(s.version.stats.get("semantic_unique_share")),
           s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
 
 
@@ -612,6 +632,26 @@ def _text_drift(r) -> str:
                  f"{t['js_vs_floor_retrain']}x the noise floor; quantisation error ratio watch "
                  f"above {t['error_ratio_watch']}, retrain above {t['error_ratio_retrain']}; "
                  f"at least {t['min_new_items']} new items")
+    return "\n".join(lines)
+
+
+def _text_stats(r) -> str:
+    f = r.figures
+    lines = [f"version {r.version.number}: {f['items']} items, collision rate "
+             f"{f['collision_rate']:.4f}, semantic-unique share {f['semantic_unique_share']:.2%}, "
+             f"largest bucket {f['largest_bucket']}, bucket-size Gini {f['bucket_gini']:.3f}, "
+             f"largest disambiguation number {f['max_disambiguation']}"]
+    if "reconstruction_error" in f:
+        lines.append(f"relative reconstruction error {f['reconstruction_error']:.4f}")
+    agree = f.get("neighbourhood_agreement", [])
+    rows = [[lvl + 1, k, f"{u['used']:.1%}", f"{u['perplexity']:.1f}",
+             f"{agree[lvl]:.3f}" if lvl < len(agree) else "-"]
+            for lvl, (u, k) in enumerate(zip(f["levels"], r.version.space.sizes, strict=True))]
+    lines.append(_table(["level", "k", "codes used", "perplexity",
+                         "neighbourhood agreement"], rows))
+    if agree:
+        lines.append(f"neighbourhood agreement at depth d: share of the 10 nearest neighbours "
+                     f"of {f['agreement_sample']} sampled items that share their first d codes")
     return "\n".join(lines)
 
 

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 import faiss
 import numpy as np
 
-from . import stable
+from . import collisions, stable
 from .errors import InputError
-from .ids import check_sizes
+from .ids import CodeSpace, check_sizes
 from .ingest import check_vectors
 
 RESIDUAL_MODES = ("plain", "normalized")
@@ -40,12 +40,17 @@ class TrainParams:
     seed: int = 0
     max_points_per_centroid: int = 256
     residual: str = "plain"
+    collisions: str = "nearest-free"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codebook_sizes", check_sizes(self.codebook_sizes))
         if self.residual not in RESIDUAL_MODES:
             raise InputError(f"residual mode must be one of {', '.join(RESIDUAL_MODES)}, "
                              f"got {self.residual!r}", source="--residual")
+        if self.collisions not in collisions.STRATEGIES:
+            raise InputError(f"collision strategy must be one of "
+                             f"{', '.join(collisions.STRATEGIES)}, got {self.collisions!r}",
+                             source="--collisions")
         if not 1 <= self.niter <= 1000:
             raise InputError(f"iterations must be between 1 and 1000, got {self.niter}",
                              source="--niter")
@@ -160,10 +165,14 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
             raise InputError(f"warm start needs codebook sizes {list(params.codebook_sizes)},"
                              f" got {[cb.shape[0] for cb in warm]}", source="--from")
+    preferred = keep
     if keep is not None:
         keep = np.array(keep, dtype=np.int64, copy=True)
         if keep.shape != (n, params.levels):
             raise ValueError(f"keep must have shape {(n, params.levels)}, got {keep.shape}")
+    # normalized residuals cannot be undone: keep the vectors for moving colliding items
+    original = data.copy() if (params.collisions == "nearest-free"
+                               and params.residual == "normalized") else None
     # total variance first: after that ``data`` is consumed as the running residual
     mean = data.mean(axis=0, dtype=np.float64)
     total = _sum_squares(data) - n * float(mean @ mean)
@@ -189,12 +198,50 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         codebooks.append(codebook)
         _step(residual, codebook, labels, params.residual)
 
-    stats: dict = {"items": n, "dim": dim, "train_seconds": round(time.perf_counter() - start, 3)}
+    if preferred is not None and params.residual == "plain":
+        _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness)
+    stats: dict = {"items": n, "dim": dim}
     if params.residual == "plain":
         stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
+    if params.collisions == "nearest-free":
+        greedy = codes
+
+        def rows_x(rows: np.ndarray) -> np.ndarray:
+            if original is not None:
+                return original[rows]
+            # plain residuals: the vector is the final residual plus the chosen centroids
+            return residual[rows] + sum(cb[greedy[rows, lvl]] for lvl, cb in enumerate(codebooks))
+
+        space = CodeSpace(params.codebook_sizes)
+        codes, stats["moved"] = collisions.nearest_free(
+            rows_x, greedy, codebooks, params.residual, space, collisions.Occupancy(space),
+            prefer=preferred)
+        changed = np.flatnonzero((codes != greedy).any(axis=1))
+        if params.residual == "plain" and changed.size:
+            x = rows_x(changed)
+            error = _sum_squares(residual) - _sum_squares(residual[changed]) + _sum_squares(
+                x - sum(cb[codes[changed, lvl]] for lvl, cb in enumerate(codebooks)))
+            stats["reconstruction_error"] = error / total if total > 0 else 0.0
+    stats["train_seconds"] = round(time.perf_counter() - start, 3)
     if warnings:
         stats["warnings"] = warnings
     return TrainResult(codebooks=codebooks, codes=codes, stats=stats)
+
+
+def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+                       preferred: np.ndarray, stickiness: float) -> None:
+    """Give rows back their earlier tuple (in place) where it reconstructs them within
+    ``1 + stickiness`` of the tuple they got: the level-by-level rule cannot see that an
+    earlier code chosen to avoid a collision is still a fine place for the item."""
+    rows = np.flatnonzero((preferred >= 0).all(axis=1) & (codes != preferred).any(axis=1))
+    if rows.size == 0:
+        return
+    x = residual[rows] + sum(cb[codes[rows, lvl]] for lvl, cb in enumerate(books))
+    old = x - sum(cb[preferred[rows, lvl]] for lvl, cb in enumerate(books))
+    now = np.einsum("ij,ij->i", residual[rows], residual[rows])
+    back = np.einsum("ij,ij->i", old, old) <= (1.0 + stickiness) * now + 1e-12
+    codes[rows[back]] = preferred[rows[back]]
+    residual[rows[back]] = old[back]
 
 
 def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") -> np.ndarray:

@@ -39,8 +39,9 @@ def test_alignment_recovers_level1_agreement_of_a_cold_retrain(trained, tmp_path
     reg, _ = trained
     # the catalog has 12 clusters: two cold trainings with 12 level-1 codes find mostly the
     # same clusters (k-means from another seed merges and splits a few) under other labels
-    a = reg.train(codebook_size=[12, 4], seed=1, name="a").version
-    cold = reg.train(codebook_size=[12, 4], seed=99, name="cold").version
+    a = reg.train(codebook_size=[12, 4], seed=1, name="a", collisions="suffix").version
+    cold = reg.train(codebook_size=[12, 4], seed=99, name="cold",
+                     collisions="suffix").version
     r = reg.diff(a.number, cold.number, remap=tmp_path / "remap.csv")
     assert r.aligned and r.churn[0] > 0.9  # k-means labels are arbitrary
     assert r.aligned_churn[0] < 0.35  # matched, most items agree again

@@ -43,7 +43,8 @@ def x():
 
 @pytest.mark.parametrize("residual", ["plain", "normalized"])
 def test_train_codes_match_reference_encoding(x, residual):
-    result = engine.train(x, TrainParams((16, 8, 4), seed=1, residual=residual))
+    result = engine.train(x, TrainParams((16, 8, 4), seed=1, residual=residual,
+                                         collisions="suffix"))
     assert [cb.shape for cb in result.codebooks] == [(16, 24), (8, 24), (4, 24)]
     assert result.codes.shape == (2000, 3)
     np.testing.assert_array_equal(engine.encode(x, result.codebooks, residual), result.codes)
@@ -95,7 +96,7 @@ def test_overwrite_consumes_the_input_instead_of_copying(x):
 
 
 def test_float64_and_non_contiguous_inputs_give_the_same_codes(x):
-    result = engine.train(x, TrainParams((8, 4), seed=0))
+    result = engine.train(x, TrainParams((8, 4), seed=0, collisions="suffix"))
     wide = np.asfortranarray(x.astype(np.float64))
     np.testing.assert_array_equal(engine.encode(wide, result.codebooks), result.codes)
 

@@ -35,6 +35,10 @@ def test_prefix_lists_exactly_the_items_under_it(trained):
 
 def test_empty_prefix_is_not_an_error(trained):
     reg, _ = trained
+    # with suffix collisions, crowded tuples leave others empty
+    reg.train(codebook_size=[8, 4, 4], collisions="suffix", name="suffixed")
+    reg.freeze("suffixed")
+    reg.activate("suffixed")
     used = {tuple(r.codes[:2]) for r in reg.get([f"item{i:05d}" for i in range(600)])}
     free = next((a, b) for a in range(8) for b in range(4) if (a, b) not in used)
     assert reg.lookup(f"{free[0]}-{free[1]}").records == []

@@ -20,7 +20,7 @@ def _codes(reg, keys, version):
 def test_train_gives_every_item_a_unique_id(reg, catalog):
     keys, vectors = catalog
     reg.add(keys, vectors)
-    summary = reg.train(codebook_size=[8, 4, 4], seed=3)
+    summary = reg.train(codebook_size=[8, 4, 4], seed=3, collisions="suffix")
     v = summary.version
     assert (v.number, v.state, summary.items) == (1, "draft", 600)
     records = reg.get(keys, 1)
@@ -59,7 +59,8 @@ def test_train_params_are_kept_with_the_version(reg, catalog):
     v = reg.train(codebook_size=[16, 4], seed=9, residual="normalized", niter=7,
                   max_points_per_centroid=64).version
     assert v.params == {"codebook_sizes": [16, 4], "seed": 9, "residual": "normalized",
-                        "niter": 7, "max_points_per_centroid": 64}
+                        "niter": 7, "max_points_per_centroid": 64,
+                        "collisions": "nearest-free"}
     assert v.dim == 16 and "reconstruction_error" not in v.stats
 
 

@@ -101,3 +101,18 @@ def population(conn: Connection, version: int, incremental: bool | None = None
         codes.append(r.code)
         disambs.append(r.disamb)
     return ids, keys, codes, disambs
+
+
+def codes_in_prefixes(conn: Connection, version: int, prefixes: Sequence[int],
+                      span: int) -> list[int]:
+    """Packed codes issued in ``version`` under the given prefixes, each the range
+    [p * span, p * span + span - 1] of the packed code (an index range scan each)."""
+    from sqlalchemy import or_
+
+    out: list[int] = []
+    for start in range(0, len(prefixes), 200):
+        ranges = [and_(assignments.c.code >= p * span, assignments.c.code <= p * span + span - 1)
+                  for p in prefixes[start:start + 200]]
+        q = select(assignments.c.code).where(assignments.c.version_id == version, or_(*ranges))
+        out.extend(conn.execute(q).scalars())
+    return out

@@ -1,0 +1,169 @@
+"""Collision strategies: what happens when two items get the same code tuple.
+
+``suffix`` (TIGER's) leaves both on the tuple and tells them apart by the disambiguation
+number alone, which a generative model cannot guess for an item it has not memorised.
+
+``nearest-free`` keeps every ID fully semantic where it can: in each crowded tuple one item
+stays (the one an earlier version gave it, else the closest to the tuple), and each other
+item moves to the closest free last-level code under the same prefix; when that prefix is
+full, to the closest free code under the next-best prefix one level up. Only when both fail
+does it keep the tuple and a disambiguation number. Items that already hold a tuple (in the
+database, for incremental assignment) never move. Numpy and faiss only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .ids import CodeSpace
+
+STRATEGIES = ("nearest-free", "suffix")
+# how many next-best codes one level up are tried when a whole prefix is full
+UP_CANDIDATES = 8
+
+
+class Occupancy:
+    """The code tuples already taken, loaded lazily by depth-(L-1) prefix through
+    ``load(prefixes) -> packed codes`` (None: everything is in ``taken`` from the start)."""
+
+    def __init__(self, space: CodeSpace, load: Callable[[list[int]], Iterable[int]] | None
+                 = None):
+        self.space = space
+        self.last = space.sizes[-1]
+        self.load = load
+        self.taken: set[int] = set()
+        self.loaded: set[int] = set()
+        # tuples an earlier version gave to rows of this run: held for them
+        self.reserved: dict[int, int] = {}
+
+    def preload(self, packed: np.ndarray) -> None:
+        if self.load is None:
+            return
+        prefixes = sorted({int(p) // self.last for p in np.unique(packed)} - self.loaded)
+        if prefixes:
+            self.taken.update(int(c) for c in self.load(prefixes))
+            self.loaded.update(prefixes)
+
+    def is_taken(self, packed: int, row: int = -1) -> bool:
+        """Whether ``packed`` is given, or held for a row other than ``row``."""
+        if self.load is not None and packed // self.last not in self.loaded:
+            self.preload(np.array([packed]))
+        return packed in self.taken or self.reserved.get(packed, row) != row
+
+    def take(self, packed: int) -> None:
+        self.taken.add(packed)
+
+
+def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+               mode: str) -> list[np.ndarray]:
+    """r_0 = x, r_l = residual after level l, for the given rows (as the engine steps)."""
+    out = [np.array(x, dtype=np.float32, copy=True)]
+    for level, cb in enumerate(books[:-1]):
+        r = out[-1] - cb[codes[:, level]]
+        if mode == "normalized":
+            norms = np.linalg.norm(r, axis=1, keepdims=True)
+            r = np.where(norms < 1e-4, 0.0, r / np.maximum(norms, 1e-30)).astype(np.float32)
+        out.append(r)
+    return out
+
+
+def _sq_dists(r: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    return (np.square(r).sum(1)[:, None] - 2 * r @ cb.T + np.square(cb).sum(1)[None, :])
+
+
+def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
+                 books: list[np.ndarray], mode: str, space: CodeSpace, occupancy: Occupancy,
+                 prefer: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Move colliding rows to free tuples; returns (new codes, rows moved).
+
+    ``rows_x(rows)`` gives the L2-normalised vectors of those rows. ``prefer`` (N, L; -1
+    for none) holds the tuples an earlier version gave the rows: those tuples are held for
+    them, so no other row lands on one, and a row that has to move goes back to its own.
+    """
+    codes = np.array(codes, dtype=np.int64, copy=True)
+    n, levels = codes.shape
+    packed = space.pack(codes)
+    occupancy.preload(packed)
+    _, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    crowded = counts[inverse] > 1
+    priority = np.ones(n, dtype=np.int8)
+    home = np.full(n, -1, dtype=np.int64)  # packed earlier tuple
+    if prefer is not None:
+        prefer = np.asarray(prefer, dtype=np.int64)
+        had = np.flatnonzero((prefer >= 0).all(axis=1))
+        home[had] = space.pack(prefer[had])
+        priority[home == packed] = 0
+        occupancy.reserved.update(zip(home[had].tolist(), had.tolist(), strict=True))
+    if occupancy.taken or occupancy.reserved:
+        crowded |= np.fromiter((occupancy.is_taken(int(p), r) for r, p in enumerate(packed)),
+                               bool, n)
+    occupancy.taken.update(packed[~crowded].tolist())
+    rows = np.flatnonzero(crowded)
+    if rows.size == 0:
+        return codes, 0
+    x = rows_x(rows)
+    chain = _residuals(x, codes[rows], books, mode)
+    last = chain[-1]
+    near = np.square(last - books[-1][codes[rows, -1]]).sum(1)
+    order = np.lexsort((rows, near, priority[rows]))
+    movers = []
+    for i in order:  # the first row of each crowded tuple that is still free stays there
+        p = int(packed[rows[i]])
+        if occupancy.is_taken(p, rows[i]):
+            movers.append(i)
+        else:
+            occupancy.take(p)
+    if not movers:
+        return codes, 0
+    movers = np.asarray(movers)
+    last_rank = np.argsort(_sq_dists(last[movers], books[-1]), axis=1)
+    k_last = space.sizes[-1]
+    moved = 0
+    for j, i in enumerate(movers):
+        row = rows[i]
+        if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
+            # an item that must move anyway goes back to the tuple it had before
+            codes[row] = prefer[row]
+            occupancy.take(int(home[row]))
+            moved += 1
+            continue
+        prefix = int(packed[row]) // k_last
+        choice = next((c for c in last_rank[j]
+                       if not occupancy.is_taken(prefix * k_last + int(c), row)), None)
+        if choice is not None:
+            codes[row, -1] = choice
+        elif levels >= 2:
+            found = _one_level_up(chain[-2][i], codes[row], books, mode, space, occupancy, row)
+            if found is None:
+                continue
+            codes[row, -2:] = found
+        else:
+            continue
+        occupancy.take(int(space.pack_one(tuple(codes[row]))))
+        moved += 1
+    return codes, moved
+
+
+def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode: str,
+                  space: CodeSpace, occupancy: Occupancy, row: int) -> tuple[int, int] | None:
+    """The closest free (second-to-last, last) pair under the same deeper prefix."""
+    up = np.argsort(_sq_dists(r[None, :], books[-2])[0])
+    head = tuple(int(c) for c in code[:-2])
+    tried = 0
+    for alt in up:
+        if alt == code[-2]:
+            continue
+        tried += 1
+        if tried > UP_CANDIDATES:
+            return None
+        nxt = r - books[-2][alt]
+        if mode == "normalized":
+            norm = np.linalg.norm(nxt)
+            nxt = np.zeros_like(nxt) if norm < 1e-4 else nxt / norm
+        for c in np.argsort(_sq_dists(nxt[None, :], books[-1])[0]):
+            if not occupancy.is_taken(space.pack_one((*head, int(alt), int(c))), row):
+                return int(alt), int(c)
+    return None

@@ -1,0 +1,64 @@
+"""Quality figures: hand-computed on a small fixed example, and `registry stats` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from registry import quality
+
+CODES = np.array([[0, 0], [0, 0], [0, 1], [1, 1]])
+
+
+def test_figures_on_a_small_fixed_example():
+    assert quality.collision_rate(CODES) == pytest.approx(0.25)  # 3 tuples for 4 items
+    assert quality.semantic_unique_share(CODES) == pytest.approx(0.5)
+    head = quality.headline(CODES, (2, 4))
+    assert head["largest_bucket"] == 2
+    # bucket sizes 1, 1, 2: Gini = 2 * (1*1 + 2*1 + 3*2) / (3 * 4) - 4 / 3
+    assert head["bucket_gini"] == pytest.approx(1.5 - 4 / 3)
+    level1, level2 = head["levels"]
+    assert level1["used"] == 1.0 and level2["used"] == 0.5
+    assert level1["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75)
+                                                             + 0.25 * math.log(0.25))))
+    assert level2["perplexity"] == pytest.approx(2.0)
+    assert quality.gini(np.array([3, 3, 3])) == 0.0
+
+
+def test_neighbourhood_agreement_and_reconstruction_error_by_hand():
+    # two tight pairs on the x and y axes; items 0, 1 share code 0 and items 2, 3 code 1
+    x = np.array([[1, 0.01], [1, -0.01], [0.01, 1], [-0.01, 1]], dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 0]])
+    # each item's single nearest neighbour is its pair: depth 1 always agrees; depth 2 only
+    # for items 2 and 3
+    assert quality.neighbourhood_agreement(x, codes, neighbours=1, sample=4) == [1.0, 0.5]
+    rebuilt = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    total = np.square(x - x.mean(0)).sum()
+    assert quality.reconstruction_error(x, rebuilt) == pytest.approx(
+        np.square(x - rebuilt).sum() / total)
+    labels = np.array(["a", "a", "b", "a"])
+    assert quality.prefix_purity(codes, labels, 1) == pytest.approx(0.75)
+
+
+def test_stats_command_and_stored_headline(trained, run):
+    reg, v = trained
+    out = json.loads(run("stats", "--sample", "200", "--json").output)
+    assert out["version"] == 1 and out["items"] == 600
+    assert out["semantic_unique_share"] == pytest.approx(v.stats["semantic_unique_share"])
+    assert out["collision_rate"] == pytest.approx(v.stats["collision_rate"])
+    assert len(out["neighbourhood_agreement"]) == 3 and out["agreement_sample"] == 200
+    a1, a2, a3 = out["neighbourhood_agreement"]
+    assert 1 >= a1 >= a2 >= a3 >= 0 and a1 > 0.8  # 12 clear clusters on 8 level-1 codes
+    assert 0 < out["reconstruction_error"] < 1
+    records = reg.get([f"item{i:05d}" for i in range(600)])
+    tuples = [tuple(r.codes) for r in records]
+    assert out["largest_bucket"] == max(tuples.count(t) for t in set(tuples))
+    text = run("stats", "1").output
+    assert "semantic-unique share" in text and "neighbourhood agreement" in text
+    assert "%" in run("versions").output.splitlines()[1]
+    bad = run("stats", "--sample", "1")
+    assert bad.exit_code == 1 and "sample must be" in bad.output
