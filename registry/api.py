@@ -374,7 +374,7 @@ class Registry:
               seed: int = 0, residual: str | None = None, niter: int | None = None,
               max_points_per_centroid: int = 256, from_version: str | int | None = None,
               stickiness: float = 0.02, reason: str | None = None,
-              collisions: str | None = None) -> TrainSummary:
+              collisions: str | None = None, balance: float | None = None) -> TrainSummary:
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
@@ -400,7 +400,7 @@ class Registry:
                                  "codebooks and IDs never change; train under another --name")
             parent = None if from_version is None else versions.resolve(conn, from_version)
             params = self._train_params(parent, levels, codebook_size, seed, residual, niter,
-                                        max_points_per_centroid, collisions)
+                                        max_points_per_centroid, collisions, balance)
             space = _one_space(items.spaces(conn))
             if space is None:
                 raise InputError("no items to train on: add some with `registry add` first",
@@ -464,7 +464,7 @@ class Registry:
 
     @staticmethod
     def _train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
-                      max_points_per_centroid, collisions):
+                      max_points_per_centroid, collisions, balance):
         from . import engine
 
         if parent is None:
@@ -489,7 +489,8 @@ class Registry:
                 parent.params.get("collisions", "suffix")
         return engine.TrainParams(sizes, niter=niter, seed=seed,
                                   max_points_per_centroid=max_points_per_centroid,
-                                  residual=residual or "plain", collisions=collisions)
+                                  residual=residual or "plain", collisions=collisions,
+                                  balance=balance)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""

@@ -245,19 +245,22 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--collisions", type=click.Choice(["nearest-free", "suffix"]), default=None,
               help="Items on a taken code tuple: move to the nearest free code under the same "
                    "prefix (nearest-free, the default), or only number them (suffix).")
+@click.option("--balance", type=float, default=None, metavar="SLACK",
+              help="Balanced codebooks: no code takes more than (1 + SLACK) times its even "
+                   "share of the items (e.g. 0.25).")
 @click.option("--reason", default=None, help="Why, for the event log.")
 @_json_option
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
           residual: str | None, niter: int | None, max_points_per_centroid: int,
           from_version: str | None, stickiness: float, collisions: str | None,
-          reason: str | None, as_json: bool) -> None:
+          balance: float | None, reason: str | None, as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter,
                   max_points_per_centroid=max_points_per_centroid,
                   from_version=from_version, stickiness=stickiness, reason=reason,
-                  collisions=collisions)
+                  collisions=collisions, balance=balance)
     _emit(as_json, r.to_dict(), lambda: _text_train(r))
 
 

@@ -7,8 +7,9 @@ number alone, which a generative model cannot guess for an item it has not memor
 stays (the one an earlier version gave it, else the closest to the tuple), and each other
 item moves to the closest free last-level code under the same prefix; when that prefix is
 full, to the closest free code under the next-best prefix one level up. Only when both fail
-does it keep the tuple and a disambiguation number. Items that already hold a tuple (in the
-database, for incremental assignment) never move. Numpy and faiss only.
+does it keep the tuple and a disambiguation number. The first L-2 codes never change. Items
+that already hold a tuple (in the database, for incremental assignment) never move. Numpy and
+faiss only.
 """
 
 from __future__ import annotations
@@ -56,17 +57,17 @@ class Occupancy:
         self.taken.add(packed)
 
 
-def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-               mode: str) -> list[np.ndarray]:
-    """r_0 = x, r_l = residual after level l, for the given rows (as the engine steps)."""
-    out = [np.array(x, dtype=np.float32, copy=True)]
-    for level, cb in enumerate(books[:-1]):
-        r = out[-1] - cb[codes[:, level]]
+def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: str,
+               depth: int) -> np.ndarray:
+    """The residual of each row after its first ``depth`` levels, as the engine steps."""
+    r = np.array(x, dtype=np.float32, copy=True)
+    for level in range(depth):
+        r -= books[level][codes[:, level]]
         if mode == "normalized":
-            norms = np.linalg.norm(r, axis=1, keepdims=True)
-            r = np.where(norms < 1e-4, 0.0, r / np.maximum(norms, 1e-30)).astype(np.float32)
-        out.append(r)
-    return out
+            norms = np.sqrt(np.einsum("ij,ij->i", r, r))
+            r[norms < 1e-4] = 0.0
+            r /= np.maximum(norms, 1e-30)[:, None]
+    return r
 
 
 def _sq_dists(r: np.ndarray, cb: np.ndarray) -> np.ndarray:
@@ -105,9 +106,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     if rows.size == 0:
         return codes, 0
     x = rows_x(rows)
-    chain = _residuals(x, codes[rows], books, mode)
-    last = chain[-1]
-    near = np.square(last - books[-1][codes[rows, -1]]).sum(1)
+    last = _residuals(x, codes[rows], books, mode, levels - 1)
+    off = last - books[-1][codes[rows, -1]]
+    near = np.einsum("ij,ij->i", off, off)
     order = np.lexsort((rows, near, priority[rows]))
     movers = []
     for i in order:  # the first row of each crowded tuple that is still free stays there
@@ -135,14 +136,16 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                        if not occupancy.is_taken(prefix * k_last + int(c), row)), None)
         if choice is not None:
             codes[row, -1] = choice
+            occupancy.take(prefix * k_last + int(choice))
         elif levels >= 2:
-            found = _one_level_up(chain[-2][i], codes[row], books, mode, space, occupancy, row)
+            up = _residuals(x[i:i + 1], codes[row:row + 1], books, mode, levels - 2)[0]
+            found = _one_level_up(up, codes[row], books, mode, space, occupancy, row)
             if found is None:
                 continue
             codes[row, -2:] = found
+            occupancy.take(int(space.pack_one(tuple(codes[row]))))
         else:
             continue
-        occupancy.take(int(space.pack_one(tuple(codes[row]))))
         moved += 1
     return codes, moved
 

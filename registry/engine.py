@@ -27,6 +27,8 @@ from .ingest import check_vectors
 RESIDUAL_MODES = ("plain", "normalized")
 # faiss warns below this many training points per centroid; we report it ourselves instead.
 MIN_POINTS_PER_CENTROID = 39
+# capacity-constrained k-means rounds after the plain ones, for the balanced option
+BALANCE_ROUNDS = 5
 # residuals shorter than this (1e-4 of a unit vector) are rounding noise
 _NOISE_NORM_SQ = 1e-8
 
@@ -41,6 +43,7 @@ class TrainParams:
     max_points_per_centroid: int = 256
     residual: str = "plain"
     collisions: str = "nearest-free"
+    balance: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codebook_sizes", check_sizes(self.codebook_sizes))
@@ -51,6 +54,9 @@ class TrainParams:
             raise InputError(f"collision strategy must be one of "
                              f"{', '.join(collisions.STRATEGIES)}, got {self.collisions!r}",
                              source="--collisions")
+        if self.balance is not None and not 0 <= self.balance <= 10:
+            raise InputError(f"balance slack must be between 0 and 10, got {self.balance}",
+                             source="--balance")
         if not 1 <= self.niter <= 1000:
             raise InputError(f"iterations must be between 1 and 1000, got {self.niter}",
                              source="--niter")
@@ -160,6 +166,9 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
             warnings.append(f"level {level}: {n} items for {k} codes is under "
                             f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
 
+    if warm is not None and params.balance is not None:
+        raise InputError("a balanced version cannot be trained --from another yet",
+                         source="--balance")
     if warm is not None:
         warm = _check_codebooks(warm, dim)
         if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
@@ -191,7 +200,14 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
             codebook = stable.anchored_kmeans(
                 residual, warm[level], held, niter=params.niter, stickiness=stickiness,
                 max_points=params.max_points_per_centroid * k, seed=params.seed + level)
-        labels = stable.sticky_assign(residual, codebook, held, stickiness)
+        if params.balance is not None and warm is None:
+            codebook = stable.balanced_kmeans(
+                residual, codebook, niter=BALANCE_ROUNDS, slack=params.balance,
+                max_points=params.max_points_per_centroid * k, seed=params.seed + level)
+            labels = stable.capacity_assign(residual, codebook,
+                                            stable.capacity(n, k, params.balance))
+        else:
+            labels = stable.sticky_assign(residual, codebook, held, stickiness)
         if keep is not None and level + 1 < params.levels:
             keep[labels != held, level + 1:] = -1  # changed here: free below
         codes[:, level] = labels
@@ -205,12 +221,19 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
     if params.collisions == "nearest-free":
         greedy = codes
+        seen: dict[str, np.ndarray] = {}
 
         def rows_x(rows: np.ndarray) -> np.ndarray:
             if original is not None:
                 return original[rows]
+            if "rows" in seen:  # the moved rows are some of the crowded ones asked for first
+                return seen["x"][np.searchsorted(seen["rows"], rows)]
             # plain residuals: the vector is the final residual plus the chosen centroids
-            return residual[rows] + sum(cb[greedy[rows, lvl]] for lvl, cb in enumerate(codebooks))
+            x = residual[rows].copy()
+            for lvl, cb in enumerate(codebooks):
+                x += cb[greedy[rows, lvl]]
+            seen.update(rows=rows, x=x)
+            return x
 
         space = CodeSpace(params.codebook_sizes)
         codes, stats["moved"] = collisions.nearest_free(

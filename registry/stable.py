@@ -13,12 +13,25 @@ every level:
   free at the levels below (its tuple has changed already, so it may as well fit best).
 
 New items (no earlier code) always take the nearest centroid.
+
+It also holds the balanced option: capacity-constrained k-means, where no code may take more
+than ``1 + slack`` times its even share of the items.
 """
 
 from __future__ import annotations
 
 import faiss
 import numpy as np
+
+
+def _update(centroids: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> None:
+    """Move each centroid (in place) to the mean of its rows; codes with none stay put."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=centroids.shape[0])
+    filled = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts[filled])[:-1]])
+    sums = np.add.reduceat(sample[order].astype(np.float64), starts, axis=0)
+    centroids[filled] = (sums / counts[filled, None]).astype(np.float32)
 
 
 def nearest(residual: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +62,6 @@ def anchored_kmeans(residual: np.ndarray, init: np.ndarray, keep: np.ndarray | N
                     niter: int, stickiness: float, max_points: int, seed: int) -> np.ndarray:
     """Refine ``init`` centroids by ``niter`` rounds of k-means with sticky assignment, on a
     seeded sample of at most ``max_points`` rows. Empty codes keep their centroid."""
-    k = init.shape[0]
     rows = residual.shape[0]
     if rows > max_points:
         pick = np.sort(np.random.default_rng(seed).choice(rows, max_points, replace=False))
@@ -59,11 +71,58 @@ def anchored_kmeans(residual: np.ndarray, init: np.ndarray, keep: np.ndarray | N
         sample = residual
     centroids = np.array(init, dtype=np.float32, copy=True)
     for _ in range(niter):
-        labels = sticky_assign(sample, centroids, keep, stickiness)
-        order = np.argsort(labels, kind="stable")
-        counts = np.bincount(labels, minlength=k)
-        filled = np.flatnonzero(counts)
-        starts = np.concatenate([[0], np.cumsum(counts[filled])[:-1]])
-        sums = np.add.reduceat(sample[order].astype(np.float64), starts, axis=0)
-        centroids[filled] = (sums / counts[filled, None]).astype(np.float32)
+        _update(centroids, sample, sticky_assign(sample, centroids, keep, stickiness))
     return np.ascontiguousarray(centroids)
+
+
+def capacity_assign(residual: np.ndarray, codebook: np.ndarray, capacity: int,
+                    candidates: int = 16) -> np.ndarray:
+    """Balanced assignment: every row goes to one of its ``candidates`` nearest centroids,
+    no centroid takes more than ``capacity`` rows, and where a centroid is over-asked the
+    rows closest to it win. Rows left without a place (rare) take their nearest centroid."""
+    k = codebook.shape[0]
+    m = min(candidates, k)
+    index = faiss.IndexFlatL2(codebook.shape[1])
+    index.add(codebook)
+    dist, cand = index.search(residual, m)
+    n = residual.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    pointer = np.zeros(n, dtype=np.int64)
+    room = np.full(k, capacity, dtype=np.int64)
+    for _ in range(m):
+        todo = np.flatnonzero((labels < 0) & (pointer < m))
+        if todo.size == 0:
+            break
+        want = cand[todo, pointer[todo]]
+        order = np.lexsort((dist[todo, pointer[todo]], want))
+        wanted = want[order]
+        first = np.r_[0, np.flatnonzero(wanted[1:] != wanted[:-1]) + 1]
+        rank = np.arange(wanted.size) - np.repeat(first, np.diff(np.r_[first, wanted.size]))
+        accept = rank < room[wanted]
+        labels[todo[order[accept]]] = wanted[accept]
+        room -= np.bincount(wanted[accept], minlength=k)
+        pointer[todo[order[~accept]]] += 1
+    left = labels < 0
+    labels[left] = cand[left, 0]
+    return labels
+
+
+def balanced_kmeans(residual: np.ndarray, init: np.ndarray, *, niter: int, slack: float,
+                    max_points: int, seed: int) -> np.ndarray:
+    """Refine centroids with k-means whose assignment is capacity-constrained (at most
+    ``(1 + slack) * n / k`` rows a centroid), on a seeded sample of at most ``max_points``."""
+    k = init.shape[0]
+    rows = residual.shape[0]
+    sample = residual
+    if rows > max_points:
+        sample = residual[np.sort(np.random.default_rng(seed).choice(rows, max_points,
+                                                                     replace=False))]
+    cap = capacity(sample.shape[0], k, slack)
+    centroids = np.array(init, dtype=np.float32, copy=True)
+    for _ in range(niter):
+        _update(centroids, sample, capacity_assign(sample, centroids, cap))
+    return np.ascontiguousarray(centroids)
+
+
+def capacity(rows: int, k: int, slack: float) -> int:
+    return max(1, int(np.ceil((1.0 + slack) * rows / k)))

@@ -111,3 +111,31 @@ def test_suffix_versions_only_number_collisions(reg):
     reg.assign(1)
     got = np.array([r.codes for r in reg.get(keys, 1)])
     np.testing.assert_array_equal(got, engine.encode(vectors, reg.codebooks(1)))
+
+
+def test_balanced_codebooks_cap_every_code(x):
+    from registry import quality
+
+    plain = engine.train(x, TrainParams(SIZES, seed=1, collisions="suffix"))
+    balanced = engine.train(x, TrainParams(SIZES, seed=1, collisions="suffix", balance=0.1))
+    cap = int(np.ceil(1.1 * 2000 / 16))
+    assert np.bincount(plain.codes[:, 0], minlength=16).max() > cap
+    assert np.bincount(balanced.codes[:, 0], minlength=16).max() <= cap
+    spread = [lvl["perplexity"] for lvl in quality.level_usage(balanced.codes, SIZES)]
+    assert spread[0] > quality.level_usage(plain.codes, SIZES)[0]["perplexity"]
+
+
+def test_balance_is_kept_with_the_version_and_refused_with_from(reg):
+    from registry import InputError
+
+    reg.add(make_keys(800), make_vectors(800, seed=9))
+    # suffix: the capacity shows as it is (nearest-free may move items one level up, which
+    # with two levels is level 1)
+    v = reg.train(codebook_size=[8, 8], balance=0.2, collisions="suffix").version
+    assert v.params["balance"] == 0.2 and v.params["collisions"] == "suffix"
+    counts = np.bincount([r.codes[0] for r in reg.get(make_keys(800), 1)], minlength=8)
+    assert counts.max() <= int(np.ceil(1.2 * 800 / 8))
+    with pytest.raises(InputError, match="balanced version cannot be trained --from"):
+        reg.train(from_version=1, balance=0.2)
+    with pytest.raises(InputError, match="balance slack must be"):
+        reg.train(balance=-1)
