@@ -24,8 +24,6 @@ algorithm's; reconstruction error no worse than semantic-id's.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,12 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import seed_baseline
-from common import ROOT, machine, record, table
+from common import debian, machine, record, table
 
 from registry import engine, quality
 from registry.engine import TrainParams
 
-DATA = ROOT.parent / "shared" / "data"
 SIZES = (256, 256, 256)
 SLOW = ("semantic-id RQKMeans", "faiss.ResidualQuantizer")
 
@@ -94,9 +91,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    vectors = np.load(DATA / "debian_minilm_f16.npy").astype(np.float32)
-    with gzip.open(DATA / "debian_catalog.jsonl.gz", "rt") as f:
-        sections = np.array([json.loads(line)["section"] for line in f])
+    vectors, sections = debian()
     if args.quick:
         pick = np.random.default_rng(0).permutation(len(vectors))[:15_000]
         vectors, sections = vectors[pick], sections[pick]

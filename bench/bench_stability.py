@@ -24,8 +24,6 @@ Target (issue 4): the registry's method keeps at least 90% of full code tuples a
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,13 +32,12 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, record, table
+from common import debian, machine, record, table
 
 from registry import engine
 from registry.api import WARM_NITER
 from registry.engine import TrainParams
 
-DATA = ROOT.parent / "shared" / "data"
 SHIFTED_SECTIONS = ("libdevel", "python", "perl", "haskell", "rust", "golang")
 STICKINESS = 0.02  # the command line's default
 TARGET = 0.9
@@ -78,9 +75,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    vectors = np.load(DATA / "debian_minilm_f16.npy").astype(np.float32)
-    with gzip.open(DATA / "debian_catalog.jsonl.gz", "rt") as f:
-        sections = np.array([json.loads(line)["section"] for line in f])
+    vectors, sections = debian()
     base_n = 20_000 if args.quick else 40_000
     growths = (0.25,) if args.quick else (0.10, 0.25, 0.50)
     kinds = ("random",) if args.quick else ("random", "shifted")

@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
+DEBIAN = ROOT.parent / "shared" / "data"
 PG_URL = os.environ.get("REGISTRY_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -25,6 +26,18 @@ def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 2000) -> 
     out = centres[rng.integers(0, clusters, n)]
     out += 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
     return out
+
+
+def debian() -> tuple[np.ndarray, np.ndarray]:
+    """The full Debian catalog of ../shared/data: float32 embeddings and each package's
+    section."""
+    import gzip
+    import json
+
+    vectors = np.load(DEBIAN / "debian_minilm_f16.npy").astype(np.float32)
+    with gzip.open(DEBIAN / "debian_catalog.jsonl.gz", "rt") as f:
+        sections = np.array([json.loads(line)["section"] for line in f])
+    return vectors, sections
 
 
 @contextmanager
