@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine
 
 from .errors import InputError, NotFoundError, RegistryError, StateError
-from .ids import check_sizes, format_id, parse_id
+from .ids import format_id, parse_id
 from .store import db, lookups, versions
 from .store.versions import ACTIVE, Version
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from . import catalog
 
 MAX_LOOKUP_LIMIT = 10_000
-WARM_NITER = 5
 DEFAULT_BATCH = 50_000
 
 
@@ -68,22 +67,6 @@ class ItemsReport:
                            "dtype": r.dtype, "meta": r.meta,
                            "created_at": r.created_at.isoformat(),
                            "updated_at": r.updated_at.isoformat()} for r in self.rows]}
-
-
-@dataclass
-class TrainSummary:
-    version: Version
-    items: int
-    collision_rate: float
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"version": self.version.to_dict(), "items": self.items,
-                "levels": len(self.version.params["codebook_sizes"]),
-                "codebook_sizes": self.version.params["codebook_sizes"],
-                "collision_rate": self.collision_rate, "seconds": self.seconds,
-                "warnings": self.warnings}
 
 
 @dataclass
@@ -169,20 +152,6 @@ class VersionSummary:
 
     def to_dict(self) -> dict:
         return {**self.version.to_dict(), "items": self.items}
-
-
-def codebook_sizes(levels: int | None, codebook_size: int | Sequence[int]) -> tuple[int, ...]:
-    """One size for every level, or one per level (then ``levels`` may be left out)."""
-    if isinstance(codebook_size, int):
-        sizes = [codebook_size] * (3 if levels is None else levels)
-    else:
-        sizes = list(codebook_size)
-        if levels is not None and levels != len(sizes):
-            raise InputError(f"{len(sizes)} codebook sizes given for {levels} levels",
-                             source="--codebook-size")
-    if levels is not None and levels < 1:
-        raise InputError(f"levels must be at least 1, got {levels}", source="--levels")
-    return check_sizes(sizes)
 
 
 class Registry:
@@ -374,123 +343,22 @@ class Registry:
               seed: int = 0, residual: str | None = None, niter: int | None = None,
               max_points_per_centroid: int = 256, from_version: str | int | None = None,
               stickiness: float = 0.02, reason: str | None = None,
-              collisions: str | None = None, balance: float | None = None) -> TrainSummary:
+              collisions: str | None = None, balance: float | None = None):
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
         items keep their codes (and full IDs) wherever the data allows (see
         :mod:`registry.stable`); its sizes and residual mode are the parent's by default.
+        ``collisions`` is ``nearest-free`` (default) or ``suffix``; ``balance`` caps every
+        code at ``1 + balance`` times its even share of the items.
         """
-        import numpy as np
+        from . import training
 
-        from . import engine
-        from .ids import CodeSpace, disambiguate, disambiguate_keeping
-        from .quality import headline
-        from .store import assignments, codebooks, items
-
-        start = time.perf_counter()
-        if name is not None:
-            versions.check_name(name)
-        if not 0 <= stickiness <= 10:
-            raise InputError(f"stickiness must be between 0 and 10, got {stickiness}",
-                             source="--stickiness")
-        with self._tx(write=False) as conn:
-            if name is not None and (clash := versions.by_name(conn, name)) is not None:
-                raise StateError(f"{clash.label} already exists and is {clash.state}: its "
-                                 "codebooks and IDs never change; train under another --name")
-            parent = None if from_version is None else versions.resolve(conn, from_version)
-            params = self._train_params(parent, levels, codebook_size, seed, residual, niter,
-                                        max_points_per_centroid, collisions, balance)
-            space = _one_space(items.spaces(conn))
-            if space is None:
-                raise InputError("no items to train on: add some with `registry add` first",
-                                 source="train")
-            if parent is not None and (parent.dim, parent.embedding_model) != (space.dim,
-                                                                                space.model):
-                raise InputError(f"{parent.label} was trained on other embeddings than the "
-                                 "items have now: train without --from", source="--from")
-            item_ids, vectors = items.live_vectors(conn, space.dim)
-            if parent is not None:
-                warm = codebooks.read(conn, parent.number)
-                held_ids, _, held_packed, held_disamb = lookups.population(conn,
-                                                                           parent.number)
-        space_codes = CodeSpace(params.codebook_sizes)
-        old_packed = old_disamb = keep = None
-        if parent is not None:
-            old_packed = np.full(len(item_ids), -1, dtype=np.int64)
-            old_disamb = np.full(len(item_ids), -1, dtype=np.int64)
-            pos = np.searchsorted(item_ids, np.asarray(held_ids, dtype=np.int64))
-            ok = (pos < len(item_ids)) & (item_ids[np.minimum(pos, len(item_ids) - 1)]
-                                          == np.asarray(held_ids, dtype=np.int64))
-            old_packed[pos[ok]] = np.asarray(held_packed, dtype=np.int64)[ok]
-            old_disamb[pos[ok]] = np.asarray(held_disamb, dtype=np.int64)[ok]
-            keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
-            had = old_packed >= 0
-            keep[had] = space_codes.unpack(old_packed[had])
-            result = engine.train(vectors, params, overwrite=True, warm=warm, keep=keep,
-                                  stickiness=stickiness)
-        else:
-            result = engine.train(vectors, params, overwrite=True)  # ours: spare a copy
-        del vectors
-        packed = space_codes.pack(result.codes)
-        if parent is None:
-            disamb = disambiguate(packed)
-        else:
-            disamb = disambiguate_keeping(packed, old_packed, old_disamb)
-        stats = {**result.stats, **headline(result.codes, params.codebook_sizes),
-                 "max_disambiguation": int(disamb.max())}
-        if parent is not None:
-            had = old_packed >= 0
-            same = np.cumsum(result.codes[had] != keep[had], axis=1) == 0
-            stats["stability"] = {
-                "parent": parent.number, "stickiness": stickiness, "items": int(had.sum()),
-                "same_codes": [float(x) for x in same.mean(axis=0)] if had.any() else [],
-                "same_id": float(((packed == old_packed) & (disamb == old_disamb))[had].mean())
-                if had.any() else 0.0}
-        with self._tx(write=True) as conn:
-            now = _now()
-            number = versions.create(conn, name=name, params=params.to_dict(), dim=space.dim,
-                                     embedding_model=space.model,
-                                     parent=None if parent is None else parent.number,
-                                     stats=stats, now=now)
-            codebooks.write(conn, number, result.codebooks)
-            assignments.write(conn, number, item_ids, packed, disamb, incremental=False)
-            versions.log_event(conn, "train", now, version=number,
-                               other=None if parent is None else parent.number,
-                               params=params.to_dict(), reason=reason)
-            version = versions.get(conn, number)
-        return TrainSummary(version, len(item_ids), stats["collision_rate"],
-                            round(time.perf_counter() - start, 3), stats.get("warnings", []))
-
-    @staticmethod
-    def _train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
-                      max_points_per_centroid, collisions, balance):
-        from . import engine
-
-        if parent is None:
-            sizes = codebook_sizes(levels, 256 if codebook_size is None else codebook_size)
-        else:
-            sizes = tuple(parent.params["codebook_sizes"])
-            if (levels is not None or codebook_size is not None) and \
-                    codebook_sizes(levels or len(sizes),
-                                   codebook_size if codebook_size is not None
-                                   else list(sizes)) != sizes:
-                raise InputError(f"--from {parent.number} keeps its codebook sizes "
-                                 f"{list(sizes)}", source="--codebook-size")
-            if residual is not None and residual != parent.residual:
-                raise InputError(f"--from {parent.number} keeps its {parent.residual} "
-                                 "residuals", source="--residual")
-            residual = parent.residual
-        if niter is None:
-            # a warm start needs few rounds; more only let the centroids wander off
-            niter = 20 if parent is None else WARM_NITER
-        if collisions is None:
-            collisions = "nearest-free" if parent is None else \
-                parent.params.get("collisions", "suffix")
-        return engine.TrainParams(sizes, niter=niter, seed=seed,
-                                  max_points_per_centroid=max_points_per_centroid,
-                                  residual=residual or "plain", collisions=collisions,
-                                  balance=balance)
+        return training.train(
+            self._tx, levels=levels, codebook_size=codebook_size, name=name, seed=seed,
+            residual=residual, niter=niter, max_points_per_centroid=max_points_per_centroid,
+            from_version=from_version, stickiness=stickiness, reason=reason,
+            collisions=collisions, balance=balance)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""
@@ -601,7 +469,7 @@ class Registry:
             if v.state == "retired":
                 raise StateError(f"{v.label} is retired; no new IDs are given in it")
             books = codebooks.read(conn, v.number)
-            space = _one_space(items.spaces(conn))
+            space = items.single_space(conn)
         if space is not None and (space.dim != v.dim or space.model != v.embedding_model):
             trained_on = items.Space(v.embedding_model, v.dim)
             raise InputError(f"the items' embeddings come from {space.description}, not from "
@@ -766,15 +634,6 @@ class Registry:
 
         with self._tx(write=False) as conn:
             return codebooks.read(conn, versions.resolve(conn, version).number)
-
-
-def _one_space(spaces: list):
-    """The items' single embedding space (None without items); several is an error."""
-    if len(spaces) > 1:
-        raise InputError("the items' embeddings come from more than one model (an unfinished "
-                         "re-embedding): finish it with `registry add ... --reembed`",
-                         source="items")
-    return spaces[0] if spaces else None
 
 
 def _shown(keys: list[str], most: int = 5) -> str:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.exc import DBAPIError
 
+from . import formatting as fmt
 from .api import Registry
 from .errors import RegistryError
 
@@ -104,14 +105,6 @@ def _progress(wanted: bool, label: str) -> Iterator[_Progress | None]:
         bar.close()
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in cells]
-    return "\n".join(lines)
-
-
 @click.group(cls=RegistryGroup)
 @click.option("--db", "db_url", default=None, metavar="URL",
               help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB "
@@ -133,7 +126,7 @@ pass_registry = click.make_pass_decorator(Registry)
 def init(reg: Registry, as_json: bool) -> None:
     """Create the registry's tables in a new database, or upgrade an older one."""
     r = reg.init()
-    _emit(as_json, r.to_dict(), lambda: _text_init(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.init(r))
 
 
 @cli.command()
@@ -177,7 +170,7 @@ def add(reg: Registry, file: str, key_col: str, text: str | None, vector_col: st
         r = reg.add_file(file, key=key_col, text=text, vector=vector_col, keys_file=keys_file,
                          model=model, device=device, batch_size=batch_size, dtype=dtype,
                          reembed=reembed, commit_every=commit_every, progress=bar)
-    _emit(as_json, r.to_dict(), lambda: _text_add(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.add(r))
 
 
 @cli.command()
@@ -217,7 +210,7 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
               limit: int, as_json: bool) -> None:
     """Count items (live, removed, changed or new since a version) and list some of them."""
     r = reg.items(status=status, changed_since=changed_since, new_since=new_since, limit=limit)
-    _emit(as_json, r.to_dict(), lambda: _text_items(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.items(r))
 
 
 @cli.command()
@@ -261,7 +254,7 @@ def train(reg: Registry, levels: int | None, codebook_size, name: str | None, se
                   max_points_per_centroid=max_points_per_centroid,
                   from_version=from_version, stickiness=stickiness, reason=reason,
                   collisions=collisions, balance=balance)
-    _emit(as_json, r.to_dict(), lambda: _text_train(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.train(r))
 
 
 @cli.command()
@@ -272,7 +265,7 @@ def train(reg: Registry, levels: int | None, codebook_size, name: str | None, se
 def freeze(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
     """Publish a draft VERSION: its codebooks and issued IDs never change again."""
     r = reg.freeze(version, reason=reason)
-    _emit(as_json, r.to_dict(), lambda: _text_change(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.change(r))
 
 
 @cli.command()
@@ -286,7 +279,7 @@ def activate(reg: Registry, version: str, alias: str, reason: str | None,
              as_json: bool) -> None:
     """Point the `active` alias (or --alias) at a frozen VERSION."""
     r = reg.activate(version, alias=alias, reason=reason)
-    _emit(as_json, r.to_dict(), lambda: _text_change(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.change(r))
 
 
 @cli.command()
@@ -297,7 +290,7 @@ def activate(reg: Registry, version: str, alias: str, reason: str | None,
 def retire(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
     """Retire VERSION: it stays readable but gets no new IDs and cannot be activated."""
     r = reg.retire(version, reason=reason)
-    _emit(as_json, r.to_dict(), lambda: _text_change(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.change(r))
 
 
 @cli.command()
@@ -327,7 +320,7 @@ def rollback(reg: Registry, to: str | None, alias: str, reason: str | None,
 def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> None:
     """Show the event log, newest first: train, freeze, activate, assign, retire, rollback."""
     events = reg.history(version, limit=limit)
-    _emit(as_json, [e.to_dict() for e in events], lambda: _text_history(events))
+    _emit(as_json, [e.to_dict() for e in events], lambda: fmt.history(events))
 
 
 @cli.command()
@@ -339,7 +332,7 @@ def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> No
 def assign(reg: Registry, version: str | None, batch_size: int, as_json: bool) -> None:
     """Give every live item that has no ID in the version one, without retraining."""
     r = reg.assign(version, batch_size=batch_size)
-    _emit(as_json, r.to_dict(), lambda: _text_assign(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.assign(r))
 
 
 @cli.command()
@@ -350,7 +343,7 @@ def assign(reg: Registry, version: str | None, batch_size: int, as_json: bool) -
 def get(reg: Registry, keys: tuple[str, ...], version: str | None, as_json: bool) -> None:
     """Print the ID of each KEY."""
     records = reg.get(keys, version)
-    _emit(as_json, [r.to_dict() for r in records], lambda: _text_get(records))
+    _emit(as_json, [r.to_dict() for r in records], lambda: fmt.get(records))
 
 
 @cli.command()
@@ -363,7 +356,7 @@ def get(reg: Registry, keys: tuple[str, ...], version: str | None, as_json: bool
 def lookup(reg: Registry, query: str, version: str | None, limit: int, as_json: bool) -> None:
     """Find the item with a full ID (12-4-9-0), or the items under a prefix (12, 12-4)."""
     r = reg.lookup(query, version, limit=limit)
-    _emit(as_json, r.to_dict(), lambda: _text_lookup(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.lookup(r))
 
 
 @cli.command()
@@ -404,7 +397,7 @@ def diff(reg: Registry, v1: str, v2: str, remap: str | None, html: str | None,
         from .report import diff_html
 
         _write_html(html, diff_html(r))
-    _emit(as_json, r.to_dict(), lambda: _text_diff(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.diff(r))
 
 
 @cli.command()
@@ -423,7 +416,7 @@ def drift(reg: Registry, version: str | None, against: str | None, html: str | N
         from .report import drift_html
 
         _write_html(html, drift_html(r))
-    _emit(as_json, r.to_dict(), lambda: _text_drift(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.drift(r))
 
 
 @cli.command()
@@ -436,7 +429,7 @@ def stats(reg: Registry, version: str | None, sample: int, as_json: bool) -> Non
     """Quality of VERSION's IDs (default: the active one): collisions, semantic-unique share,
     buckets, code usage per level, reconstruction error, neighbourhood agreement."""
     r = reg.stats(version, sample=sample)
-    _emit(as_json, r.to_dict(), lambda: _text_stats(r))
+    _emit(as_json, r.to_dict(), lambda: fmt.stats(r))
 
 
 @cli.command(name="versions")
@@ -445,7 +438,7 @@ def stats(reg: Registry, version: str | None, sample: int, as_json: bool) -> Non
 def versions_cmd(reg: Registry, as_json: bool) -> None:
     """List every version: number, name, state, aliases, parameters and item count."""
     rows = reg.versions()
-    _emit(as_json, [s.to_dict() for s in rows], lambda: _text_versions(rows))
+    _emit(as_json, [s.to_dict() for s in rows], lambda: fmt.versions(rows))
 
 
 @cli.command()
@@ -469,7 +462,7 @@ def demo(workdir: str | None, items: int | None, as_json: bool) -> None:
     click.echo(f"demo folder {r.workdir}, database {r.database}")
     for name, command, result in r.steps:
         click.echo(f"\n$ {command}")
-        click.echo(_TEXT[name](result))
+        click.echo(fmt.BY_STEP[name](result))
     click.echo(f"\nwhat the level-1 codes mean ({r.purity:.1%} of packages share the main "
                "section of their level-1 code; sections were not used to make the IDs):")
     for m in r.meanings:
@@ -480,105 +473,6 @@ def demo(workdir: str | None, items: int | None, as_json: bool) -> None:
     click.echo(f"\ntry: registry --db {r.database} lookup {r.meanings[0].code} --limit 10")
 
 
-# -- text output -----------------------------------------------------------------------------
-
-def _text_init(r) -> str:
-    if r.before is None:
-        return f"{r.url}: created schema {r.after}"
-    if r.before == r.after:
-        return f"{r.url}: schema {r.after} is up to date"
-    return f"{r.url}: upgraded schema {r.before} -> {r.after}"
-
-
-def _text_add(r) -> str:
-    space = f"{r.model}, dimension {r.dim}" if r.model else f"vectors of dimension {r.dim}"
-    text = (f"{r.source}: {r.rows} rows ({space}): {r.added} added, {r.changed} changed, "
-            f"{r.restored} restored, {r.unchanged} unchanged"
-            + (f", {r.meta_updated} with new metadata" if r.meta_updated else "")
-            + (f", {r.reembedded} others re-embedded" if r.reembedded else ""))
-    if r.model:
-        text += f"; embedded {r.embedded} texts in {r.seconds:.1f} s"
-    return text
-
-
-def _text_items(r) -> str:
-    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r.counts.items())
-    if not r.rows:
-        return counts
-    table = _table(["key", "state", "model", "dim", "dtype", "updated"],
-                   [[x.key, "removed" if x.removed else "live", x.model or "(vectors)", x.dim,
-                     x.dtype, x.updated_at.strftime("%Y-%m-%d %H:%M")] for x in r.rows])
-    return counts + "\n" + table
-
-
-def _text_train(r) -> str:
-    v = r.version
-    sizes = v.params["codebook_sizes"]
-    lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
-             f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
-             f"collision rate {r.collision_rate:.4f}, semantic-unique share "
-             f"{v.stats.get('semantic_unique_share', 0):.2%} ({v.params.get('collisions')}"
-             f"{', moved ' + str(v.stats['moved']) if v.stats.get('moved') else ''}), "
-             f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
-             f"{r.seconds:.2f} s"]
-    if "reconstruction_error" in v.stats:
-        lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
-    stable = v.stats.get("stability")
-    if stable:
-        depths = ", ".join(f"depth {d + 1} {x:.1%}" for d, x in enumerate(stable["same_codes"]))
-        lines.append(f"stability against version {stable['parent']}: of its {stable['items']} "
-                     f"items, {stable['same_id']:.1%} keep their full ID ({depths})")
-    lines += [f"warning: {w}" for w in r.warnings]
-    lines.append(f"next: registry freeze {v.number} && registry activate {v.number}")
-    return "\n".join(lines)
-
-
-def _text_change(r) -> str:
-    if r.action in ("freeze", "retire"):
-        done = {"freeze": "froze", "retire": "retired"}[r.action]
-        state = {"freeze": "frozen", "retire": "retired"}[r.action]
-        return f"{done} {r.version.label}" if r.changed else \
-            f"{r.version.label} was already {state}"
-    alias = r.alias
-    if not r.changed:
-        return f"{alias} already points at {r.version.label}"
-    before = "" if r.previous is None else f" (was version {r.previous})"
-    return f"{alias} -> {r.version.label}{before}"
-
-
-def _text_assign(r) -> str:
-    return f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"
-
-
-def _text_get(records) -> str:
-    return "\n".join(f"{r.key}\t{r.id}" + ("\t(removed)" if r.removed else "")
-                     for r in records)
-
-
-def _text_lookup(r) -> str:
-    if not r.records:
-        return f"no items under {r.query} in version {r.version}"
-    lines = [f"{rec.id}\t{rec.key}" + ("\t(removed)" if rec.removed else "")
-             for rec in r.records]
-    if r.more:
-        lines.append(f"... more under {r.query}; raise --limit to see them")
-    return "\n".join(lines)
-
-
-def _text_versions(rows) -> str:
-    if not rows:
-        return "no versions yet: run `registry train`"
-    return _table(
-        ["version", "name", "state", "aliases", "levels x k", "residual", "collisions",
-         "items", "unique", "created"],
-        [[s.version.number, s.version.name or "-", s.version.state,
-          ",".join(s.version.aliases) or "-",
-          "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
-          s.version.params.get("collisions", "suffix"), s.items,
-          _pct(s.version.stats.get("semantic_unique_share")),
-          s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
-
-
 def _write_html(path: str, page: str) -> None:
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -586,91 +480,6 @@ def _write_html(path: str, page: str) -> None:
     except OSError as e:
         raise click.ClickException(f"{path}: cannot write: {e.strerror}") from None
 
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
-def _text_diff(r) -> str:
-    lines = [f"version {r.v1.number} -> version {r.v2.number}: {r.common} items in both, "
-             f"{r.only_v1} only in {r.v1.number}, {r.only_v2} only in {r.v2.number}"]
-    headers = ["depth", "churn"] + (["churn after alignment"] if r.aligned else []) + \
-        ["centroid movement (mean / max)"]
-    rows = []
-    for d, c in enumerate(r.churn):
-        move = r.movement[d]
-        moved = "-" if move["mean"] is None else f"{move['mean']:.4f} / {move['max']:.4f}"
-        rows.append([d + 1, _pct(c)] + ([_pct(r.aligned_churn[d])] if r.aligned else [])
-                    + [moved])
-    lines.append(_table(headers, rows))
-    if r.aligned:
-        lines.append(f"version {r.v2.number} was not trained from version {r.v1.number}: its "
-                     "labels were matched to version "
-                     f"{r.v1.number}'s, level by level, before the second churn column")
-    if r.remap:
-        lines.append(f"wrote key, old ID, new ID to {r.remap}")
-    return "\n".join(lines)
-
-
-def _text_drift(r) -> str:
-    d = r.drift
-    what = (f"version {r.against.number}'s training items against version "
-            f"{r.version.number}'s" if r.against else
-            f"{d.compared} items assigned into version {r.version.number} after training, "
-            f"against the {d.reference} it was trained on")
-    t = d.thresholds()
-    rows = [[lvl + 1, f"{js:.4f}", f"{fl:.4f}", f"{js / fl:.1f}x" if fl > 0 else "-"]
-            for lvl, (js, fl) in enumerate(zip(d.js, d.floor, strict=True))]
-    lines = [what, _table(["level", "JS divergence", "noise floor", "ratio"], rows),
-             "quantisation error ratio "
-             + ("-" if d.error_ratio is None else f"{d.error_ratio:.3f}")
-             + f"; collision rate {d.collision_before:.4f} -> {d.collision_after:.4f}"]
-    for title, group in (("grew most", d.grew), ("shrank most", d.shrank)):
-        if group:
-            lines.append(f"level-1 codes that {title}:")
-            lines += [f"  {c.code:>4}: {c.before:.2%} -> {c.after:.2%}  e.g. "
-                      f"{', '.join(c.examples)}" for c in group]
-    lines.append(f"verdict: {d.verdict}" + (f" ({'; '.join(d.reasons)})" if d.reasons else ""))
-    lines.append(f"thresholds: watch above {t['js_vs_floor_watch']}x / retrain above "
-                 f"{t['js_vs_floor_retrain']}x the noise floor; quantisation error ratio watch "
-                 f"above {t['error_ratio_watch']}, retrain above {t['error_ratio_retrain']}; "
-                 f"at least {t['min_new_items']} new items")
-    return "\n".join(lines)
-
-
-def _text_stats(r) -> str:
-    f = r.figures
-    lines = [f"version {r.version.number}: {f['items']} items, collision rate "
-             f"{f['collision_rate']:.4f}, semantic-unique share {f['semantic_unique_share']:.2%}, "
-             f"largest bucket {f['largest_bucket']}, bucket-size Gini {f['bucket_gini']:.3f}, "
-             f"largest disambiguation number {f['max_disambiguation']}"]
-    if "reconstruction_error" in f:
-        lines.append(f"relative reconstruction error {f['reconstruction_error']:.4f}")
-    agree = f.get("neighbourhood_agreement", [])
-    rows = [[lvl + 1, k, f"{u['used']:.1%}", f"{u['perplexity']:.1f}",
-             f"{agree[lvl]:.3f}" if lvl < len(agree) else "-"]
-            for lvl, (u, k) in enumerate(zip(f["levels"], r.version.space.sizes, strict=True))]
-    lines.append(_table(["level", "k", "codes used", "perplexity",
-                         "neighbourhood agreement"], rows))
-    if agree:
-        lines.append(f"neighbourhood agreement at depth d: share of the 10 nearest neighbours "
-                     f"of {f['agreement_sample']} sampled items that share their first d codes")
-    return "\n".join(lines)
-
-
-def _text_history(events) -> str:
-    if not events:
-        return "no events yet"
-    return _table(["when", "action", "version", "other", "details", "reason"],
-                  [[e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.version, e.other,
-                    ", ".join(f"{k}={v}" for k, v in (e.params or {}).items()
-                              if k != "codebook_sizes") or "-", e.reason or "-"]
-                   for e in events])
-
-
-_TEXT = {"init": _text_init, "add": _text_add, "train": _text_train, "freeze": _text_change,
-         "activate": _text_change, "assign": _text_assign, "get": _text_get,
-         "lookup": _text_lookup, "versions": _text_versions}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

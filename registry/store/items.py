@@ -9,6 +9,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from ..errors import InputError
 from .bulk import insert_rows, read_vectors
 from .lookups import IN_CHUNK
 from .schema import items
@@ -71,6 +72,16 @@ def spaces(conn: Connection) -> list[Space]:
         select(items.c.embedding_model, items.c.embedding_dim).distinct()
         .where(items.c.removed_at.is_(None), items.c.embedding.is_not(None)).limit(3)).all()
     return [Space(r.embedding_model, r.embedding_dim) for r in rows]
+
+
+def single_space(conn: Connection) -> Space | None:
+    """The live items' one embedding space (None without items); several is an error."""
+    found = spaces(conn)
+    if len(found) > 1:
+        raise InputError("the items' embeddings come from more than one model (an unfinished "
+                         "re-embedding): finish it with `registry add ... --reembed`",
+                         source="items")
+    return found[0] if found else None
 
 
 def insert(conn: Connection, rows: list[dict]) -> None:

@@ -1,0 +1,196 @@
+"""Plain-text output of the command line: one function per result, tables for lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
+    return "\n".join(lines)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def init(r) -> str:
+    if r.before is None:
+        return f"{r.url}: created schema {r.after}"
+    if r.before == r.after:
+        return f"{r.url}: schema {r.after} is up to date"
+    return f"{r.url}: upgraded schema {r.before} -> {r.after}"
+
+
+def add(r) -> str:
+    space = f"{r.model}, dimension {r.dim}" if r.model else f"vectors of dimension {r.dim}"
+    text = (f"{r.source}: {r.rows} rows ({space}): {r.added} added, {r.changed} changed, "
+            f"{r.restored} restored, {r.unchanged} unchanged"
+            + (f", {r.meta_updated} with new metadata" if r.meta_updated else "")
+            + (f", {r.reembedded} others re-embedded" if r.reembedded else ""))
+    if r.model:
+        text += f"; embedded {r.embedded} texts in {r.seconds:.1f} s"
+    return text
+
+
+def items(r) -> str:
+    counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in r.counts.items())
+    if not r.rows:
+        return counts
+    listed = table(["key", "state", "model", "dim", "dtype", "updated"],
+                   [[x.key, "removed" if x.removed else "live", x.model or "(vectors)", x.dim,
+                     x.dtype, x.updated_at.strftime("%Y-%m-%d %H:%M")] for x in r.rows])
+    return counts + "\n" + listed
+
+
+def train(r) -> str:
+    v = r.version
+    sizes = v.params["codebook_sizes"]
+    lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
+             f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
+             f"collision rate {r.collision_rate:.4f}, semantic-unique share "
+             f"{v.stats.get('semantic_unique_share', 0):.2%} ({v.params.get('collisions')}"
+             f"{', moved ' + str(v.stats['moved']) if v.stats.get('moved') else ''}), "
+             f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
+             f"{r.seconds:.2f} s"]
+    if "reconstruction_error" in v.stats:
+        lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
+    stable = v.stats.get("stability")
+    if stable:
+        depths = ", ".join(f"depth {d + 1} {x:.1%}" for d, x in enumerate(stable["same_codes"]))
+        lines.append(f"stability against version {stable['parent']}: of its {stable['items']} "
+                     f"items, {stable['same_id']:.1%} keep their full ID ({depths})")
+    lines += [f"warning: {w}" for w in r.warnings]
+    lines.append(f"next: registry freeze {v.number} && registry activate {v.number}")
+    return "\n".join(lines)
+
+
+def change(r) -> str:
+    if r.action in ("freeze", "retire"):
+        done = {"freeze": "froze", "retire": "retired"}[r.action]
+        state = {"freeze": "frozen", "retire": "retired"}[r.action]
+        return f"{done} {r.version.label}" if r.changed else \
+            f"{r.version.label} was already {state}"
+    alias = r.alias
+    if not r.changed:
+        return f"{alias} already points at {r.version.label}"
+    before = "" if r.previous is None else f" (was version {r.previous})"
+    return f"{alias} -> {r.version.label}{before}"
+
+
+def assign(r) -> str:
+    return f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"
+
+
+def get(records) -> str:
+    return "\n".join(f"{r.key}\t{r.id}" + ("\t(removed)" if r.removed else "")
+                     for r in records)
+
+
+def lookup(r) -> str:
+    if not r.records:
+        return f"no items under {r.query} in version {r.version}"
+    lines = [f"{rec.id}\t{rec.key}" + ("\t(removed)" if rec.removed else "")
+             for rec in r.records]
+    if r.more:
+        lines.append(f"... more under {r.query}; raise --limit to see them")
+    return "\n".join(lines)
+
+
+def versions(rows) -> str:
+    if not rows:
+        return "no versions yet: run `registry train`"
+    return table(
+        ["version", "name", "state", "aliases", "levels x k", "residual", "collisions",
+         "items", "unique", "created"],
+        [[s.version.number, s.version.name or "-", s.version.state,
+          ",".join(s.version.aliases) or "-",
+          "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
+          s.version.params.get("collisions", "suffix"), s.items,
+          pct(s.version.stats.get("semantic_unique_share")),
+          s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
+
+
+def diff(r) -> str:
+    lines = [f"version {r.v1.number} -> version {r.v2.number}: {r.common} items in both, "
+             f"{r.only_v1} only in {r.v1.number}, {r.only_v2} only in {r.v2.number}"]
+    headers = ["depth", "churn"] + (["churn after alignment"] if r.aligned else []) + \
+        ["centroid movement (mean / max)"]
+    rows = []
+    for d, c in enumerate(r.churn):
+        move = r.movement[d]
+        moved = "-" if move["mean"] is None else f"{move['mean']:.4f} / {move['max']:.4f}"
+        rows.append([d + 1, pct(c)] + ([pct(r.aligned_churn[d])] if r.aligned else [])
+                    + [moved])
+    lines.append(table(headers, rows))
+    if r.aligned:
+        lines.append(f"version {r.v2.number} was not trained from version {r.v1.number}: its "
+                     "labels were matched to version "
+                     f"{r.v1.number}'s, level by level, before the second churn column")
+    if r.remap:
+        lines.append(f"wrote key, old ID, new ID to {r.remap}")
+    return "\n".join(lines)
+
+
+def drift(r) -> str:
+    d = r.drift
+    what = (f"version {r.against.number}'s training items against version "
+            f"{r.version.number}'s" if r.against else
+            f"{d.compared} items assigned into version {r.version.number} after training, "
+            f"against the {d.reference} it was trained on")
+    t = d.thresholds()
+    rows = [[lvl + 1, f"{js:.4f}", f"{fl:.4f}", f"{js / fl:.1f}x" if fl > 0 else "-"]
+            for lvl, (js, fl) in enumerate(zip(d.js, d.floor, strict=True))]
+    lines = [what, table(["level", "JS divergence", "noise floor", "ratio"], rows),
+             "quantisation error ratio "
+             + ("-" if d.error_ratio is None else f"{d.error_ratio:.3f}")
+             + f"; collision rate {d.collision_before:.4f} -> {d.collision_after:.4f}"]
+    for title, group in (("grew most", d.grew), ("shrank most", d.shrank)):
+        if group:
+            lines.append(f"level-1 codes that {title}:")
+            lines += [f"  {c.code:>4}: {c.before:.2%} -> {c.after:.2%}  e.g. "
+                      f"{', '.join(c.examples)}" for c in group]
+    lines.append(f"verdict: {d.verdict}" + (f" ({'; '.join(d.reasons)})" if d.reasons else ""))
+    lines.append(f"thresholds: watch above {t['js_vs_floor_watch']}x / retrain above "
+                 f"{t['js_vs_floor_retrain']}x the noise floor; quantisation error ratio watch "
+                 f"above {t['error_ratio_watch']}, retrain above {t['error_ratio_retrain']}; "
+                 f"at least {t['min_new_items']} new items")
+    return "\n".join(lines)
+
+
+def stats(r) -> str:
+    f = r.figures
+    lines = [f"version {r.version.number}: {f['items']} items, collision rate "
+             f"{f['collision_rate']:.4f}, semantic-unique share {f['semantic_unique_share']:.2%}, "
+             f"largest bucket {f['largest_bucket']}, bucket-size Gini {f['bucket_gini']:.3f}, "
+             f"largest disambiguation number {f['max_disambiguation']}"]
+    if "reconstruction_error" in f:
+        lines.append(f"relative reconstruction error {f['reconstruction_error']:.4f}")
+    agree = f.get("neighbourhood_agreement", [])
+    rows = [[lvl + 1, k, f"{u['used']:.1%}", f"{u['perplexity']:.1f}",
+             f"{agree[lvl]:.3f}" if lvl < len(agree) else "-"]
+            for lvl, (u, k) in enumerate(zip(f["levels"], r.version.space.sizes, strict=True))]
+    lines.append(table(["level", "k", "codes used", "perplexity",
+                         "neighbourhood agreement"], rows))
+    if agree:
+        lines.append(f"neighbourhood agreement at depth d: share of the 10 nearest neighbours "
+                     f"of {f['agreement_sample']} sampled items that share their first d codes")
+    return "\n".join(lines)
+
+
+def history(events) -> str:
+    if not events:
+        return "no events yet"
+    return table(["when", "action", "version", "other", "details", "reason"],
+                  [[e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.version, e.other,
+                    ", ".join(f"{k}={v}" for k, v in (e.params or {}).items()
+                              if k != "codebook_sizes") or "-", e.reason or "-"]
+                   for e in events])
+
+
+BY_STEP = {"init": init, "add": add, "train": train, "freeze": change,
+         "activate": change, "assign": assign, "get": get,
+         "lookup": lookup, "versions": versions}

@@ -1,0 +1,176 @@
+"""Training a version: read the live items, run the engine (cold, or warm from a parent
+version), number the IDs, and write the version, its codebooks and every ID in one
+transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import Connection
+
+from . import engine
+from .errors import InputError, StateError
+from .ids import CodeSpace, check_sizes, disambiguate, disambiguate_keeping
+from .quality import headline
+from .store import assignments, codebooks, items, lookups, versions
+from .store.versions import Version
+
+Tx = Callable[..., AbstractContextManager[Connection]]
+# a warm start needs few rounds; more only let the centroids wander off
+WARM_NITER = 5
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TrainSummary:
+    """What a train made: the new version, its item count and headline figures."""
+
+    version: Version
+    items: int
+    collision_rate: float
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version.to_dict(), "items": self.items,
+                "levels": len(self.version.params["codebook_sizes"]),
+                "codebook_sizes": self.version.params["codebook_sizes"],
+                "collision_rate": self.collision_rate, "seconds": self.seconds,
+                "warnings": self.warnings}
+
+
+def codebook_sizes(levels: int | None, codebook_size: int | Sequence[int]) -> tuple[int, ...]:
+    """One size for every level, or one per level (then ``levels`` may be left out)."""
+    if isinstance(codebook_size, int):
+        sizes = [codebook_size] * (3 if levels is None else levels)
+    else:
+        sizes = list(codebook_size)
+        if levels is not None and levels != len(sizes):
+            raise InputError(f"{len(sizes)} codebook sizes given for {levels} levels",
+                             source="--codebook-size")
+    if levels is not None and levels < 1:
+        raise InputError(f"levels must be at least 1, got {levels}", source="--levels")
+    return check_sizes(sizes)
+
+
+def train(tx: Tx, *, levels: int | None = None,
+          codebook_size: int | Sequence[int] | None = None, name: str | None = None,
+          seed: int = 0, residual: str | None = None, niter: int | None = None,
+          max_points_per_centroid: int = 256, from_version: str | int | None = None,
+          stickiness: float = 0.02, reason: str | None = None,
+          collisions: str | None = None, balance: float | None = None) -> TrainSummary:
+    """Train a new draft version on every live item and give each item an ID in it.
+
+    With ``from_version`` the new version starts from that version's codebooks and its
+    items keep their codes (and full IDs) wherever the data allows (see
+    :mod:`registry.stable`); its sizes and residual mode are the parent's by default.
+    """
+    start = time.perf_counter()
+    if name is not None:
+        versions.check_name(name)
+    if not 0 <= stickiness <= 10:
+        raise InputError(f"stickiness must be between 0 and 10, got {stickiness}",
+                         source="--stickiness")
+    with tx(write=False) as conn:
+        if name is not None and (clash := versions.by_name(conn, name)) is not None:
+            raise StateError(f"{clash.label} already exists and is {clash.state}: its "
+                             "codebooks and IDs never change; train under another --name")
+        parent = None if from_version is None else versions.resolve(conn, from_version)
+        params = train_params(parent, levels, codebook_size, seed, residual, niter,
+                              max_points_per_centroid, collisions, balance)
+        space = items.single_space(conn)
+        if space is None:
+            raise InputError("no items to train on: add some with `registry add` first",
+                             source="train")
+        if parent is not None and (parent.dim, parent.embedding_model) != (space.dim,
+                                                                            space.model):
+            raise InputError(f"{parent.label} was trained on other embeddings than the "
+                             "items have now: train without --from", source="--from")
+        item_ids, vectors = items.live_vectors(conn, space.dim)
+        if parent is not None:
+            warm = codebooks.read(conn, parent.number)
+            held_ids, _, held_packed, held_disamb = lookups.population(conn,
+                                                                       parent.number)
+    space_codes = CodeSpace(params.codebook_sizes)
+    old_packed = old_disamb = keep = None
+    if parent is not None:
+        old_packed = np.full(len(item_ids), -1, dtype=np.int64)
+        old_disamb = np.full(len(item_ids), -1, dtype=np.int64)
+        pos = np.searchsorted(item_ids, np.asarray(held_ids, dtype=np.int64))
+        ok = (pos < len(item_ids)) & (item_ids[np.minimum(pos, len(item_ids) - 1)]
+                                      == np.asarray(held_ids, dtype=np.int64))
+        old_packed[pos[ok]] = np.asarray(held_packed, dtype=np.int64)[ok]
+        old_disamb[pos[ok]] = np.asarray(held_disamb, dtype=np.int64)[ok]
+        keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
+        had = old_packed >= 0
+        keep[had] = space_codes.unpack(old_packed[had])
+        result = engine.train(vectors, params, overwrite=True, warm=warm, keep=keep,
+                              stickiness=stickiness)
+    else:
+        result = engine.train(vectors, params, overwrite=True)  # ours: spare a copy
+    del vectors
+    packed = space_codes.pack(result.codes)
+    if parent is None:
+        disamb = disambiguate(packed)
+    else:
+        disamb = disambiguate_keeping(packed, old_packed, old_disamb)
+    stats = {**result.stats, **headline(result.codes, params.codebook_sizes),
+             "max_disambiguation": int(disamb.max())}
+    if parent is not None:
+        had = old_packed >= 0
+        same = np.cumsum(result.codes[had] != keep[had], axis=1) == 0
+        stats["stability"] = {
+            "parent": parent.number, "stickiness": stickiness, "items": int(had.sum()),
+            "same_codes": [float(x) for x in same.mean(axis=0)] if had.any() else [],
+            "same_id": float(((packed == old_packed) & (disamb == old_disamb))[had].mean())
+            if had.any() else 0.0}
+    with tx(write=True) as conn:
+        now = _now()
+        number = versions.create(conn, name=name, params=params.to_dict(), dim=space.dim,
+                                 embedding_model=space.model,
+                                 parent=None if parent is None else parent.number,
+                                 stats=stats, now=now)
+        codebooks.write(conn, number, result.codebooks)
+        assignments.write(conn, number, item_ids, packed, disamb, incremental=False)
+        versions.log_event(conn, "train", now, version=number,
+                           other=None if parent is None else parent.number,
+                           params=params.to_dict(), reason=reason)
+        version = versions.get(conn, number)
+    return TrainSummary(version, len(item_ids), stats["collision_rate"],
+                        round(time.perf_counter() - start, 3), stats.get("warnings", []))
+
+
+def train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
+                 max_points_per_centroid, collisions, balance) -> engine.TrainParams:
+    """The parameters of a new version; a parent (``--from``) fixes sizes and residuals."""
+    if parent is None:
+        sizes = codebook_sizes(levels, 256 if codebook_size is None else codebook_size)
+    else:
+        sizes = tuple(parent.params["codebook_sizes"])
+        if (levels is not None or codebook_size is not None) and \
+                codebook_sizes(levels or len(sizes),
+                               codebook_size if codebook_size is not None
+                               else list(sizes)) != sizes:
+            raise InputError(f"--from {parent.number} keeps its codebook sizes "
+                             f"{list(sizes)}", source="--codebook-size")
+        if residual is not None and residual != parent.residual:
+            raise InputError(f"--from {parent.number} keeps its {parent.residual} "
+                             "residuals", source="--residual")
+        residual = parent.residual
+    if niter is None:
+        niter = 20 if parent is None else WARM_NITER
+    if collisions is None:
+        collisions = "nearest-free" if parent is None else \
+            parent.params.get("collisions", "suffix")
+    return engine.TrainParams(sizes, niter=niter, seed=seed,
+                              max_points_per_centroid=max_points_per_centroid,
+                              residual=residual or "plain", collisions=collisions,
+                              balance=balance)
