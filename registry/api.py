@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,10 +27,6 @@ if TYPE_CHECKING:
 
 MAX_LOOKUP_LIMIT = 10_000
 DEFAULT_BATCH = 50_000
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -306,7 +301,7 @@ class Registry:
             if unknown:
                 raise NotFoundError("key" if len(unknown) == 1 else "keys", _shown(unknown))
             live = [known[k].id for k in keys if not known[k].removed]
-            items.set_removed(conn, live, _now())
+            items.set_removed(conn, live, db.now())
         return RemoveResult(len(live), len(keys) - len(live))
 
     def items(self, *, status: str = "live", changed_since: str | int | None = None,
@@ -368,7 +363,7 @@ class Registry:
                 return StateChange(v, "freeze", changed=False)
             if v.state != "draft":
                 raise StateError(f"{v.label} is {v.state}; only a draft can be frozen")
-            now = _now()
+            now = db.now()
             versions.set_state(conn, v.number, "frozen", now)
             versions.log_event(conn, "freeze", now, version=v.number, reason=reason)
             return StateChange(versions.get(conn, v.number), "freeze", changed=True)
@@ -385,7 +380,7 @@ class Registry:
             if versions.by_name(conn, alias) is not None:
                 raise InputError(f"{alias!r} is a version name; pick another alias",
                                  source="--alias")
-            now = _now()
+            now = db.now()
             previous = versions.set_alias(conn, alias, v.number, now)
             if previous != v.number:
                 versions.log_event(conn, "activate", now, version=v.number, other=previous,
@@ -404,7 +399,7 @@ class Registry:
                 raise StateError(f"{v.label} is {', '.join(v.aliases)}: point "
                                  f"{'it' if len(v.aliases) == 1 else 'them'} at another "
                                  "version first")
-            now = _now()
+            now = db.now()
             versions.set_state(conn, v.number, "retired", now)
             versions.log_event(conn, "retire", now, version=v.number, reason=reason)
             return StateChange(versions.get(conn, v.number), "retire", changed=True)
@@ -432,7 +427,7 @@ class Registry:
             if target.state != "frozen":
                 raise StateError(f"{target.label} is {target.state}; only a frozen version can "
                                  "be rolled back to")
-            now = _now()
+            now = db.now()
             versions.set_alias(conn, alias, target.number, now)
             versions.log_event(conn, "rollback", now, version=target.number,
                                other=current.number, params={"alias": alias}, reason=reason)
@@ -498,7 +493,7 @@ class Registry:
                 packed = v.space.pack(codes)
                 disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
                 assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
-                versions.log_event(conn, "assign", _now(), version=v.number,
+                versions.log_event(conn, "assign", db.now(), version=v.number,
                                    params={"items": len(item_ids)})
             after = int(item_ids[-1])
             total += len(item_ids)

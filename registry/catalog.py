@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection
@@ -22,7 +21,7 @@ from sqlalchemy import Connection
 from .embed import Embedder
 from .errors import InputError
 from .ingest import Incoming
-from .store import items
+from .store import db, items
 from .store.items import Space, Stored
 
 DTYPES = ("float32", "float16")
@@ -74,10 +73,6 @@ def content_hash(text: str | None = None, vector: np.ndarray | None = None) -> s
     if text is not None:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
     return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _check_space(current: list[Space], model: str | None, dim: int | None, reembed: bool,
@@ -194,7 +189,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
             vectors = embedder.encode([j.text for j in batch])
         else:
             vectors = incoming.vectors[[j.row for j in batch]]
-        now = _now()
+        now = db.now()
         new_rows, changed_rows = [], []
         for job, vec in zip(batch, vectors.astype(store_as), strict=True):
             content = {"text": job.text, "content_hash": job.content_hash,

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection
@@ -17,16 +16,12 @@ from . import engine
 from .errors import InputError, StateError
 from .ids import CodeSpace, check_sizes, disambiguate, disambiguate_keeping
 from .quality import headline
-from .store import assignments, codebooks, items, lookups, versions
+from .store import assignments, codebooks, db, items, lookups, versions
 from .store.versions import Version
 
 Tx = Callable[..., AbstractContextManager[Connection]]
 # a warm start needs few rounds; more only let the centroids wander off
 WARM_NITER = 5
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -133,7 +128,7 @@ def train(tx: Tx, *, levels: int | None = None,
             "same_id": float(((packed == old_packed) & (disamb == old_disamb))[had].mean())
             if had.any() else 0.0}
     with tx(write=True) as conn:
-        now = _now()
+        now = db.now()
         number = versions.create(conn, name=name, params=params.to_dict(), dim=space.dim,
                                  embedding_model=space.model,
                                  parent=None if parent is None else parent.number,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
@@ -20,6 +21,11 @@ from .schema import HEAD, REVISIONS
 
 DEFAULT_URL = "sqlite:///registry.db"
 SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def now() -> datetime:
+    """The time stored with rows and events: timezone-aware UTC."""
+    return datetime.now(UTC)
 
 
 def default_url() -> str:
