@@ -3,22 +3,18 @@ them with :mod:`registry.compare`, and say what it means."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection
 
 from . import compare, engine
 from .errors import InputError
 from .export import output_format, write_table
 from .ids import format_ids
 from .store import codebooks, items, lookups, versions
+from .store.db import Tx
 from .store.versions import Version
-
-Tx = Callable[..., AbstractContextManager[Connection]]
 
 
 @dataclass
@@ -68,9 +64,10 @@ def diff(tx: Tx, ref1: str | int, ref2: str | int, *, remap: str | Path | None =
         a, b = versions.resolve(conn, ref1), versions.resolve(conn, ref2)
         pop_a, pop_b = lookups.population(conn, a.number), lookups.population(conn, b.number)
         books_a, books_b = codebooks.read(conn, a.number), codebooks.read(conn, b.number)
-    ids_a, ids_b = np.asarray(pop_a[0], dtype=np.int64), np.asarray(pop_b[0], dtype=np.int64)
-    codes_a = a.space.unpack(np.asarray(pop_a[2], dtype=np.int64)).reshape(-1, a.space.levels)
-    codes_b = b.space.unpack(np.asarray(pop_b[2], dtype=np.int64)).reshape(-1, b.space.levels)
+    ids_a, ids_b = np.asarray(pop_a.item_ids, dtype=np.int64), np.asarray(pop_b.item_ids,
+                                                                    dtype=np.int64)
+    codes_a = a.space.unpack(pop_a.codes)
+    codes_b = b.space.unpack(pop_b.codes)
     common, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
     depth = min(a.space.levels, b.space.levels)
     ca, cb = codes_a[ia, :depth], codes_b[ib, :depth]
@@ -99,8 +96,8 @@ def diff(tx: Tx, ref1: str | int, ref2: str | int, *, remap: str | Path | None =
 
 
 def _write_remap(path, pop_a, pop_b, codes_a, codes_b) -> None:
-    old = dict(zip(pop_a[1], format_ids(codes_a, np.asarray(pop_a[3])), strict=True))
-    new = dict(zip(pop_b[1], format_ids(codes_b, np.asarray(pop_b[3])), strict=True))
+    old = dict(zip(pop_a.keys, format_ids(codes_a, np.asarray(pop_a.disambs)), strict=True))
+    new = dict(zip(pop_b.keys, format_ids(codes_b, np.asarray(pop_b.disambs)), strict=True))
     keys = sorted(old.keys() | new.keys())
     write_table(path, {"key": keys, "old_id": [old.get(k) for k in keys],
                        "new_id": [new.get(k) for k in keys]})
@@ -133,12 +130,12 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
         if other is None:
             pops = [lookups.population(conn, v.number, incremental=flag)
                     for flag in (False, True)]
-            vecs = [items.population_vectors(conn, v.number, flag, len(p[0]), v.dim)[1]
+            vecs = [items.population_vectors(conn, v.number, flag, len(p.item_ids), v.dim)[1]
                     for flag, p in zip((False, True), pops, strict=True)]
         else:
             pops = [lookups.population(conn, n, incremental=False)
                     for n in (v.number, other.number)]
-            vecs = [items.population_vectors(conn, n, False, len(p[0]), v.dim)[1]
+            vecs = [items.population_vectors(conn, n, False, len(p.item_ids), v.dim)[1]
                     for n, p in zip((v.number, other.number), pops, strict=True)]
     # the data's own codes (nearest centroids), not the stored ones: nearest-free moves
     # colliding items to free codes, which says nothing about how the data moved
@@ -146,7 +143,7 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
              else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
     errors = [_errors(x, c, books, v.residual) for x, c in zip(vecs, codes, strict=True)]
     result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],
-                           error_b=errors[1], keys_a=pops[0][1], keys_b=pops[1][1])
+                           error_b=errors[1], keys_a=pops[0].keys, keys_b=pops[1].keys)
     return DriftReport(v, other, result)
 
 
@@ -167,16 +164,16 @@ def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -
         v = versions.resolve(conn, ref)
         pop = lookups.population(conn, v.number)
         books = codebooks.read(conn, v.number)
-        _, vectors = items.population_vectors(conn, v.number, None, len(pop[0]), v.dim)
-    codes = v.space.unpack(np.asarray(pop[2], dtype=np.int64)).reshape(-1, v.space.levels)
-    figures = {"items": len(pop[0]), **quality.headline(codes, v.space.sizes)}
-    figures["max_disambiguation"] = int(max(pop[3], default=0))
-    if len(pop[0]):
+        _, vectors = items.population_vectors(conn, v.number, None, len(pop.item_ids), v.dim)
+    codes = v.space.unpack(pop.codes)
+    figures = {"items": len(pop.item_ids), **quality.headline(codes, v.space.sizes)}
+    figures["max_disambiguation"] = int(max(pop.disambs, default=0))
+    if len(pop.item_ids):
         x = engine.prepare(vectors, overwrite=True)
         if v.residual == "plain":
             figures["reconstruction_error"] = quality.reconstruction_error(
                 x, engine.decode(codes, books))
         figures["neighbourhood_agreement"] = quality.neighbourhood_agreement(
             x, codes, sample=sample, seed=seed)
-        figures["agreement_sample"] = min(sample, len(pop[0]))
+        figures["agreement_sample"] = min(sample, len(pop.item_ids))
     return StatsReport(v, figures)

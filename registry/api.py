@@ -560,11 +560,10 @@ class Registry:
         output_format(path)
         with self._tx(write=False) as conn:
             v = versions.resolve(conn, version)
-            keys, packed, disamb, removed = lookups.all_ids(conn, v.number)
-        codes = v.space.unpack(np.asarray(packed, dtype=np.int64)).reshape(len(keys),
-                                                                         v.space.levels)
-        numbers = np.asarray(disamb, dtype=np.int64)
-        columns: dict = {"key": keys}
+            pop = lookups.population(conn, v.number, by_id=True)
+        codes = v.space.unpack(pop.codes)
+        numbers = np.asarray(pop.disambs, dtype=np.int64)
+        columns: dict = {"key": pop.keys}
         if style == "tokens":
             columns["tokens"] = format_tokens(codes, numbers)
         else:
@@ -572,7 +571,7 @@ class Registry:
         for level in range(v.space.levels):
             columns[f"level_{level + 1}"] = codes[:, level]
         columns["disambiguation"] = numbers
-        columns["removed"] = removed
+        columns["removed"] = pop.removed
         rows = write_table(path, columns)
         tokens = 0
         if vocab is not None:

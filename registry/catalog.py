@@ -12,20 +12,18 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Connection
 
 from .embed import Embedder
 from .errors import InputError
 from .ingest import Incoming
 from .store import db, items
+from .store.db import Tx
 from .store.items import Space, Stored
 
 DTYPES = ("float32", "float16")
-Tx = Callable[..., AbstractContextManager[Connection]]
 Progress = Callable[[int, int], None]
 
 
@@ -75,14 +73,11 @@ def content_hash(text: str | None = None, vector: np.ndarray | None = None) -> s
     return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
 
 
-def _check_space(current: list[Space], model: str | None, dim: int | None, reembed: bool,
+def _check_space(space: Space | None, model: str | None, dim: int | None,
                  source: str) -> None:
-    if reembed or not current:
+    """One registry, one embedding space: the items given must match the stored ones."""
+    if space is None:
         return
-    if len(current) > 1:
-        raise InputError("the registry's items come from more than one model (an unfinished "
-                         "re-embedding): add again with --reembed to finish it", source=source)
-    space = current[0]
     if space.model != model:
         new = "vectors given by the user" if model is None else f"model {model}"
         raise InputError(f"the registry's items come from {space.description}, not {new}; "
@@ -152,10 +147,11 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     result = AddResult(incoming.source, len(incoming.keys), model=model, dim=dim)
 
     with tx(write=False) as conn:
-        current = items.spaces(conn)
-        _check_space(current, model, dim, reembed, incoming.source)
-        if result.dim is None and len(current) == 1 and current[0].model == model:
-            result.dim = current[0].dim
+        # a re-embedding may find (and finish) a mix of spaces; otherwise there is one
+        space = None if reembed else items.single_space(conn)
+        _check_space(space, model, dim, incoming.source)
+        if result.dim is None and space is not None:
+            result.dim = space.dim
         known = items.existing(conn, incoming.keys)
         others = items.texts_to_reembed(conn, model) if reembed else []
     plan = _plan(incoming, hashes, known, model, result)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .ids import CodeSpace
+from .stable import renormalise
 
 STRATEGIES = ("nearest-free", "suffix")
 # how many next-best codes one level up are tried when a whole prefix is full
@@ -60,13 +61,11 @@ class Occupancy:
 def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: str,
                depth: int) -> np.ndarray:
     """The residual of each row after its first ``depth`` levels, as the engine steps."""
-    r = np.array(x, dtype=np.float32, copy=True)
+    r = np.array(x, dtype=np.float32, order="C", copy=True)
     for level in range(depth):
         r -= books[level][codes[:, level]]
         if mode == "normalized":
-            norms = np.sqrt(np.einsum("ij,ij->i", r, r))
-            r[norms < 1e-4] = 0.0
-            r /= np.maximum(norms, 1e-30)[:, None]
+            renormalise(r)
     return r
 
 
@@ -162,10 +161,10 @@ def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode
         tried += 1
         if tried > UP_CANDIDATES:
             return None
-        nxt = r - books[-2][alt]
+        nxt = (r - books[-2][alt]).astype(np.float32)[None, :]
         if mode == "normalized":
-            norm = np.linalg.norm(nxt)
-            nxt = np.zeros_like(nxt) if norm < 1e-4 else nxt / norm
+            renormalise(nxt)
+        nxt = nxt[0]
         for c in np.argsort(_sq_dists(nxt[None, :], books[-1])[0]):
             if not occupancy.is_taken(space.pack_one((*head, int(alt), int(c))), row):
                 return int(alt), int(c)

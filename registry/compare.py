@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .quality import collision_rate
+
 # verdict thresholds: (watch above, retrain above)
 JS_FLOOR_MULTIPLES = (2.0, 4.0)
 ERROR_RATIOS = (1.10, 1.25)
@@ -150,12 +152,6 @@ class Drift:
                 "thresholds": self.thresholds()}
 
 
-def _collision(codes: np.ndarray) -> float:
-    if codes.shape[0] == 0:
-        return 0.0
-    return 1.0 - np.unique(codes, axis=0).shape[0] / codes.shape[0]
-
-
 def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
           error_a: np.ndarray | None = None, error_b: np.ndarray | None = None,
           keys_a: list[str] | None = None, keys_b: list[str] | None = None,
@@ -185,7 +181,7 @@ def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
     grew = clusters(codes_b, keys_b, [c for c in order[::-1][:top] if grow[c] > 0])
     shrank = clusters(codes_a, keys_a, [c for c in order[:top] if grow[c] < 0])
     result = Drift(codes_a.shape[0], codes_b.shape[0], js, floor, ratio,
-                   _collision(codes_a), _collision(np.vstack([codes_a, codes_b])),
+                   collision_rate(codes_a), collision_rate(np.vstack([codes_a, codes_b])),
                    grew, shrank, ua, ub)
     _judge(result)
     return result

@@ -29,8 +29,6 @@ RESIDUAL_MODES = ("plain", "normalized")
 MIN_POINTS_PER_CENTROID = 39
 # capacity-constrained k-means rounds after the plain ones, for the balanced option
 BALANCE_ROUNDS = 5
-# residuals shorter than this (1e-4 of a unit vector) are rounding noise
-_NOISE_NORM_SQ = 1e-8
 
 
 @dataclass(frozen=True)
@@ -106,13 +104,6 @@ def _sum_squares(a: np.ndarray, chunk: int = 65536) -> float:
                      for i in range(0, a.shape[0], chunk)))
 
 
-def _nearest(residual: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    index = faiss.IndexFlatL2(codebook.shape[1])
-    index.add(codebook)
-    _, labels = index.search(residual, 1)
-    return labels.ravel()
-
-
 def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str,
           chunk: int = 4096) -> None:
     """Advance ``residual`` (our own array) in place to the next level.
@@ -124,10 +115,7 @@ def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: 
         part = residual[start:start + chunk]
         part -= codebook[labels[start:start + chunk]]
         if mode == "normalized":
-            # An item that sits on its centroid (a one-item cluster) leaves a residual of
-            # rounding noise; rescaled, that noise would pick its deeper codes at random.
-            part[np.einsum("ij,ij->i", part, part) < _NOISE_NORM_SQ] = 0.0
-            faiss.normalize_L2(part)
+            stable.renormalise(part)
 
 
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
@@ -275,7 +263,7 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") 
     codebooks = _check_codebooks(codebooks, data.shape[1])
     codes = np.empty((data.shape[0], len(codebooks)), dtype=np.int64)
     for level, cb in enumerate(codebooks):
-        labels = _nearest(data, cb)
+        labels, _ = stable.nearest(data, cb)
         codes[:, level] = labels
         _step(data, cb, labels, residual)
     return codes

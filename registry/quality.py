@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -19,6 +21,12 @@ def _buckets(codes: np.ndarray) -> np.ndarray:
     codes = np.asarray(codes)
     if codes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
+    if codes.ndim == 2:
+        # one integer per tuple (mixed radix): np.unique on rows is ~80x slower
+        radix = [int(r) for r in codes.max(axis=0) + 1]
+        if math.prod(radix) < 2**62:
+            weights = [math.prod(radix[i + 1:]) for i in range(len(radix))]
+            codes = codes.astype(np.int64) @ np.asarray(weights, dtype=np.int64)
     _, counts = np.unique(codes, axis=0 if codes.ndim == 2 else None, return_counts=True)
     return counts
 

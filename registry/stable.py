@@ -23,6 +23,18 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+# residuals shorter than this (1e-4 of a unit vector) are rounding noise
+NOISE_NORM_SQ = 1e-8
+
+
+def renormalise(r: np.ndarray) -> None:
+    """Rescale the rows of ``r`` (C-contiguous float32) to unit length in place, as the
+    ``normalized`` residual mode does at every level. A row that is rounding noise (an item
+    sitting on its centroid) becomes zero instead: rescaled, that noise would pick its deeper
+    codes at random."""
+    r[np.einsum("ij,ij->i", r, r) < NOISE_NORM_SQ] = 0.0
+    faiss.normalize_L2(r)
+
 
 def _update(centroids: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> None:
     """Move each centroid (in place) to the mean of its rows; codes with none stay put."""

@@ -5,21 +5,19 @@ transaction."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import Connection
 
 from . import engine
 from .errors import InputError, StateError
 from .ids import CodeSpace, check_sizes, disambiguate, disambiguate_keeping
 from .quality import headline
 from .store import assignments, codebooks, db, items, lookups, versions
+from .store.db import Tx
 from .store.versions import Version
 
-Tx = Callable[..., AbstractContextManager[Connection]]
 # a warm start needs few rounds; more only let the centroids wander off
 WARM_NITER = 5
 
@@ -92,18 +90,17 @@ def train(tx: Tx, *, levels: int | None = None,
         item_ids, vectors = items.live_vectors(conn, space.dim)
         if parent is not None:
             warm = codebooks.read(conn, parent.number)
-            held_ids, _, held_packed, held_disamb = lookups.population(conn,
-                                                                       parent.number)
+            held = lookups.population(conn, parent.number)
     space_codes = CodeSpace(params.codebook_sizes)
     old_packed = old_disamb = keep = None
     if parent is not None:
         old_packed = np.full(len(item_ids), -1, dtype=np.int64)
         old_disamb = np.full(len(item_ids), -1, dtype=np.int64)
-        pos = np.searchsorted(item_ids, np.asarray(held_ids, dtype=np.int64))
-        ok = (pos < len(item_ids)) & (item_ids[np.minimum(pos, len(item_ids) - 1)]
-                                      == np.asarray(held_ids, dtype=np.int64))
-        old_packed[pos[ok]] = np.asarray(held_packed, dtype=np.int64)[ok]
-        old_disamb[pos[ok]] = np.asarray(held_disamb, dtype=np.int64)[ok]
+        # the live items that had an ID in the parent (removed ones are not trained on)
+        _, live_at, held_at = np.intersect1d(item_ids, np.asarray(held.item_ids),
+                                             assume_unique=True, return_indices=True)
+        old_packed[live_at] = np.asarray(held.codes, dtype=np.int64)[held_at]
+        old_disamb[live_at] = np.asarray(held.disambs, dtype=np.int64)[held_at]
         keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
         had = old_packed >= 0
         keep[had] = space_codes.unpack(old_packed[had])

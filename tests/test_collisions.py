@@ -78,8 +78,13 @@ def test_nearest_free_is_deterministic_and_lowers_fit_only_a_little(both, x):
 
 
 def test_when_no_code_is_free_the_number_remains(x):
+    from registry.quality import collision_rate
+
+    # 300 items for 8 tuples: every tuple gets used, and the rest share (they will be told
+    # apart by their disambiguation numbers)
     crowded = engine.train(x[:300], TrainParams((4, 2), seed=0))
-    assert len({tuple(c) for c in crowded.codes}) == 8  # every tuple used, the rest share
+    assert len({tuple(c) for c in crowded.codes}) == 8
+    assert collision_rate(crowded.codes) == pytest.approx(1 - 8 / 300)
 
 
 def test_incremental_assignment_moves_new_items_only(reg):

@@ -26,6 +26,13 @@ def test_figures_on_a_small_fixed_example():
                                                              + 0.25 * math.log(0.25))))
     assert level2["perplexity"] == pytest.approx(2.0)
     assert quality.gini(np.array([3, 3, 3])) == 0.0
+    # the same figures from tuples and from their packed integers
+    rng = np.random.default_rng(0)
+    tuples = rng.integers(0, 6, size=(500, 3))
+    packed = tuples @ np.array([36, 6, 1])
+    assert quality.headline(tuples, (6, 6, 6))["largest_bucket"] == \
+        np.unique(packed, return_counts=True)[1].max()
+    assert quality.collision_rate(tuples) == quality.collision_rate(packed)
 
 
 def test_neighbourhood_agreement_and_reconstruction_error_by_hand():

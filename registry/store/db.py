@@ -8,8 +8,8 @@ failing half-way with "database is locked". PostgreSQL goes through psycopg 3.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from ..errors import DatabaseError
 from .schema import HEAD, REVISIONS
 
 DEFAULT_URL = "sqlite:///registry.db"
+# what the Registry hands to the modules that run its actions: tx(write=...) -> a transaction
+Tx = Callable[..., AbstractContextManager[Connection]]
 SQLITE_BUSY_TIMEOUT_S = 60
 
 

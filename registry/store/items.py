@@ -79,7 +79,7 @@ def single_space(conn: Connection) -> Space | None:
     found = spaces(conn)
     if len(found) > 1:
         raise InputError("the items' embeddings come from more than one model (an unfinished "
-                         "re-embedding): finish it with `registry add ... --reembed`",
+                         "re-embedding): finish it with `registry add FILE ... --reembed`",
                          source="items")
     return found[0] if found else None
 

@@ -66,41 +66,37 @@ def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> li
     return [_row(r) for r in conn.execute(q)]
 
 
-def all_ids(conn: Connection, version: int) -> tuple[list[str], list[int], list[int],
-                                                       list[bool]]:
-    """Every ID of ``version`` in ID order: keys, packed codes, disambiguation numbers and
-    whether each item is removed."""
-    q = (select(items.c.key, assignments.c.code, assignments.c.disamb, items.c.removed_at)
-         .join(items, items.c.id == assignments.c.item_id)
-         .where(assignments.c.version_id == version)
-         .order_by(assignments.c.code, assignments.c.disamb))
-    keys, codes, disambs, removed = [], [], [], []
-    for r in conn.execute(q).yield_per(50_000):
-        keys.append(r.key)
-        codes.append(r.code)
-        disambs.append(r.disamb)
-        removed.append(r.removed_at is not None)
-    return keys, codes, disambs, removed
+@dataclass
+class Population:
+    """The IDs of a version, one entry per item, in parallel lists."""
+
+    item_ids: list[int]
+    keys: list[str]
+    codes: list[int]  # packed
+    disambs: list[int]
+    removed: list[bool]
 
 
-def population(conn: Connection, version: int, incremental: bool | None = None
-               ) -> tuple[list[int], list[str], list[int], list[int]]:
+def population(conn: Connection, version: int, incremental: bool | None = None, *,
+               by_id: bool = False) -> Population:
     """The items with an ID in ``version`` (only those given at training time, or only those
-    assigned later, when ``incremental`` says so), in item order: item ids, keys, packed
-    codes and disambiguation numbers."""
-    q = (select(assignments.c.item_id, items.c.key, assignments.c.code, assignments.c.disamb)
+    assigned later, when ``incremental`` says so), in item order, or in ID order."""
+    q = (select(assignments.c.item_id, items.c.key, assignments.c.code, assignments.c.disamb,
+                items.c.removed_at)
          .join(items, items.c.id == assignments.c.item_id)
-         .where(assignments.c.version_id == version)
-         .order_by(assignments.c.item_id))
+         .where(assignments.c.version_id == version))
+    q = q.order_by(assignments.c.code, assignments.c.disamb) if by_id \
+        else q.order_by(assignments.c.item_id)
     if incremental is not None:
         q = q.where(assignments.c.incremental.is_(incremental))
-    ids, keys, codes, disambs = [], [], [], []
+    out = Population([], [], [], [], [])
     for r in conn.execute(q).yield_per(50_000):
-        ids.append(r.item_id)
-        keys.append(r.key)
-        codes.append(r.code)
-        disambs.append(r.disamb)
-    return ids, keys, codes, disambs
+        out.item_ids.append(r.item_id)
+        out.keys.append(r.key)
+        out.codes.append(r.code)
+        out.disambs.append(r.disamb)
+        out.removed.append(r.removed_at is not None)
+    return out
 
 
 def codes_in_prefixes(conn: Connection, version: int, prefixes: Sequence[int],
