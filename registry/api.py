@@ -6,7 +6,6 @@ inside the methods that need them, so that ``get``, ``lookup`` and ``versions`` 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from . import catalog
+    from .assigning import AssignResult
 
 MAX_LOOKUP_LIMIT = 10_000
-DEFAULT_BATCH = 50_000
+DEFAULT_BATCH = 10_000
 
 
 @dataclass
@@ -100,18 +100,6 @@ class ExportResult:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-@dataclass
-class AssignResult:
-    version: Version
-    assigned: int
-    batches: int
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return {"version": self.version.number, "assigned": self.assigned,
-                "batches": self.batches, "seconds": self.seconds}
 
 
 @dataclass
@@ -336,7 +324,8 @@ class Registry:
     def train(self, *, levels: int | None = None,
               codebook_size: int | Sequence[int] | None = None, name: str | None = None,
               seed: int = 0, residual: str | None = None, niter: int | None = None,
-              max_points_per_centroid: int = 256, from_version: str | int | None = None,
+              refine: int | None = None, max_points_per_centroid: int = 256,
+              from_version: str | int | None = None,
               stickiness: float = 0.02, reason: str | None = None,
               collisions: str | None = None, balance: float | None = None):
         """Train a new draft version on every live item and give each item an ID in it.
@@ -345,13 +334,16 @@ class Registry:
         items keep their codes (and full IDs) wherever the data allows (see
         :mod:`registry.stable`); its sizes and residual mode are the parent's by default.
         ``collisions`` is ``nearest-free`` (default) or ``suffix``; ``balance`` caps every
-        code at ``1 + balance`` times its even share of the items.
+        code at ``1 + balance`` times its even share of the items. ``niter`` k-means rounds
+        per level and ``refine`` joint passes over levels 2..L default to
+        ``engine.DEFAULT_NITER`` and ``engine.DEFAULT_REFINE``.
         """
         from . import training
 
         return training.train(
             self._tx, levels=levels, codebook_size=codebook_size, name=name, seed=seed,
-            residual=residual, niter=niter, max_points_per_centroid=max_points_per_centroid,
+            residual=residual, niter=niter, refine=refine,
+            max_points_per_centroid=max_points_per_centroid,
             from_version=from_version, stickiness=stickiness, reason=reason,
             collisions=collisions, balance=balance)
 
@@ -444,61 +436,21 @@ class Registry:
             number = None if version is None else versions.resolve(conn, version).number
             return versions.history(conn, number, limit)
 
-    def assign(self, version: str | int | None = None, *,
-               batch_size: int = DEFAULT_BATCH) -> AssignResult:
+    def assign(self, version: str | int | None = None, *, batch_size: int = DEFAULT_BATCH,
+               workers: int = 1) -> AssignResult:
         """Give every live item without an ID in the version one, against its codebooks.
 
         Works batch by batch, one transaction each: an interrupted run keeps the finished
-        batches and a rerun picks up the rest. Existing IDs are never touched.
+        batches and a rerun picks up the rest. Existing IDs are never touched. ``workers``
+        processes share the work (in parallel on PostgreSQL, one batch at a time on SQLite);
+        so do assigners started on other hosts against the same PostgreSQL database.
         """
-        from . import collisions, engine
-        from .ids import disambiguate
-        from .store import assignments, codebooks, items
+        from . import assigning
 
-        if not 1 <= batch_size <= 1_000_000:
-            raise InputError(f"batch size must be between 1 and 1000000, got {batch_size}",
-                             source="--batch-size")
-        start = time.perf_counter()
-        with self._tx(write=False) as conn:
-            v = versions.resolve(conn, version)
-            if v.state == "retired":
-                raise StateError(f"{v.label} is retired; no new IDs are given in it")
-            books = codebooks.read(conn, v.number)
-            space = items.single_space(conn)
-        if space is not None and (space.dim != v.dim or space.model != v.embedding_model):
-            trained_on = items.Space(v.embedding_model, v.dim)
-            raise InputError(f"the items' embeddings come from {space.description}, not from "
-                             f"{trained_on.description} that {v.label} was trained on: "
-                             "train a new version", source="assign")
-        after, total, batches = 0, 0, 0
-        while space is not None:
-            with self._tx(write=True) as conn:
-                # holding the version row serialises ID allocation between assigners
-                current = versions.get(conn, v.number, lock=True)
-                if current is None or current.state == "retired":
-                    raise StateError(f"{v.label} was retired while assigning")
-                item_ids, vectors = items.unassigned_vectors(conn, v.number, v.dim, after,
-                                                             batch_size)
-                if len(item_ids) == 0:
-                    break
-                codes = engine.encode(vectors, books, v.residual)
-                if v.params.get("collisions", "suffix") == "nearest-free":
-                    span = v.space.sizes[-1]
-                    taken = collisions.Occupancy(
-                        v.space, load=lambda prefixes, conn=conn, span=span: (
-                            lookups.codes_in_prefixes(conn, v.number, prefixes, span)))
-                    codes, _ = collisions.nearest_free(
-                        lambda rows, x=vectors: engine.prepare(x[rows]), codes, books,
-                        v.residual, v.space, taken)
-                packed = v.space.pack(codes)
-                disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
-                assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
-                versions.log_event(conn, "assign", db.now(), version=v.number,
-                                   params={"items": len(item_ids)})
-            after = int(item_ids[-1])
-            total += len(item_ids)
-            batches += 1
-        return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
+        assigning.check(batch_size, workers)
+        if workers > 1:
+            return assigning.assign_parallel(self._tx, self.url, version, batch_size, workers)
+        return assigning.assign(self._tx, version, batch_size)
 
     # -- reads -------------------------------------------------------------------------------
 

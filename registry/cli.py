@@ -226,7 +226,10 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
               help="plain: x - centroid (decodable); normalized: rescaled to unit length "
                    "at every level [default: plain].")
 @click.option("--niter", type=int, default=None,
-              help="k-means iterations per level [default: 20; 5 with --from].")
+              help="k-means rounds per level [default: 16; 5 with --from].")
+@click.option("--refine", type=int, default=None,
+              help="Passes that refine levels 2..L together after the greedy levels (plain "
+                   "residuals; 0 turns it off) [default: 3].")
 @click.option("--max-points-per-centroid", type=int, default=256, show_default=True,
               help="k-means trains on at most this many points per code (a sample).")
 @click.option("--from", "from_version", default=None, metavar="VERSION",
@@ -245,12 +248,13 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @_json_option
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
-          residual: str | None, niter: int | None, max_points_per_centroid: int,
+          residual: str | None, niter: int | None, refine: int | None,
+          max_points_per_centroid: int,
           from_version: str | None, stickiness: float, collisions: str | None,
           balance: float | None, reason: str | None, as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
-                  residual=residual, niter=niter,
+                  residual=residual, niter=niter, refine=refine,
                   max_points_per_centroid=max_points_per_centroid,
                   from_version=from_version, stickiness=stickiness, reason=reason,
                   collisions=collisions, balance=balance)
@@ -325,13 +329,17 @@ def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> No
 
 @cli.command()
 @_version_option
-@click.option("--batch-size", type=int, default=50_000, show_default=True,
-              help="Items per transaction.")
+@click.option("--batch-size", type=int, default=10_000, show_default=True,
+              help="Items per transaction (and per claim, with several workers).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Assigner processes sharing the work: in parallel on PostgreSQL (as are "
+                   "assigners started on other hosts), one batch at a time on SQLite.")
 @_json_option
 @pass_registry
-def assign(reg: Registry, version: str | None, batch_size: int, as_json: bool) -> None:
+def assign(reg: Registry, version: str | None, batch_size: int, workers: int,
+           as_json: bool) -> None:
     """Give every live item that has no ID in the version one, without retraining."""
-    r = reg.assign(version, batch_size=batch_size)
+    r = reg.assign(version, batch_size=batch_size, workers=workers)
     _emit(as_json, r.to_dict(), lambda: fmt.assign(r))
 
 

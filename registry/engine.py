@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import faiss
 import numpy as np
 
-from . import collisions, stable
+from . import collisions, kmeans, stable
 from .errors import InputError
 from .ids import CodeSpace, check_sizes
 from .ingest import check_vectors
@@ -29,6 +29,10 @@ RESIDUAL_MODES = ("plain", "normalized")
 MIN_POINTS_PER_CENTROID = 39
 # capacity-constrained k-means rounds after the plain ones, for the balanced option
 BALANCE_ROUNDS = 5
+# Lloyd rounds per level, and passes that then refine levels 2..L together (plain mode, cold
+# training): tuned on the Debian catalog in bench/bench_quality.py
+DEFAULT_NITER = 16
+DEFAULT_REFINE = 3
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,13 @@ class TrainParams:
     """Everything that decides a training run: same params and data give the same codes."""
 
     codebook_sizes: tuple[int, ...]
-    niter: int = 20
+    niter: int = DEFAULT_NITER
     seed: int = 0
     max_points_per_centroid: int = 256
     residual: str = "plain"
     collisions: str = "nearest-free"
     balance: float | None = None
+    refine: int | None = None  # None: DEFAULT_REFINE where it applies, else 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codebook_sizes", check_sizes(self.codebook_sizes))
@@ -58,6 +63,15 @@ class TrainParams:
         if not 1 <= self.niter <= 1000:
             raise InputError(f"iterations must be between 1 and 1000, got {self.niter}",
                              source="--niter")
+        applies = self.residual == "plain" and self.balance is None
+        if self.refine is None:
+            object.__setattr__(self, "refine", DEFAULT_REFINE if applies else 0)
+        if not 0 <= self.refine <= 100:
+            raise InputError(f"refinement passes must be between 0 and 100, got "
+                             f"{self.refine}", source="--refine")
+        if self.refine and not applies:
+            raise InputError("refinement passes need plain residuals and no --balance: "
+                             "use --refine 0", source="--refine")
         if not 0 <= self.seed < 2**31:
             raise InputError(f"seed must be between 0 and 2^31-1, got {self.seed}",
                              source="--seed")
@@ -104,18 +118,11 @@ def _sum_squares(a: np.ndarray, chunk: int = 65536) -> float:
                      for i in range(0, a.shape[0], chunk)))
 
 
-def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str,
-          chunk: int = 4096) -> None:
-    """Advance ``residual`` (our own array) in place to the next level.
-
-    In chunks that stay in cache: ``residual -= codebook[labels]`` on the whole array would
-    build a full-size temporary and cost about three times as long.
-    """
-    for start in range(0, residual.shape[0], chunk):
-        part = residual[start:start + chunk]
-        part -= codebook[labels[start:start + chunk]]
-        if mode == "normalized":
-            stable.renormalise(part)
+def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str) -> None:
+    """Advance ``residual`` (our own array) in place to the next level."""
+    kmeans.shift(residual, codebook, labels, -1.0)
+    if mode == "normalized":
+        stable.renormalise(residual)
 
 
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
@@ -179,11 +186,9 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     for level, k in enumerate(params.codebook_sizes):
         held = None if keep is None else keep[:, level]
         if warm is None:
-            km = faiss.Kmeans(dim, k, niter=params.niter, seed=params.seed + level,
-                              max_points_per_centroid=params.max_points_per_centroid,
-                              min_points_per_centroid=1, verbose=False)
-            km.train(residual)
-            codebook = np.ascontiguousarray(km.centroids, dtype=np.float32)
+            codebook = kmeans.train_level(
+                residual, k, niter=params.niter, seed=params.seed + level,
+                max_points_per_centroid=params.max_points_per_centroid, project=level > 0)
         else:
             codebook = stable.anchored_kmeans(
                 residual, warm[level], held, niter=params.niter, stickiness=stickiness,
@@ -202,6 +207,8 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         codebooks.append(codebook)
         _step(residual, codebook, labels, params.residual)
 
+    if params.refine and warm is None:
+        kmeans.refine_deeper(residual, codes, codebooks, params.refine)
     if preferred is not None and params.residual == "plain":
         _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness)
     stats: dict = {"items": n, "dim": dim}
@@ -263,7 +270,7 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") 
     codebooks = _check_codebooks(codebooks, data.shape[1])
     codes = np.empty((data.shape[0], len(codebooks)), dtype=np.int64)
     for level, cb in enumerate(codebooks):
-        labels, _ = stable.nearest(data, cb)
+        labels, _ = kmeans.nearest(data, cb)
         codes[:, level] = labels
         _step(data, cb, labels, residual)
     return codes

@@ -23,6 +23,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .kmeans import nearest, update_means
+
 # residuals shorter than this (1e-4 of a unit vector) are rounding noise
 NOISE_NORM_SQ = 1e-8
 
@@ -34,24 +36,6 @@ def renormalise(r: np.ndarray) -> None:
     codes at random."""
     r[np.einsum("ij,ij->i", r, r) < NOISE_NORM_SQ] = 0.0
     faiss.normalize_L2(r)
-
-
-def _update(centroids: np.ndarray, sample: np.ndarray, labels: np.ndarray) -> None:
-    """Move each centroid (in place) to the mean of its rows; codes with none stay put."""
-    order = np.argsort(labels, kind="stable")
-    counts = np.bincount(labels, minlength=centroids.shape[0])
-    filled = np.flatnonzero(counts)
-    starts = np.concatenate([[0], np.cumsum(counts[filled])[:-1]])
-    sums = np.add.reduceat(sample[order].astype(np.float64), starts, axis=0)
-    centroids[filled] = (sums / counts[filled, None]).astype(np.float32)
-
-
-def nearest(residual: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, squared distances) of the nearest centroid of each row."""
-    index = faiss.IndexFlatL2(codebook.shape[1])
-    index.add(codebook)
-    dist, labels = index.search(residual, 1)
-    return labels.ravel().astype(np.int64), dist.ravel()
 
 
 def sticky_assign(residual: np.ndarray, codebook: np.ndarray, keep: np.ndarray | None,
@@ -83,7 +67,7 @@ def anchored_kmeans(residual: np.ndarray, init: np.ndarray, keep: np.ndarray | N
         sample = residual
     centroids = np.array(init, dtype=np.float32, copy=True)
     for _ in range(niter):
-        _update(centroids, sample, sticky_assign(sample, centroids, keep, stickiness))
+        update_means(centroids, sample, sticky_assign(sample, centroids, keep, stickiness))
     return np.ascontiguousarray(centroids)
 
 
@@ -132,7 +116,7 @@ def balanced_kmeans(residual: np.ndarray, init: np.ndarray, *, niter: int, slack
     cap = capacity(sample.shape[0], k, slack)
     centroids = np.array(init, dtype=np.float32, copy=True)
     for _ in range(niter):
-        _update(centroids, sample, capacity_assign(sample, centroids, cap))
+        update_means(centroids, sample, capacity_assign(sample, centroids, cap))
     return np.ascontiguousarray(centroids)
 
 

@@ -57,7 +57,8 @@ def codebook_sizes(levels: int | None, codebook_size: int | Sequence[int]) -> tu
 def train(tx: Tx, *, levels: int | None = None,
           codebook_size: int | Sequence[int] | None = None, name: str | None = None,
           seed: int = 0, residual: str | None = None, niter: int | None = None,
-          max_points_per_centroid: int = 256, from_version: str | int | None = None,
+          refine: int | None = None, max_points_per_centroid: int = 256,
+          from_version: str | int | None = None,
           stickiness: float = 0.02, reason: str | None = None,
           collisions: str | None = None, balance: float | None = None) -> TrainSummary:
     """Train a new draft version on every live item and give each item an ID in it.
@@ -78,7 +79,7 @@ def train(tx: Tx, *, levels: int | None = None,
                              "codebooks and IDs never change; train under another --name")
         parent = None if from_version is None else versions.resolve(conn, from_version)
         params = train_params(parent, levels, codebook_size, seed, residual, niter,
-                              max_points_per_centroid, collisions, balance)
+                              max_points_per_centroid, collisions, balance, refine)
         space = items.single_space(conn)
         if space is None:
             raise InputError("no items to train on: add some with `registry add` first",
@@ -141,7 +142,8 @@ def train(tx: Tx, *, levels: int | None = None,
 
 
 def train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
-                 max_points_per_centroid, collisions, balance) -> engine.TrainParams:
+                 max_points_per_centroid, collisions, balance,
+                 refine=None) -> engine.TrainParams:
     """The parameters of a new version; a parent (``--from``) fixes sizes and residuals."""
     if parent is None:
         sizes = codebook_sizes(levels, 256 if codebook_size is None else codebook_size)
@@ -158,11 +160,15 @@ def train_params(parent: Version | None, levels, codebook_size, seed, residual, 
                              "residuals", source="--residual")
         residual = parent.residual
     if niter is None:
-        niter = 20 if parent is None else WARM_NITER
+        niter = engine.DEFAULT_NITER if parent is None else WARM_NITER
+    if parent is not None and refine:
+        raise InputError("--refine does not apply to --from: a stable retrain keeps the "
+                         "parent's codes instead", source="--refine")
     if collisions is None:
         collisions = "nearest-free" if parent is None else \
             parent.params.get("collisions", "suffix")
     return engine.TrainParams(sizes, niter=niter, seed=seed,
                               max_points_per_centroid=max_points_per_centroid,
                               residual=residual or "plain", collisions=collisions,
-                              balance=balance)
+                              balance=balance,
+                              refine=0 if parent is not None else refine)

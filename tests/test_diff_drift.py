@@ -43,8 +43,8 @@ def test_alignment_recovers_level1_agreement_of_a_cold_retrain(trained, tmp_path
     cold = reg.train(codebook_size=[12, 4], seed=99, name="cold",
                      collisions="suffix").version
     r = reg.diff(a.number, cold.number, remap=tmp_path / "remap.csv")
-    assert r.aligned and r.churn[0] > 0.9  # k-means labels are arbitrary
-    assert r.aligned_churn[0] < 0.35  # matched, most items agree again
+    assert r.aligned and r.churn[0] > 0.6  # k-means labels are arbitrary
+    assert r.aligned_churn[0] < 0.35 and r.aligned_churn[0] < r.churn[0] / 2  # matched
     assert r.movement[0]["mean"] is not None
     rows = list(csv.DictReader((tmp_path / "remap.csv").open()))
     assert len(rows) == 600

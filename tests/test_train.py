@@ -60,7 +60,7 @@ def test_train_params_are_kept_with_the_version(reg, catalog):
                   max_points_per_centroid=64).version
     assert v.params == {"codebook_sizes": [16, 4], "seed": 9, "residual": "normalized",
                         "niter": 7, "max_points_per_centroid": 64,
-                        "collisions": "nearest-free", "balance": None}
+                        "collisions": "nearest-free", "balance": None, "refine": 0}
     assert v.dim == 16 and "reconstruction_error" not in v.stats
 
 

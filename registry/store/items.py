@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from ..errors import InputError
 from .bulk import insert_rows, read_vectors
 from .lookups import IN_CHUNK
-from .schema import items
+from .schema import assignments, items
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,37 @@ def unassigned_vectors(conn: Connection, version: int, dim: int, after: int,
     where = _UNASSIGNED.format(after=_param(conn, "after"), version=_param(conn, "version"))
     params = {"after": after, "version": version}
     return read_vectors(conn, where, params, limit, dim, limit=limit)
+
+
+def claim_unassigned(conn: Connection, version: int, dim: int, after: int,
+                     limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`unassigned_vectors`, for an assigner that will give them IDs in this
+    transaction. On PostgreSQL the rows are locked and rows another transaction holds are
+    skipped (FOR UPDATE SKIP LOCKED), so that concurrent assigners take disjoint batches; on
+    SQLite the writer lock already runs one assigner at a time."""
+    if conn.dialect.name != "postgresql":
+        return unassigned_vectors(conn, version, dim, after, limit)
+    where = _UNASSIGNED.format(after="%(after)s", version="%(version)s")
+    ids = [r[0] for r in conn.exec_driver_sql(
+        f"SELECT i.id {where} ORDER BY i.id LIMIT {int(limit)} FOR UPDATE OF i SKIP LOCKED",
+        {"after": after, "version": version})]
+    if ids:
+        # an assigner that committed after this statement's snapshot was taken released
+        # rows it had just given IDs: a new statement sees those IDs
+        done = set(conn.execute(select(assignments.c.item_id).where(
+            assignments.c.version_id == version, assignments.c.item_id.in_(ids))).scalars())
+        ids = [i for i in ids if i not in done]
+    if not ids:
+        return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
+    return read_vectors(conn, "FROM items i WHERE i.id = ANY(%(ids)s)", {"ids": ids},
+                        len(ids), dim)
+
+
+def any_unassigned(conn: Connection, version: int) -> bool:
+    """Whether some live item has no ID in ``version`` (locked rows included)."""
+    where = _UNASSIGNED.format(after="0", version=_param(conn, "version"))
+    return conn.exec_driver_sql(f"SELECT 1 {where} LIMIT 1",
+                                {"version": version}).first() is not None
 
 
 # -- listing ---------------------------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""Incremental assignment: give live items without an ID in a version one, against its
+frozen codebooks, batch by batch; with several worker processes on PostgreSQL.
+
+Each batch is one transaction:
+
+1. claim up to ``batch_size`` unassigned items. On PostgreSQL the claim locks their rows
+   (``FOR UPDATE SKIP LOCKED``), so concurrent assigners, on one host or many, take disjoint
+   batches; a killed assigner's transaction is rolled back and its rows are free again. On
+   SQLite the writer lock (``BEGIN IMMEDIATE``) runs the batches one at a time.
+2. encode them (the costly part, in parallel across assigners on PostgreSQL);
+3. lock the version row, which serialises ID allocation only: collisions are resolved
+   against the tuples already issued, disambiguation numbers computed, rows inserted.
+
+Existing IDs are never touched; a rerun picks up whatever an interrupted run left.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import collisions, engine
+from .errors import InputError, RegistryError, StateError
+from .hooks import pause_point
+from .ids import disambiguate
+from .store import assignments, codebooks, db, items, lookups, versions
+from .store.db import Tx
+from .store.versions import Version
+
+# a worker that finds nothing to claim while other assigners still hold unassigned items
+# waits this long before looking again: one of them may die and release its batch
+WAIT_S = 0.2
+MAX_WORKERS = 64
+
+
+@dataclass
+class AssignResult:
+    """What an assign did: the version, items given an ID, batches, seconds."""
+
+    version: Version
+    assigned: int
+    batches: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"version": self.version.number, "assigned": self.assigned,
+                "batches": self.batches, "seconds": self.seconds}
+
+
+def check(batch_size: int, workers: int) -> None:
+    if not 1 <= batch_size <= 1_000_000:
+        raise InputError(f"batch size must be between 1 and 1000000, got {batch_size}",
+                         source="--batch-size")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}",
+                         source="--workers")
+
+
+def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
+    """Assign in this process until no live item of the version is left without an ID."""
+    start = time.perf_counter()
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, version)
+        if v.state == "retired":
+            raise StateError(f"{v.label} is retired; no new IDs are given in it")
+        books = codebooks.read(conn, v.number)
+        space = items.single_space(conn)
+    if space is not None and (space.dim != v.dim or space.model != v.embedding_model):
+        trained_on = items.Space(v.embedding_model, v.dim)
+        raise InputError(f"the items' embeddings come from {space.description}, not from "
+                         f"{trained_on.description} that {v.label} was trained on: "
+                         "train a new version", source="assign")
+    after, total, batches = 0, 0, 0
+    while space is not None:
+        waiting = False
+        with tx(write=True) as conn:
+            current = versions.get(conn, v.number)
+            if current is None or current.state == "retired":
+                raise StateError(f"{v.label} was retired while assigning")
+            item_ids, vectors = items.claim_unassigned(conn, v.number, v.dim, after,
+                                                       batch_size)
+            if len(item_ids) == 0:
+                if after == 0 and not items.any_unassigned(conn, v.number):
+                    break
+                # from the start again: rows another assigner held may be free by now
+                waiting, after = after == 0, 0
+            else:
+                pause_point("assign-claimed")
+                _allocate(conn, v, books, item_ids, vectors)
+                after = int(item_ids[-1])
+                total += len(item_ids)
+                batches += 1
+        if waiting:
+            time.sleep(WAIT_S)
+    return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
+
+
+def _allocate(conn, v: Version, books, item_ids, vectors) -> None:
+    codes = engine.encode(vectors, books, v.residual)
+    # holding the version row serialises ID allocation between assigners
+    versions.get(conn, v.number, lock=True)
+    if v.params.get("collisions", "suffix") == "nearest-free":
+        span = v.space.sizes[-1]
+        taken = collisions.Occupancy(
+            v.space, load=lambda prefixes: lookups.codes_in_prefixes(conn, v.number, prefixes,
+                                                                      span))
+        codes, _ = collisions.nearest_free(
+            lambda rows: engine.prepare(vectors[rows]), codes, books, v.residual, v.space,
+            taken)
+    packed = v.space.pack(codes)
+    disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
+    assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
+    versions.log_event(conn, "assign", db.now(), version=v.number,
+                       params={"items": len(item_ids)})
+
+
+def _worker(url: str, version: int, batch_size: int) -> tuple[int, int] | str:
+    """One worker process: (assigned, batches), or the error's message."""
+    from .api import Registry
+
+    try:
+        with Registry(url) as reg:
+            r = reg.assign(version, batch_size=batch_size)
+        return r.assigned, r.batches
+    except RegistryError as e:
+        return str(e)
+
+
+def assign_parallel(tx: Tx, url: str, version: str | int | None, batch_size: int,
+                    workers: int) -> AssignResult:
+    """Run ``workers`` assigner processes on the same database and add up what they did."""
+    import multiprocessing
+
+    start = time.perf_counter()
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, version)
+    # spawn, not fork: a forked child would share this process's database connections
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        done = pool.starmap(_worker, [(url, v.number, batch_size)] * workers)
+    errors = [d for d in done if isinstance(d, str)]
+    if errors:
+        raise RegistryError(errors[0])
+    return AssignResult(v, sum(d[0] for d in done), sum(d[1] for d in done),
+                        round(time.perf_counter() - start, 3))

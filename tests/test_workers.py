@@ -1,0 +1,92 @@
+"""Several assigners at once: worker processes (--workers), independent processes as on
+several hosts, and a killed assigner whose batch another one picks up. Both databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from registry import Registry
+
+from .conftest import make_keys, make_vectors
+
+NEW = 1200
+
+
+@pytest.fixture
+def waiting(trained):
+    """The trained registry (600 items in frozen v1) plus NEW items without an ID in v1."""
+    reg, v = trained
+    reg.add(make_keys(NEW, start=600), make_vectors(NEW, seed=21))
+    return reg, v
+
+
+def check_every_item_has_one_id(url: str, version: int, items: int) -> None:
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        rows = conn.execute(text("SELECT item_id, code, disamb FROM assignments "
+                                 "WHERE version_id = :v"), {"v": version}).all()
+        live = conn.execute(text("SELECT count(*) FROM items WHERE removed_at IS NULL")
+                            ).scalar()
+    eng.dispose()
+    assert live == items
+    assert len(rows) == items
+    assert len({r.item_id for r in rows}) == items  # one ID per item
+    assert len({(r.code, r.disamb) for r in rows}) == items  # no ID shared
+
+
+def cli(url: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", url, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def test_worker_processes_share_the_work(waiting, migrated_url):
+    reg, v = waiting
+    r = reg.assign(v.number, batch_size=100, workers=3)
+    assert r.assigned == NEW and r.batches == NEW // 100
+    check_every_item_has_one_id(migrated_url, v.number, 600 + NEW)
+    assert reg.assign(v.number, workers=2).assigned == 0
+
+
+def test_independent_assigners_never_duplicate_or_skip(waiting, migrated_url):
+    _, v = waiting
+    procs = [cli(migrated_url, "assign", "--batch-size", "50", "--json") for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    assert all("Traceback" not in err for _, err in outs)
+
+
+    assert sum(json.loads(out)["assigned"] for out, _ in outs) == NEW
+    check_every_item_has_one_id(migrated_url, v.number, 600 + NEW)
+
+
+def test_a_killed_assigners_batch_is_picked_up(waiting, migrated_url, tmp_path):
+    _, v = waiting
+    marker = tmp_path / "claimed"
+    stuck = cli(migrated_url, "assign", "--batch-size", "300",
+                env={"REGISTRY_PAUSE_AT": "assign-claimed", "REGISTRY_PAUSE_MARKER": str(marker)})
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert stuck.poll() is None and time.monotonic() < deadline, stuck.communicate()
+        time.sleep(0.05)
+    # the stuck assigner holds its claimed batch; another one takes the rest and waits
+    other = cli(migrated_url, "assign", "--batch-size", "300", "--json")
+    time.sleep(1.0)
+    stuck.send_signal(signal.SIGKILL)
+    stuck.wait(timeout=30)
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+
+
+    assert json.loads(out)["assigned"] == NEW  # its own batches and the killed one's
+    check_every_item_has_one_id(migrated_url, v.number, 600 + NEW)
+    with Registry(migrated_url) as reg:
+        assert reg.assign(v.number).assigned == 0
