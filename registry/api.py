@@ -149,6 +149,9 @@ class Registry:
         self.url = db.normalise_url(url or db.default_url())
         self._engine: Engine | None = None
         self._schema_ok = False
+        # versions seen by get/lookup, by number: only their immutable fields (number,
+        # params, codes space) are used from here, so a state change elsewhere is harmless
+        self._seen: dict[int, Version] = {}
 
     def close(self) -> None:
         if self._engine is not None:
@@ -162,10 +165,10 @@ class Registry:
         self.close()
 
     @contextmanager
-    def _tx(self, *, write: bool) -> Iterator[Connection]:
+    def _tx(self, *, write: bool, snapshot: bool = True) -> Iterator[Connection]:
         if self._engine is None:
             self._engine = db.make_engine(self.url)
-        with db.transaction(self._engine, write=write) as conn:
+        with db.transaction(self._engine, write=write, snapshot=snapshot) as conn:
             if not self._schema_ok:
                 db.check_schema(conn)
                 self._schema_ok = True
@@ -454,6 +457,18 @@ class Registry:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def _seen_version(self, conn: Connection, ref: str | int | None) -> Version:
+        """The version ``ref`` names, for reads of its IDs (aliases are looked up every time;
+        the version itself is fetched once)."""
+        number = versions.resolve_number(conn, ref)
+        v = None if number is None else self._seen.get(number)
+        if v is None:
+            v = None if number is None else versions.get(conn, number)
+            if v is None:
+                raise versions.not_found(ref)
+            self._seen[number] = v
+        return v
+
     def _record(self, v: Version, row: lookups.Row) -> IdRecord:
         codes = v.space.unpack_one(row.code)
         return IdRecord(row.key, format_id(codes, row.disamb), list(codes), row.disamb,
@@ -464,8 +479,8 @@ class Registry:
         keys = list(keys)
         if not keys:
             raise InputError("give at least one key", source="get")
-        with self._tx(write=False) as conn:
-            v = versions.resolve(conn, version)
+        with self._tx(write=False, snapshot=False) as conn:
+            v = self._seen_version(conn, version)
             found = lookups.ids_of_keys(conn, v.number, keys)
         unknown = [k for k in keys if k not in found]
         if unknown:
@@ -482,8 +497,8 @@ class Registry:
         if not 1 <= limit <= MAX_LOOKUP_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_LOOKUP_LIMIT}, got {limit}",
                              source="--limit")
-        with self._tx(write=False) as conn:
-            v = versions.resolve(conn, version)
+        with self._tx(write=False, snapshot=False) as conn:
+            v = self._seen_version(conn, version)
             parsed = parse_id(query, v.space)
             if parsed.is_full:
                 row = lookups.by_id(conn, v.number, v.space.pack_one(parsed.codes),

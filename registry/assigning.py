@@ -17,6 +17,8 @@ Existing IDs are never touched; a rerun picks up whatever an interrupted run lef
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 from . import collisions, engine
@@ -70,29 +72,58 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
         raise InputError(f"the items' embeddings come from {space.description}, not from "
                          f"{trained_on.description} that {v.label} was trained on: "
                          "train a new version", source="assign")
-    after, total, batches = 0, 0, 0
-    while space is not None:
-        waiting = False
+    total = batches = 0
+    if space is None:
+        return AssignResult(v, 0, 0, round(time.perf_counter() - start, 3))
+    # closing: an error while allocating ends the generator, and so rolls its batch back
+    with closing(_batches(tx, v, space, batch_size)) as claimed:
+        for conn, item_ids, vectors in claimed:
+            pause_point("assign-claimed")
+            _allocate(conn, v, books, item_ids, vectors)
+            total += len(item_ids)
+            batches += 1
+    return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
+
+
+def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterator[tuple]:
+    """(connection, ids, vectors) of each claimed batch, inside its write transaction."""
+    pending: list[int] = []  # PostgreSQL: unassigned ids found at the start of a round
+    pos = after = 0
+    claimed_in_round = True
+    while True:
         with tx(write=True) as conn:
             current = versions.get(conn, v.number)
             if current is None or current.state == "retired":
                 raise StateError(f"{v.label} was retired while assigning")
-            item_ids, vectors = items.claim_unassigned(conn, v.number, v.dim, after,
-                                                       batch_size)
-            if len(item_ids) == 0:
-                if after == 0 and not items.any_unassigned(conn, v.number):
-                    break
-                # from the start again: rows another assigner held may be free by now
-                waiting, after = after == 0, 0
-            else:
-                pause_point("assign-claimed")
-                _allocate(conn, v, books, item_ids, vectors)
+            if conn.dialect.name != "postgresql":
+                # SQLite runs one writer at a time: the next unassigned items by id
+                item_ids, vectors = items.next_unassigned(conn, space, v.number, after,
+                                                          batch_size)
+                if len(item_ids) == 0:
+                    return
                 after = int(item_ids[-1])
-                total += len(item_ids)
-                batches += 1
-        if waiting:
+                yield conn, item_ids, vectors
+                continue
+            if pos >= len(pending):
+                if not claimed_in_round:
+                    pending = []  # all held by other assigners: wait, then look again
+                else:
+                    pending, pos, claimed_in_round = (
+                        items.unassigned_ids(conn, space, v.number), 0, False)
+                    if not pending:
+                        return
+            if pending:
+                item_ids, vectors = items.claim(conn, space, v.number,
+                                                pending[pos:pos + batch_size])
+                pos += batch_size
+                if len(item_ids):
+                    claimed_in_round = True
+                    yield conn, item_ids, vectors
+                    continue
+        if not pending:
+            # the rows another assigner holds come back if it dies: look again shortly
             time.sleep(WAIT_S)
-    return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
+            claimed_in_round = True
 
 
 def _allocate(conn, v: Version, books, item_ids, vectors) -> None:

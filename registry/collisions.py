@@ -24,6 +24,8 @@ from .stable import renormalise
 STRATEGIES = ("nearest-free", "suffix")
 # how many next-best codes one level up are tried when a whole prefix is full
 UP_CANDIDATES = 8
+# movers whose distances to every last-level code are computed at once
+MOVER_CHUNK = 8192
 
 
 class Occupancy:
@@ -119,34 +121,62 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     if not movers:
         return codes, 0
     movers = np.asarray(movers)
-    last_rank = np.argsort(_sq_dists(last[movers], books[-1]), axis=1)
     k_last = space.sizes[-1]
+    # which last-level codes are taken under each movers' prefix, as a bit table: one numpy
+    # argmin per mover instead of walking its ranked codes through a Python set
+    mover_prefixes = packed[rows[movers]] // k_last
+    prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
+    table = _taken_table(occupancy, prefixes, k_last)
+
+    def take(code: int) -> None:
+        occupancy.take(code)
+        at = int(np.searchsorted(prefixes, code // k_last))
+        if at < prefixes.size and prefixes[at] == code // k_last:
+            table[at, code % k_last] = True
+
     moved = 0
-    for j, i in enumerate(movers):
-        row = rows[i]
-        if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
-            # an item that must move anyway goes back to the tuple it had before
-            codes[row] = prefer[row]
-            occupancy.take(int(home[row]))
-            moved += 1
-            continue
-        prefix = int(packed[row]) // k_last
-        choice = next((c for c in last_rank[j]
-                       if not occupancy.is_taken(prefix * k_last + int(c), row)), None)
-        if choice is not None:
-            codes[row, -1] = choice
-            occupancy.take(prefix * k_last + int(choice))
-        elif levels >= 2:
-            up = _residuals(x[i:i + 1], codes[row:row + 1], books, mode, levels - 2)[0]
-            found = _one_level_up(up, codes[row], books, mode, space, occupancy, row)
-            if found is None:
+    for start in range(0, movers.size, MOVER_CHUNK):
+        chunk = movers[start:start + MOVER_CHUNK]
+        dists = _sq_dists(last[chunk], books[-1])
+        for j, i in enumerate(chunk):
+            row = rows[i]
+            if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
+                # an item that must move anyway goes back to the tuple it had before
+                codes[row] = prefer[row]
+                take(int(home[row]))
+                moved += 1
                 continue
-            codes[row, -2:] = found
-            occupancy.take(int(space.pack_one(tuple(codes[row]))))
-        else:
-            continue
-        moved += 1
+            taken = table[slot[start + j]]
+            d = np.where(taken, np.inf, dists[j])
+            choice = int(d.argmin())
+            if not taken[choice]:
+                codes[row, -1] = choice
+                take(int(mover_prefixes[start + j]) * k_last + choice)
+            elif levels >= 2:
+                up = _residuals(x[i:i + 1], codes[row:row + 1], books, mode, levels - 2)[0]
+                found = _one_level_up(up, codes[row], books, mode, space, occupancy, row)
+                if found is None:
+                    continue
+                codes[row, -2:] = found
+                take(int(space.pack_one(tuple(codes[row]))))
+            else:
+                continue
+            moved += 1
     return codes, moved
+
+
+def _taken_table(occupancy: Occupancy, prefixes: np.ndarray, k_last: int) -> np.ndarray:
+    """(len(prefixes), k_last) booleans: code c under prefixes[i] is given or held."""
+    table = np.zeros((prefixes.size, k_last), dtype=bool)
+    for group in (occupancy.taken, occupancy.reserved):
+        if not group:
+            continue
+        codes = np.fromiter(group, dtype=np.int64, count=len(group))
+        at = np.searchsorted(prefixes, codes // k_last)
+        ok = at < prefixes.size
+        ok[ok] = prefixes[at[ok]] == codes[ok] // k_last
+        table[at[ok], codes[ok] % k_last] = True
+    return table
 
 
 def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode: str,

@@ -106,12 +106,15 @@ def _first_line(error: BaseException) -> str:
 
 
 @contextmanager
-def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
-    """One transaction: committed when the block ends, rolled back if it raises."""
+def transaction(engine: Engine, *, write: bool, snapshot: bool = True
+                ) -> Iterator[Connection]:
+    """One transaction: committed when the block ends, rolled back if it raises. A read
+    transaction on PostgreSQL sees one snapshot throughout, unless ``snapshot`` is False
+    (point lookups, whose rows never change once written: one round trip less)."""
     try:
         with engine.connect() as conn:
             conn.execution_options(registry_write=write)
-            if not write and conn.dialect.name == "postgresql":
+            if not write and snapshot and conn.dialect.name == "postgresql":
                 # counts and the rows read after them must agree
                 conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():

@@ -68,10 +68,19 @@ def embeddings(conn: Connection, keys: Sequence[str]) -> dict[str, np.ndarray]:
 def spaces(conn: Connection) -> list[Space]:
     """The distinct embedding spaces of the live items: one, or none when there are no items
     (two or more only while a re-embedding is unfinished)."""
-    rows = conn.execute(
-        select(items.c.embedding_model, items.c.embedding_dim).distinct()
-        .where(items.c.removed_at.is_(None), items.c.embedding.is_not(None)).limit(3)).all()
-    return [Space(r.embedding_model, r.embedding_dim) for r in rows]
+    live = (select(items.c.embedding_model, items.c.embedding_dim)
+            .where(items.c.removed_at.is_(None), items.c.embedding.is_not(None)).limit(1))
+    # the first and the last space in index order (each database's own NULL order): two
+    # seeks in ix_items_live_space, where DISTINCT would read every item
+    first = conn.execute(live.order_by(items.c.embedding_model, items.c.embedding_dim)).first()
+    if first is None:
+        return []
+    last = conn.execute(live.order_by(items.c.embedding_model.desc(),
+                                      items.c.embedding_dim.desc())).first()
+    found = [Space(first.embedding_model, first.embedding_dim)]
+    if tuple(last) != tuple(first):
+        found.append(Space(last.embedding_model, last.embedding_dim))
+    return found
 
 
 def single_space(conn: Connection) -> Space | None:
@@ -126,11 +135,20 @@ def texts_to_reembed(conn: Connection, model: str | None) -> list[tuple[int, str
 
 # SQL over ``items i``: live items are those a new version covers
 _LIVE = "i.removed_at IS NULL AND i.embedding IS NOT NULL"
-_UNASSIGNED = (
-    f"FROM items i WHERE {_LIVE} AND i.id > {{after}} "
-    "AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.version_id = {version} "
-    "AND a.item_id = i.id)"
-)
+def _unassigned(conn: Connection, space: Space, version: int, after: int
+                ) -> tuple[str, dict]:
+    """SQL (FROM ... WHERE over ``items i``) and parameters for the live items of ``space``
+    with an id above ``after`` and no ID in ``version``. Naming the space lets the partial
+    index ix_items_live_space (model, dim, id) yield ids in order without reading any item
+    row (and its embedding) that already has an ID."""
+    pg = conn.dialect.name == "postgresql"
+    p = (lambda name: f"%({name})s") if pg else (lambda name: f":{name}")
+    model = "i.embedding_model IS NULL" if space.model is None \
+        else f"i.embedding_model = {p('model')}"
+    sql = (f"FROM items i WHERE {_LIVE} AND {model} AND i.embedding_dim = {p('dim')} "
+           f"AND i.id > {p('after')} AND NOT EXISTS (SELECT 1 FROM assignments a "
+           f"WHERE a.version_id = {p('version')} AND a.item_id = i.id)")
+    return sql, {"model": space.model, "dim": space.dim, "after": after, "version": version}
 
 
 def _param(conn: Connection, name: str) -> str:
@@ -147,43 +165,41 @@ def live_vectors(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return read_vectors(conn, f"FROM items i WHERE {_LIVE}", {}, count_live(conn), dim)
 
 
-def unassigned_vectors(conn: Connection, version: int, dim: int, after: int,
-                       limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``limit`` live items with no ID in ``version`` and an id above ``after``."""
-    where = _UNASSIGNED.format(after=_param(conn, "after"), version=_param(conn, "version"))
-    params = {"after": after, "version": version}
-    return read_vectors(conn, where, params, limit, dim, limit=limit)
+def next_unassigned(conn: Connection, space: Space, version: int, after: int,
+                    limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, float32 vectors) of up to ``limit`` live items of ``space`` with no ID in
+    ``version`` and an id above ``after``, in id order (SQLite: the writer lock keeps other
+    assigners out while the caller gives them IDs)."""
+    where, params = _unassigned(conn, space, version, after)
+    return read_vectors(conn, where, params, limit, space.dim, limit=limit)
 
 
-def claim_unassigned(conn: Connection, version: int, dim: int, after: int,
-                     limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`unassigned_vectors`, for an assigner that will give them IDs in this
-    transaction. On PostgreSQL the rows are locked and rows another transaction holds are
-    skipped (FOR UPDATE SKIP LOCKED), so that concurrent assigners take disjoint batches; on
-    SQLite the writer lock already runs one assigner at a time."""
-    if conn.dialect.name != "postgresql":
-        return unassigned_vectors(conn, version, dim, after, limit)
-    where = _UNASSIGNED.format(after="%(after)s", version="%(version)s")
-    ids = [r[0] for r in conn.exec_driver_sql(
-        f"SELECT i.id {where} ORDER BY i.id LIMIT {int(limit)} FOR UPDATE OF i SKIP LOCKED",
-        {"after": after, "version": version})]
-    if ids:
+def unassigned_ids(conn: Connection, space: Space, version: int) -> list[int]:
+    """Every live item of ``space`` with no ID in ``version``, in id order: one anti-join
+    over the partial index, where a claim per batch would scan the catalog each time."""
+    where, params = _unassigned(conn, space, version, 0)
+    return [r[0] for r in conn.exec_driver_sql(f"SELECT i.id {where} ORDER BY i.id", params)]
+
+
+def claim(conn: Connection, space: Space, version: int, ids: list[int]
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """PostgreSQL: lock those of ``ids`` that are still live and without an ID in
+    ``version`` and that no other transaction holds (FOR UPDATE SKIP LOCKED), so that
+    concurrent assigners take disjoint batches; (their ids, float32 vectors)."""
+    where, params = _unassigned(conn, space, version, 0)
+    locked = [r[0] for r in conn.exec_driver_sql(
+        f"SELECT i.id {where} AND i.id = ANY(%(ids)s) ORDER BY i.id FOR UPDATE OF i "
+        "SKIP LOCKED", {**params, "ids": ids})]
+    if locked:
         # an assigner that committed after this statement's snapshot was taken released
         # rows it had just given IDs: a new statement sees those IDs
         done = set(conn.execute(select(assignments.c.item_id).where(
-            assignments.c.version_id == version, assignments.c.item_id.in_(ids))).scalars())
-        ids = [i for i in ids if i not in done]
-    if not ids:
-        return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
-    return read_vectors(conn, "FROM items i WHERE i.id = ANY(%(ids)s)", {"ids": ids},
-                        len(ids), dim)
-
-
-def any_unassigned(conn: Connection, version: int) -> bool:
-    """Whether some live item has no ID in ``version`` (locked rows included)."""
-    where = _UNASSIGNED.format(after="0", version=_param(conn, "version"))
-    return conn.exec_driver_sql(f"SELECT 1 {where} LIMIT 1",
-                                {"version": version}).first() is not None
+            assignments.c.version_id == version, assignments.c.item_id.in_(locked))).scalars())
+        locked = [i for i in locked if i not in done]
+    if not locked:
+        return np.empty(0, dtype=np.int64), np.empty((0, space.dim), dtype=np.float32)
+    return read_vectors(conn, "FROM items i WHERE i.id = ANY(%(ids)s)", {"ids": locked},
+                        len(locked), space.dim)
 
 
 # -- listing ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
 from .schema import assignments, items
 
@@ -27,43 +27,46 @@ class Row:
 
 
 def _row(r) -> Row:
-    return Row(r.code, r.disamb, r.key, r.removed_at is not None)
+    return Row(r[0], r[1], r[2], r[3] is not None)
+
+
+# The point lookups below are plain SQL through the driver: a lookup is a single index
+# seek, and building and compiling a SQLAlchemy statement would cost ten times as long.
+_KEYS = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM items i LEFT JOIN assignments a "
+         "ON a.item_id = i.id AND a.version_id = {p} WHERE i.key IN ({keys})")
+_ID = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i "
+       "ON i.id = a.item_id WHERE a.version_id = {p} AND a.code = {p} AND a.disamb = {p}")
+_RANGE = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i "
+          "ON i.id = a.item_id WHERE a.version_id = {p} AND a.code >= {p} AND a.code <= {p} "
+          "ORDER BY a.code, a.disamb LIMIT {p}")
+
+
+def _fetch(conn: Connection, template: str, params: tuple, **parts: str) -> list:
+    p = "%s" if conn.dialect.name == "postgresql" else "?"
+    return conn.exec_driver_sql(template.format(p=p, **parts), params).fetchall()
 
 
 def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, Row | None]:
     """key -> Row in ``version`` for those of ``keys`` that have an ID there; keys that
     exist without an ID map to None."""
     out: dict[str, Row | None] = {}
-    j = items.outerjoin(assignments, (assignments.c.item_id == items.c.id)
-                        & (assignments.c.version_id == version))
-    q = select(items.c.key, assignments.c.code, assignments.c.disamb,
-               items.c.removed_at).select_from(j)
     keys = [k for k in keys if "\x00" not in k]  # never stored (PostgreSQL text cannot hold it)
+    p = "%s" if conn.dialect.name == "postgresql" else "?"
     for start in range(0, len(keys), IN_CHUNK):
         part = keys[start:start + IN_CHUNK]
-        for row in conn.execute(q.where(items.c.key.in_(part))):
-            out[row.key] = None if row.code is None else _row(row)
+        for r in _fetch(conn, _KEYS, (version, *part), keys=", ".join([p] * len(part))):
+            out[r[2]] = None if r[0] is None else _row(r)
     return out
 
 
 def by_id(conn: Connection, version: int, code: int, disamb: int) -> Row | None:
-    row = conn.execute(
-        select(assignments.c.code, assignments.c.disamb, items.c.key, items.c.removed_at)
-        .join(items, items.c.id == assignments.c.item_id)
-        .where(assignments.c.version_id == version, assignments.c.code == code,
-               assignments.c.disamb == disamb)).first()
-    return None if row is None else _row(row)
+    rows = _fetch(conn, _ID, (version, code, disamb))
+    return _row(rows[0]) if rows else None
 
 
 def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> list[Row]:
     """IDs whose packed code lies in [lo, hi], in ID order, at most ``limit``."""
-    q = (select(assignments.c.code, assignments.c.disamb, items.c.key, items.c.removed_at)
-         .join(items, items.c.id == assignments.c.item_id)
-         .where(and_(assignments.c.version_id == version, assignments.c.code >= lo,
-                     assignments.c.code <= hi))
-         .order_by(assignments.c.code, assignments.c.disamb)
-         .limit(limit))
-    return [_row(r) for r in conn.execute(q)]
+    return [_row(r) for r in _fetch(conn, _RANGE, (version, lo, hi, limit))]
 
 
 @dataclass
@@ -101,14 +104,22 @@ def population(conn: Connection, version: int, incremental: bool | None = None, 
 
 def codes_in_prefixes(conn: Connection, version: int, prefixes: Sequence[int],
                       span: int) -> list[int]:
-    """Packed codes issued in ``version`` under the given prefixes, each the range
-    [p * span, p * span + span - 1] of the packed code (an index range scan each)."""
-    from sqlalchemy import or_
+    """Packed codes issued in ``version`` under the given prefixes: each prefix p covers the
+    packed range [p * span, p * span + span). One statement joins the list of range starts
+    (unnest on PostgreSQL, json_each on SQLite) to an index range scan per prefix."""
+    if not prefixes:
+        return []
+    starts = [int(p) * span for p in prefixes]
+    if conn.dialect.name == "postgresql":
+        sql = ("SELECT a.code FROM unnest(%(starts)s::bigint[]) AS p(lo) JOIN assignments a "
+               "ON a.version_id = %(version)s AND a.code >= p.lo AND a.code < p.lo + %(span)s")
+        params: dict = {"starts": starts, "version": version, "span": span}
+    else:
+        import json
 
-    out: list[int] = []
-    for start in range(0, len(prefixes), 200):
-        ranges = [and_(assignments.c.code >= p * span, assignments.c.code <= p * span + span - 1)
-                  for p in prefixes[start:start + 200]]
-        q = select(assignments.c.code).where(assignments.c.version_id == version, or_(*ranges))
-        out.extend(conn.execute(q).scalars())
-    return out
+        # CROSS JOIN: SQLite keeps the list as the outer loop (a range seek per prefix)
+        sql = ("SELECT a.code FROM json_each(:starts) AS p CROSS JOIN assignments a "
+               "ON a.version_id = :version AND a.code >= p.value AND a.code < p.value + :span")
+        params = {"starts": json.dumps(starts), "version": version, "span": span}
+    cur = conn.exec_driver_sql(sql, params)
+    return [r[0] for r in cur.cursor.fetchall()] if cur.cursor is not None else []

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -23,10 +24,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
-REVISIONS: tuple[str, ...] = ("0001_initial",)
+REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index")
 HEAD = REVISIONS[-1]
+# the items a new version covers: not removed, with an embedding
+LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
 
 VERSION_STATES = ("draft", "frozen", "retired")
 
@@ -61,6 +65,9 @@ items = Table(
     _ts("updated_at"),
     _ts("removed_at", nullable=True),
     UniqueConstraint("key"),
+    # the live items' embedding space in two index seeks (migration 0002)
+    Index("ix_items_live_space", "embedding_model", "embedding_dim", "id",
+          sqlite_where=text(LIVE_ITEMS), postgresql_where=text(LIVE_ITEMS)),
     # SQLite: never hand out the id of a deleted row again
     sqlite_autoincrement=True,
 )

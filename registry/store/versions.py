@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Connection, func, insert, select, text, update
 
@@ -33,7 +34,7 @@ class Version:
     retired_at: datetime | None
     aliases: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def space(self) -> CodeSpace:
         return CodeSpace(tuple(self.params["codebook_sizes"]))
 
@@ -94,25 +95,36 @@ def by_name(conn: Connection, name: str) -> Version | None:
     return None if number is None else get(conn, number)
 
 
+def resolve_number(conn: Connection, ref: str | int | None) -> int | None:
+    """The number a version reference names (a number, alias or name; None means the
+    ``active`` alias), without checking that a numbered version exists; None if nothing
+    by that name."""
+    ref = ACTIVE if ref is None else str(ref).strip()
+    if "\x00" in ref:
+        return None  # no name holds NUL (PostgreSQL text cannot)
+    if ref.isascii() and ref.isdigit():
+        return int(ref) if len(ref) < 10 else -1
+    number = conn.execute(select(aliases.c.version_id).where(aliases.c.name == ref)).scalar()
+    if number is None:
+        number = conn.execute(select(versions.c.id).where(versions.c.name == ref)).scalar()
+    return number
+
+
+def not_found(ref: str | int | None) -> NotFoundError:
+    ref = ACTIVE if ref is None else str(ref).strip()
+    shown = ref if len(ref) <= 40 else ref[:40] + "..."
+    if ref == ACTIVE:
+        return NotFoundError("version", ACTIVE, "no version is active yet: run "
+                             "`registry activate VERSION` or pass --version")
+    return NotFoundError("version", repr(shown), "see `registry versions`")
+
+
 def resolve(conn: Connection, ref: str | int | None, *, lock: bool = False) -> Version:
     """A version by number, alias or name; None means the ``active`` alias."""
-    ref = ACTIVE if ref is None else str(ref).strip()
-    number: int | None = None
-    if "\x00" in ref:
-        pass  # no name holds NUL (PostgreSQL text cannot)
-    elif ref.isascii() and ref.isdigit():
-        number = int(ref) if len(ref) < 10 else -1
-    else:
-        number = conn.execute(select(aliases.c.version_id).where(aliases.c.name == ref)).scalar()
-        if number is None:
-            number = conn.execute(select(versions.c.id).where(versions.c.name == ref)).scalar()
+    number = resolve_number(conn, ref)
     found = None if number is None else get(conn, number, lock=lock)
     if found is None:
-        shown = ref if len(ref) <= 40 else ref[:40] + "..."
-        if ref == ACTIVE:
-            raise NotFoundError("version", ACTIVE, "no version is active yet: run "
-                                "`registry activate VERSION` or pass --version")
-        raise NotFoundError("version", repr(shown), "see `registry versions`")
+        raise not_found(ref)
     return found
 
 

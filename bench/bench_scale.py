@@ -1,0 +1,198 @@
+"""Performance at catalog scale (issue 6), each figure against its target, on SQLite and
+PostgreSQL, in one command:
+
+- train end to end (`registry train`: read the vectors from the database, train 3 x 256,
+  write every assignment) against the bare in-memory computation (`engine.train` on the same
+  array, same parameters), with the peak RSS of each process;
+- assign 100k new items against a frozen version holding 1M, end to end, items/s;
+- lookups through the Python API at 1M: key -> ID, and prefix -> first 100 items (p50, p99);
+- `registry get` / `registry lookup` start-up as fresh processes against a bare
+  `python -c "import sqlalchemy, click"`.
+
+    python bench/bench_scale.py              # 1M items (about half an hour)
+    python bench/bench_scale.py --quick      # 100k items, not written to BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import clustered_vectors, database, machine, record, table
+
+from registry import Registry
+
+DIM, SIZES = 384, (256, 256, 256)
+TRAIN_RATIO, TRAIN_RSS_GB = 1.2, 2.5
+ASSIGN_RATE = {"sqlite": 50_000, "postgresql": 30_000}
+LOOKUP_MS = {"sqlite": (0.5, 2.0), "postgresql": (2.0, 5.0)}
+STARTUP_RATIO = 1.5
+
+BARE = """
+import json, resource, sys, time
+import numpy as np
+from registry import engine
+x = np.load(sys.argv[1])
+start = time.perf_counter()
+engine.train(x, engine.TrainParams({sizes}), overwrite=True)
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds,
+                  "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+"""
+
+
+def child(args: list[str], env: dict | None = None) -> tuple[dict | str, float, float]:
+    """Run a command; (its JSON output or stdout, wall seconds, peak RSS in GB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args[:4])} failed: {err.strip()[-2000:]}")
+    rss = 0.0
+    try:
+        rss = os.wait4(proc.pid, 0)[2].ru_maxrss / 2**20
+    except ChildProcessError:  # already reaped by communicate(): use the children total
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    try:
+        return json.loads(out), wall, rss
+    except json.JSONDecodeError:
+        return out, wall, rss
+
+
+def registry_cmd(url: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "registry.cli", "--db", url, *args]
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    ms = np.asarray(times) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str], npy: Path,
+                 workdir: Path, bare: dict) -> list[list[str]]:
+    rows = []
+    with database(kind, workdir) as url:
+        with Registry(url) as reg:
+            reg.init()
+            start = time.perf_counter()
+            reg.add(keys[:n], x[:n])
+            print(f"{kind}: added {n} items in {time.perf_counter() - start:.1f} s (set-up)")
+        out, _, rss = child(registry_cmd(url, "train", "--json"))
+        ratio = out["seconds"] / bare["seconds"]
+        rows.append([f"train {n:,} x {DIM} end to end, {kind}", f"{out['seconds']:.1f} s",
+                     f"<= {TRAIN_RATIO}x bare ({bare['seconds']:.1f} s)", f"{ratio:.2f}x",
+                     _ok(ratio <= TRAIN_RATIO)])
+        rows.append([f"train peak RSS, {kind}", f"{rss:.2f} GB", f"<= {TRAIN_RSS_GB} GB",
+                     f"{rss / TRAIN_RSS_GB:.2f}", _ok(rss <= TRAIN_RSS_GB)])
+        print(rows[-2], rows[-1])
+        with Registry(url) as reg:
+            reg.freeze(1)
+            reg.activate(1)
+            start = time.perf_counter()
+            reg.add(keys[n:n + new], x[n:n + new])
+            print(f"{kind}: added {new} new items in {time.perf_counter() - start:.1f} s")
+        out, _, _ = child(registry_cmd(url, "assign", "--json"))
+        rate = out["assigned"] / out["seconds"]
+        target = ASSIGN_RATE[kind]
+        rows.append([f"assign {new:,} new against {n:,}, {kind}", f"{rate:,.0f} items/s",
+                     f">= {target:,} items/s", f"{rate / target:.2f}", _ok(rate >= target)])
+        print(rows[-1])
+        rows += lookups(url, kind, keys[:n])
+        rows += startup(url, kind, keys[0])
+    return rows
+
+
+def lookups(url: str, kind: str, keys: list[str]) -> list[list[str]]:
+    rng = np.random.default_rng(0)
+    out = []
+    with Registry(url) as reg:
+        reg.get([keys[0]])  # connection and version cache warm, as in a long-lived service
+        get_t, pre_t = [], []
+        for i in rng.choice(len(keys), 2000, replace=False):
+            start = time.perf_counter()
+            reg.get([keys[i]])
+            get_t.append(time.perf_counter() - start)
+        for code in rng.integers(0, SIZES[0], 1000):
+            start = time.perf_counter()
+            reg.lookup(str(code), limit=100)
+            pre_t.append(time.perf_counter() - start)
+    p50_target, p99_target = LOOKUP_MS[kind]
+    for what, times in (("key -> ID", get_t), ("prefix -> first 100", pre_t)):
+        p50, p99 = percentiles(times)
+        out.append([f"lookup {what} at {len(keys):,}, {kind}", f"p50 {p50:.2f} ms, p99 "
+                    f"{p99:.2f} ms", f"p50 < {p50_target} ms, p99 < {p99_target} ms",
+                    f"{p50 / p50_target:.2f} / {p99 / p99_target:.2f}",
+                    _ok(p50 < p50_target and p99 < p99_target)])
+        print(out[-1])
+    return out
+
+
+def startup(url: str, kind: str, key: str, repeat: int = 5) -> list[list[str]]:
+    bare = statistics.median(
+        child([sys.executable, "-c", "import sqlalchemy, click"])[1] for _ in range(repeat))
+    out = []
+    for args in (("get", key), ("lookup", "1", "--limit", "5")):
+        wall = statistics.median(child(registry_cmd(url, *args))[1] for _ in range(repeat))
+        ratio = wall / bare
+        out.append([f"`registry {args[0]}` start-up, {kind}", f"{wall * 1000:.0f} ms",
+                    f"<= {STARTUP_RATIO}x bare imports ({bare * 1000:.0f} ms)",
+                    f"{ratio:.2f}x", _ok(ratio <= STARTUP_RATIO)])
+        print(out[-1])
+    return out
+
+
+def _ok(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100k items, 10k new")
+    ap.add_argument("--items", type=int, default=None)
+    ap.add_argument("--databases", default="sqlite,postgresql")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    n = args.items or (100_000 if args.quick else 1_000_000)
+    new = n // 10
+    x = clustered_vectors(n + new, DIM, seed=1)
+    keys = [f"item{i:08d}" for i in range(n + new)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        npy = Path(tmp) / "vectors.npy"
+        np.save(npy, x[:n])
+        bare, _, bare_rss = child([sys.executable, "-c", BARE.format(sizes=SIZES), str(npy)])
+        print(f"bare engine.train on {n} x {DIM}: {bare['seconds']:.1f} s, "
+              f"peak RSS {bare_rss:.2f} GB")
+        rows.append([f"bare engine.train {n:,} x {DIM} in memory", f"{bare['seconds']:.1f} s",
+                     "-", "1.00x", f"RSS {bare_rss:.2f} GB"])
+        for kind in args.databases.split(","):
+            rows += run_database(kind, n, new, x, keys, npy, Path(tmp), bare)
+    body = (f"{n:,} generated {DIM}-d vectors (a mixture of 2,000 Gaussians) + {new:,} new, "
+            f"3 x 256 with the default parameters (nearest-free); {machine()}. Command: "
+            f"`python bench/bench_scale.py{' --quick' if args.quick else ''}`. Train and "
+            "assign times are what each command reports for its own work (the bare run "
+            "times `engine.train` alone); RSS is the peak of each process, start-up "
+            "included. Lookups go through a long-lived `Registry` (2,000 keys, 1,000 "
+            "level-1 prefixes at random); start-up is the median of 5 fresh processes.\n\n"
+            + table(["scenario", "figure", "target", "ratio", "met"], rows))
+    print(body)
+    if not args.no_write and not args.quick:
+        record("Performance at catalog scale (issue 6)", body)
+
+
+if __name__ == "__main__":
+    main()
