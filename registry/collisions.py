@@ -106,10 +106,13 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     rows = np.flatnonzero(crowded)
     if rows.size == 0:
         return codes, 0
-    x = rows_x(rows)
-    last = _residuals(x, codes[rows], books, mode, levels - 1)
-    off = last - books[-1][codes[rows, -1]]
-    near = np.einsum("ij,ij->i", off, off)
+    # in chunks: a crowded catalog of millions must not hold all their vectors at once
+    near = np.empty(rows.size, dtype=np.float32)
+    for start in range(0, rows.size, MOVER_CHUNK):
+        part = rows[start:start + MOVER_CHUNK]
+        last = _residuals(rows_x(part), codes[part], books, mode, levels - 1)
+        last -= books[-1][codes[part, -1]]
+        near[start:start + MOVER_CHUNK] = np.einsum("ij,ij->i", last, last)
     order = np.lexsort((rows, near, priority[rows]))
     movers = []
     for i in order:  # the first row of each crowded tuple that is still free stays there
@@ -128,6 +131,13 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
     table = _taken_table(occupancy, prefixes, k_last)
 
+    def taken_under(prefix: int) -> np.ndarray:
+        at = int(np.searchsorted(prefixes, prefix))
+        if at < prefixes.size and prefixes[at] == prefix:
+            return table[at]
+        return np.fromiter((occupancy.is_taken(prefix * k_last + c) for c in range(k_last)),
+                           bool, k_last)
+
     def take(code: int) -> None:
         occupancy.take(code)
         at = int(np.searchsorted(prefixes, code // k_last))
@@ -137,7 +147,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     moved = 0
     for start in range(0, movers.size, MOVER_CHUNK):
         chunk = movers[start:start + MOVER_CHUNK]
-        dists = _sq_dists(last[chunk], books[-1])
+        x = rows_x(rows[chunk])
+        dists = _sq_dists(_residuals(x, codes[rows[chunk]], books, mode, levels - 1),
+                          books[-1])
         for j, i in enumerate(chunk):
             row = rows[i]
             if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
@@ -153,8 +165,8 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 codes[row, -1] = choice
                 take(int(mover_prefixes[start + j]) * k_last + choice)
             elif levels >= 2:
-                up = _residuals(x[i:i + 1], codes[row:row + 1], books, mode, levels - 2)[0]
-                found = _one_level_up(up, codes[row], books, mode, space, occupancy, row)
+                up = _residuals(x[j:j + 1], codes[row:row + 1], books, mode, levels - 2)[0]
+                found = _one_level_up(up, codes[row], books, mode, space, taken_under)
                 if found is None:
                     continue
                 codes[row, -2:] = found
@@ -180,10 +192,12 @@ def _taken_table(occupancy: Occupancy, prefixes: np.ndarray, k_last: int) -> np.
 
 
 def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode: str,
-                  space: CodeSpace, occupancy: Occupancy, row: int) -> tuple[int, int] | None:
+                  space: CodeSpace, taken_under: Callable[[int], np.ndarray]
+                  ) -> tuple[int, int] | None:
     """The closest free (second-to-last, last) pair under the same deeper prefix."""
     up = np.argsort(_sq_dists(r[None, :], books[-2])[0])
     head = tuple(int(c) for c in code[:-2])
+    k_last = space.sizes[-1]
     tried = 0
     for alt in up:
         if alt == code[-2]:
@@ -191,11 +205,12 @@ def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode
         tried += 1
         if tried > UP_CANDIDATES:
             return None
+        taken = taken_under(space.pack_one((*head, int(alt), 0)) // k_last)
+        if taken.all():
+            continue
         nxt = (r - books[-2][alt]).astype(np.float32)[None, :]
         if mode == "normalized":
             renormalise(nxt)
-        nxt = nxt[0]
-        for c in np.argsort(_sq_dists(nxt[None, :], books[-1])[0]):
-            if not occupancy.is_taken(space.pack_one((*head, int(alt), int(c))), row):
-                return int(alt), int(c)
+        d = np.where(taken, np.inf, _sq_dists(nxt, books[-1])[0])
+        return int(alt), int(d.argmin())
     return None

@@ -216,18 +216,14 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
     if params.collisions == "nearest-free":
         greedy = codes
-        seen: dict[str, np.ndarray] = {}
 
         def rows_x(rows: np.ndarray) -> np.ndarray:
             if original is not None:
                 return original[rows]
-            if "rows" in seen:  # the moved rows are some of the crowded ones asked for first
-                return seen["x"][np.searchsorted(seen["rows"], rows)]
             # plain residuals: the vector is the final residual plus the chosen centroids
-            x = residual[rows].copy()
+            x = residual[rows]
             for lvl, cb in enumerate(codebooks):
-                x += cb[greedy[rows, lvl]]
-            seen.update(rows=rows, x=x)
+                kmeans.shift(x, cb, greedy[rows, lvl], +1.0)
             return x
 
         space = CodeSpace(params.codebook_sizes)
@@ -236,9 +232,14 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
             prefer=preferred)
         changed = np.flatnonzero((codes != greedy).any(axis=1))
         if params.residual == "plain" and changed.size:
-            x = rows_x(changed)
-            error = _sum_squares(residual) - _sum_squares(residual[changed]) + _sum_squares(
-                x - sum(cb[codes[changed, lvl]] for lvl, cb in enumerate(codebooks)))
+            error = _sum_squares(residual)
+            for start in range(0, changed.size, collisions.MOVER_CHUNK):
+                part = changed[start:start + collisions.MOVER_CHUNK]
+                x = rows_x(part)
+                error -= _sum_squares(residual[part])
+                for lvl, cb in enumerate(codebooks):
+                    kmeans.shift(x, cb, codes[part, lvl], -1.0)
+                error += _sum_squares(x)
             stats["reconstruction_error"] = error / total if total > 0 else 0.0
     stats["train_seconds"] = round(time.perf_counter() - start, 3)
     if warnings:
