@@ -192,11 +192,14 @@ class Registry:
     def add(self, keys: Sequence[str], vectors: np.ndarray | None = None, *,
             texts: Sequence[str] | None = None, metas: Sequence[dict | None] | None = None,
             model: str | None = None, device: str = "cpu", batch_size: int = 64,
-            dtype: str = "float32", reembed: bool = False, source: str = "items",
+            backend: str = "torch", dtype: str = "float32", reembed: bool = False,
+            source: str = "items",
             commit_every: int = 2048,
             progress: catalog.Progress | None = None) -> catalog.AddResult:
         """Register items given as vectors, or as texts to embed with ``model`` (default
-        all-MiniLM-L6-v2). Unchanged items are left alone and never embedded twice."""
+        all-MiniLM-L6-v2) on ``backend`` (torch, onnx or onnx-int8; see
+        :class:`registry.embed.Embedder`). Unchanged items are left alone and never embedded
+        twice."""
         from .ingest import Incoming, check_vectors, unique_key
 
         if (vectors is None) == (texts is None):
@@ -224,13 +227,14 @@ class Registry:
                                  source=source)
             incoming = Incoming(source, keys, metas, rows, vectors=arr)
         return self._add(incoming, model=model, device=device, batch_size=batch_size,
-                         dtype=dtype, reembed=reembed, commit_every=commit_every,
-                         progress=progress)
+                         backend=backend, dtype=dtype, reembed=reembed,
+                         commit_every=commit_every, progress=progress)
 
     def add_file(self, path: str | Path, *, key: str = "key", text: str | None = None,
                  vector: str | None = None, keys_file: str | Path | None = None,
                  model: str | None = None, device: str = "cpu", batch_size: int = 64,
-                 dtype: str = "float32", reembed: bool = False, commit_every: int = 2048,
+                 backend: str = "torch", dtype: str = "float32", reembed: bool = False,
+                 commit_every: int = 2048,
                  progress: catalog.Progress | None = None) -> catalog.AddResult:
         """Register the rows of a JSONL / CSV / Parquet file with a key column and a text
         column or template (``text``) or a vector column (``vector``), or of a .npy matrix
@@ -243,18 +247,18 @@ class Registry:
         else:
             incoming = read_file(path, key, text=text, vector=vector)
         return self._add(incoming, model=model, device=device, batch_size=batch_size,
-                         dtype=dtype, reembed=reembed, commit_every=commit_every,
-                         progress=progress)
+                         backend=backend, dtype=dtype, reembed=reembed,
+                         commit_every=commit_every, progress=progress)
 
-    def _add(self, incoming, *, model, device, batch_size, dtype, reembed, commit_every,
-             progress) -> catalog.AddResult:
+    def _add(self, incoming, *, model, device, batch_size, backend, dtype, reembed,
+             commit_every, progress) -> catalog.AddResult:
         from . import catalog
 
         embedder = None
         if incoming.texts is not None:
             from .embed import Embedder
 
-            embedder = Embedder(model, device=device, batch_size=batch_size)
+            embedder = Embedder(model, device=device, batch_size=batch_size, backend=backend)
         elif model is not None:
             raise InputError("--model is for texts; vectors are stored as given",
                              source="--model")

@@ -131,18 +131,27 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
     table = _taken_table(occupancy, prefixes, k_last)
 
+    # the same for prefixes one level up that movers out of a full prefix look at, built
+    # once each: many movers leave the same full prefix for the same neighbours
+    extra: dict[int, np.ndarray] = {}
+
     def taken_under(prefix: int) -> np.ndarray:
         at = int(np.searchsorted(prefixes, prefix))
         if at < prefixes.size and prefixes[at] == prefix:
             return table[at]
-        return np.fromiter((occupancy.is_taken(prefix * k_last + c) for c in range(k_last)),
-                           bool, k_last)
+        if prefix not in extra:
+            extra[prefix] = np.fromiter(
+                (occupancy.is_taken(prefix * k_last + c) for c in range(k_last)), bool, k_last)
+        return extra[prefix]
 
     def take(code: int) -> None:
         occupancy.take(code)
-        at = int(np.searchsorted(prefixes, code // k_last))
-        if at < prefixes.size and prefixes[at] == code // k_last:
+        prefix = code // k_last
+        at = int(np.searchsorted(prefixes, prefix))
+        if at < prefixes.size and prefixes[at] == prefix:
             table[at, code % k_last] = True
+        elif prefix in extra:
+            extra[prefix][code % k_last] = True
 
     moved = 0
     for start in range(0, movers.size, MOVER_CHUNK):

@@ -9,6 +9,7 @@ is switched off before sentence-transformers is imported.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,15 @@ _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 INSTALL_HINT = ("text embedding needs the embed extra: pip install torch==2.13.0 "
                 "'registry[embed]' (or bring vectors with --vector)")
 DEVICES = ("cpu", "cuda")
+BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_HINT = "the ONNX backends need the onnx extra: pip install 'registry[onnx]'"
+# dynamic int8 quantisation for x86 CPUs with AVX2 (every x86-64 server of the last decade)
+INT8_CONFIG = "avx2"
+INT8_FILE = f"onnx/model_quint8_{INT8_CONFIG}.onnx"
 
-# loaded models, by (folder, device): loading is cheap once torch is imported, but tests and
-# long-lived processes add many files
-_models: dict[tuple[str, str], Any] = {}
+# loaded models, by (folder, device, backend): loading is cheap once torch is imported, but
+# tests and long-lived processes add many files
+_models: dict[tuple[str, str, str], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,60 @@ def resolve_model(name_or_path: str | None) -> ModelRef:
     return ModelRef(resolved, resolved)
 
 
-def _load(ref: ModelRef, device: str):
-    key = (ref.path, device)
+def onnx_dir(ref: ModelRef) -> Path:
+    """Where the ONNX export of a model is kept: ``$REGISTRY_CACHE`` (default
+    ~/.cache/registry)/onnx/<hash of the model folder>."""
+    import hashlib
+
+    root = Path(os.environ.get("REGISTRY_CACHE") or "~/.cache/registry").expanduser()
+    return root / "onnx" / hashlib.sha256(ref.path.encode()).hexdigest()[:16]
+
+
+def _export_onnx(ref: ModelRef, target: Path) -> None:
+    """Convert the model to ONNX (and an int8 copy) into ``target``, locally: written to a
+    temporary folder first and renamed, so that a concurrent or interrupted export never
+    leaves half a model behind."""
+    import shutil
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
+    try:
+        with warnings.catch_warnings():  # the tracer's notes are for model authors
+            warnings.simplefilter("ignore")
+            model = SentenceTransformer(ref.path, device="cpu", backend="onnx",
+                                        local_files_only=True)
+            model.save(str(tmp))
+            export_dynamic_quantized_onnx_model(model, INT8_CONFIG, str(tmp))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: use its export
+            if not (target / INT8_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_onnx(ref: ModelRef, backend: str):
+    try:
+        import onnxruntime  # noqa: F401
+        import optimum.onnxruntime  # noqa: F401
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise InputError(ONNX_HINT, source="--backend") from None
+    folder = onnx_dir(ref)
+    if not (folder / INT8_FILE).is_file():
+        _export_onnx(ref, folder)
+    kwargs = {"file_name": INT8_FILE if backend == "onnx-int8" else "onnx/model.onnx"}
+    return SentenceTransformer(str(folder), device="cpu", backend="onnx",
+                               local_files_only=True, model_kwargs=kwargs)
+
+
+def _load(ref: ModelRef, device: str, backend: str = "torch"):
+    key = (ref.path, device, backend)
     if key in _models:
         return _models[key]
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -75,7 +133,8 @@ def _load(ref: ModelRef, device: str):
         raise InputError("device cuda is not available here: use --device cpu",
                          source="--device")
     try:
-        model = SentenceTransformer(ref.path, device=device, local_files_only=True)
+        model = _load_onnx(ref, backend) if backend != "torch" else \
+            SentenceTransformer(ref.path, device=device, local_files_only=True)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"cannot load model {ref.label!r}: {first}", source="--model") from None
@@ -90,24 +149,35 @@ class Embedder:
     (re-adding an unchanged file) never pays for importing torch.
     """
 
-    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64,
+                 backend: str = "torch"):
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}",
+                             source="--backend")
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}",
                              source="--device")
+        if backend != "torch" and device != "cpu":
+            raise InputError(f"the {backend} backend runs on the CPU: use --device cpu",
+                             source="--backend")
         if not 1 <= batch_size <= 4096:
             raise InputError(f"batch size must be between 1 and 4096, got {batch_size}",
                              source="--batch-size")
         self.ref = resolve_model(model)
         self.device = device
         self.batch_size = batch_size
+        self.backend = backend
 
     @property
     def label(self) -> str:
-        return self.ref.label
+        """The model name stored with the embeddings. int8 weights move the vectors a little,
+        so they are a space of their own (a version trained on one is never fed the other);
+        the float ONNX export gives the model's own vectors to float rounding."""
+        return self.ref.label + ("+int8" if self.backend == "onnx-int8" else "")
 
     @property
     def model(self):
-        return _load(self.ref, self.device)
+        return _load(self.ref, self.device, self.backend)
 
     @property
     def dim(self) -> int:
