@@ -59,6 +59,18 @@ class Occupancy:
     def take(self, packed: int) -> None:
         self.taken.add(packed)
 
+    def taken_under(self, prefix: int) -> np.ndarray:
+        """(k_last,) booleans: which last-level codes under the depth-(L-1) ``prefix`` are
+        given or held (set lookups in C: no Python call per code)."""
+        base = prefix * self.last
+        if self.load is not None and prefix not in self.loaded:
+            self.preload(np.array([base]))
+        codes = range(base, base + self.last)
+        out = np.fromiter(map(self.taken.__contains__, codes), bool, self.last)
+        if self.reserved:
+            out |= np.fromiter(map(self.reserved.__contains__, codes), bool, self.last)
+        return out
+
 
 def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: str,
                depth: int) -> np.ndarray:
@@ -71,8 +83,10 @@ def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: 
     return r
 
 
-def _sq_dists(r: np.ndarray, cb: np.ndarray) -> np.ndarray:
-    return (np.square(r).sum(1)[:, None] - 2 * r @ cb.T + np.square(cb).sum(1)[None, :])
+def _sq_dists(r: np.ndarray, cb: np.ndarray, cb_sq: np.ndarray | None = None) -> np.ndarray:
+    if cb_sq is None:
+        cb_sq = np.square(cb).sum(1)
+    return np.square(r).sum(1)[:, None] - 2 * r @ cb.T + cb_sq[None, :]
 
 
 def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
@@ -140,8 +154,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         if at < prefixes.size and prefixes[at] == prefix:
             return table[at]
         if prefix not in extra:
-            extra[prefix] = np.fromiter(
-                (occupancy.is_taken(prefix * k_last + c) for c in range(k_last)), bool, k_last)
+            extra[prefix] = occupancy.taken_under(prefix)
         return extra[prefix]
 
     def take(code: int) -> None:
@@ -153,6 +166,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         elif prefix in extra:
             extra[prefix][code % k_last] = True
 
+    norms = [np.square(cb).sum(1) for cb in books]
     moved = 0
     for start in range(0, movers.size, MOVER_CHUNK):
         chunk = movers[start:start + MOVER_CHUNK]
@@ -175,7 +189,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 take(int(mover_prefixes[start + j]) * k_last + choice)
             elif levels >= 2:
                 up = _residuals(x[j:j + 1], codes[row:row + 1], books, mode, levels - 2)[0]
-                found = _one_level_up(up, codes[row], books, mode, space, taken_under)
+                found = _one_level_up(up, codes[row], books, norms, mode, space, taken_under)
                 if found is None:
                     continue
                 codes[row, -2:] = found
@@ -200,11 +214,11 @@ def _taken_table(occupancy: Occupancy, prefixes: np.ndarray, k_last: int) -> np.
     return table
 
 
-def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode: str,
-                  space: CodeSpace, taken_under: Callable[[int], np.ndarray]
-                  ) -> tuple[int, int] | None:
+def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray],
+                  norms: list[np.ndarray], mode: str, space: CodeSpace,
+                  taken_under: Callable[[int], np.ndarray]) -> tuple[int, int] | None:
     """The closest free (second-to-last, last) pair under the same deeper prefix."""
-    up = np.argsort(_sq_dists(r[None, :], books[-2])[0])
+    up = np.argsort(_sq_dists(r[None, :], books[-2], norms[-2])[0])
     head = tuple(int(c) for c in code[:-2])
     k_last = space.sizes[-1]
     tried = 0
@@ -220,6 +234,6 @@ def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray], mode
         nxt = (r - books[-2][alt]).astype(np.float32)[None, :]
         if mode == "normalized":
             renormalise(nxt)
-        d = np.where(taken, np.inf, _sq_dists(nxt, books[-1])[0])
+        d = np.where(taken, np.inf, _sq_dists(nxt, books[-1], norms[-1])[0])
         return int(alt), int(d.argmin())
     return None
