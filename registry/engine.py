@@ -208,7 +208,9 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         _step(residual, codebook, labels, params.residual)
 
     if params.refine and warm is None:
-        kmeans.refine_deeper(residual, codes, codebooks, params.refine)
+        kmeans.refine_deeper(residual, codes, codebooks, params.refine,
+                             sample=params.max_points_per_centroid * max(params.codebook_sizes),
+                             seed=params.seed)
     if preferred is not None and params.residual == "plain":
         _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness)
     stats: dict = {"items": n, "dim": dim}
@@ -233,8 +235,8 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         changed = np.flatnonzero((codes != greedy).any(axis=1))
         if params.residual == "plain" and changed.size:
             error = _sum_squares(residual)
-            for start in range(0, changed.size, collisions.MOVER_CHUNK):
-                part = changed[start:start + collisions.MOVER_CHUNK]
+            for at in range(0, changed.size, collisions.MOVER_CHUNK):
+                part = changed[at:at + collisions.MOVER_CHUNK]
                 x = rows_x(part)
                 error -= _sum_squares(residual[part])
                 for lvl, cb in enumerate(codebooks):

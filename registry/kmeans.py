@@ -126,7 +126,7 @@ def shift(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, sign: 
 
 
 def refine_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-                  passes: int) -> None:
+                  passes: int, *, sample: int | None = None, seed: int = 0) -> None:
     """Jointly improve levels 2..L of a plain residual quantizer, in place.
 
     Greedy training fits each level once, to what the levels above left; here each pass
@@ -135,23 +135,45 @@ def refine_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
     centroids never change, so the top-level grouping (and neighbourhood agreement at depth
     1) stays exactly as k-means made it. The pass ends with a greedy re-encoding, so ``codes``
     are what :func:`registry.engine.encode` gives. ``residual`` is the final residual on the
-    way in and on the way out.
+    way in and on the way out. With more than ``sample`` rows the passes run on a seeded
+    sample of that many (as the Lloyd rounds do), and only the final re-encoding on all.
     """
     levels = len(books)
     if levels < 2 or passes < 1:
         return
+    part_r, part_c = residual, codes
+    if sample is not None and residual.shape[0] > sample:
+        pick = np.sort(np.random.default_rng(seed).choice(residual.shape[0], sample,
+                                                          replace=False))
+        part_r, part_c = residual[pick], codes[pick]
+        # back to the level-1 residual while the codebooks are still the ones it was made
+        # with; the deeper levels are encoded again at the end
+        _add_back(residual, codes, books)
     for _ in range(passes):
-        _reencode(residual, codes, books)
+        _reencode(part_r, part_c, books)
         for level in range(1, levels):
-            shift(residual, books[level], codes[:, level], +1.0)
-            update_means(books[level], residual, codes[:, level])
-            shift(residual, books[level], codes[:, level], -1.0)
-    _reencode(residual, codes, books)
+            shift(part_r, books[level], part_c[:, level], +1.0)
+            update_means(books[level], part_r, part_c[:, level])
+            shift(part_r, books[level], part_c[:, level], -1.0)
+    if part_r is residual:
+        _reencode(residual, codes, books)
+    else:
+        _encode_deeper(residual, codes, books)
 
 
 def _reencode(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
-    for level in range(1, len(books)):  # back to the level-1 residual
+    _add_back(residual, codes, books)
+    _encode_deeper(residual, codes, books)
+
+
+def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
+    """Final residual -> level-1 residual, in place."""
+    for level in range(1, len(books)):
         shift(residual, books[level], codes[:, level], +1.0)
+
+
+def _encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
+    """Level-1 residual -> greedy codes of levels 2..L and the final residual, in place."""
     for level in range(1, len(books)):
         codes[:, level], _ = nearest(residual, books[level])
         shift(residual, books[level], codes[:, level], -1.0)

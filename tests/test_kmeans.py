@@ -89,3 +89,19 @@ def test_refinement_needs_plain_unbalanced_residuals():
     assert TrainParams((8, 4), residual="normalized").refine == 0
     assert TrainParams((8, 4)).refine == engine.DEFAULT_REFINE
     assert TrainParams((8, 4), residual="normalized", refine=0).refine == 0
+
+
+def test_refinement_on_a_sample_still_matches_encode_and_helps(x):
+    base = engine.train(x, TrainParams((20, 8, 8), seed=4, refine=0, collisions="suffix",
+                                       max_points_per_centroid=40))
+    # 40 points per code x 20 codes = 800 of the 3000 rows refine the deeper levels
+    refined = engine.train(x, TrainParams((20, 8, 8), seed=4, refine=3, collisions="suffix",
+                                          max_points_per_centroid=40))
+    np.testing.assert_array_equal(engine.encode(x, refined.codebooks), refined.codes)
+    assert refined.stats["reconstruction_error"] < base.stats["reconstruction_error"]
+
+
+def test_train_seconds_are_timed_when_items_move(x):
+    crowded = engine.train(x, TrainParams((4, 2, 2), seed=0))
+    assert crowded.stats["moved"] > 0
+    assert 0 <= crowded.stats["train_seconds"] < 60
