@@ -141,8 +141,9 @@ def _unassigned(conn: Connection, space: Space, version: int, after: int
     with an id above ``after`` and no ID in ``version``. Naming the space lets the partial
     index ix_items_live_space (model, dim, id) yield ids in order without reading any item
     row (and its embedding) that already has an ID."""
-    pg = conn.dialect.name == "postgresql"
-    p = (lambda name: f"%({name})s") if pg else (lambda name: f":{name}")
+    def p(name: str) -> str:
+        return _param(conn, name)
+
     model = "i.embedding_model IS NULL" if space.model is None \
         else f"i.embedding_model = {p('model')}"
     sql = (f"FROM items i WHERE {_LIVE} AND {model} AND i.embedding_dim = {p('dim')} "
