@@ -66,11 +66,11 @@ else:
 """
 
 
-def child(args: list[str], env: dict | None = None) -> tuple[dict | str, float, float]:
+def child(args: list[str]) -> tuple[dict | str, float, float]:
     """Run ``python <args>``; (its JSON output or stdout, wall seconds, peak RSS in GB)."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+                          env=os.environ)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"{' '.join(args[:4])} failed: {proc.stderr.strip()[-2000:]}")
@@ -92,7 +92,7 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str], npy: Path,
+def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str],
                  workdir: Path, bare: dict) -> list[list[str]]:
     rows = []
     with database(kind, workdir) as url:
@@ -197,7 +197,7 @@ def main() -> None:
         rows.append([f"bare engine.train {n:,} x {DIM} in memory", f"{bare['seconds']:.1f} s",
                      "-", "1.00x", f"RSS {bare_rss:.2f} GB"])
         for kind in args.databases.split(","):
-            rows += run_database(kind, n, new, x, keys, npy, Path(tmp), bare)
+            rows += run_database(kind, n, new, x, keys, Path(tmp), bare)
     body = (f"{n:,} generated {DIM}-d vectors (a mixture of 2,000 Gaussians) + {new:,} new, "
             f"3 x 256 with the default parameters (nearest-free); {machine()}. Command: "
             f"`python bench/bench_scale.py{' --quick' if args.quick else ''}`. Train and "

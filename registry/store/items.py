@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from ..errors import InputError
 from .bulk import insert_rows, read_vectors
 from .lookups import IN_CHUNK
-from .schema import assignments, items
+from .schema import LIVE_ITEMS, assignments, items
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ def texts_to_reembed(conn: Connection, model: str | None) -> list[tuple[int, str
 
 
 # SQL over ``items i``: live items are those a new version covers
-_LIVE = "i.removed_at IS NULL AND i.embedding IS NOT NULL"
+# the very terms of the partial index ix_items_live_space, so that SQLite's planner can use it
+_LIVE = " AND ".join(f"i.{term}" for term in LIVE_ITEMS.split(" AND "))
 def _unassigned(conn: Connection, space: Space, version: int, after: int
                 ) -> tuple[str, dict]:
     """SQL (FROM ... WHERE over ``items i``) and parameters for the live items of ``space``
