@@ -22,7 +22,7 @@ from .store.versions import ACTIVE, Version
 if TYPE_CHECKING:
     import numpy as np
 
-    from . import catalog
+    from . import catalog, verifying
     from .assigning import AssignResult
 
 MAX_LOOKUP_LIMIT = 10_000
@@ -582,6 +582,13 @@ class Registry:
             raise InputError(f"sample must be between 10 and 100000, got {sample}",
                              source="--sample")
         return analysis.stats(self._tx, version, sample=sample)
+
+    def verify(self) -> verifying.VerifyReport:
+        """Check every invariant of the store (see :mod:`registry.verifying`); the report
+        lists each violation with the rows involved."""
+        from . import verifying
+
+        return verifying.verify(self._tx)
 
     def versions(self) -> list[VersionSummary]:
         """Every version, oldest first, with its aliases and number of items with an ID."""

@@ -25,7 +25,7 @@ from . import collisions, engine
 from .errors import InputError, RegistryError, StateError
 from .hooks import pause_point
 from .ids import disambiguate
-from .store import assignments, codebooks, db, items, lookups, versions
+from .store import assignments, codebooks, db, items, lookups, seals, versions
 from .store.db import Tx
 from .store.versions import Version
 
@@ -129,7 +129,7 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
 def _allocate(conn, v: Version, books, item_ids, vectors) -> None:
     codes = engine.encode(vectors, books, v.residual)
     # holding the version row serialises ID allocation between assigners
-    versions.get(conn, v.number, lock=True)
+    current = versions.get(conn, v.number, lock=True)
     if v.params.get("collisions", "suffix") == "nearest-free":
         span = v.space.sizes[-1]
         taken = collisions.Occupancy(
@@ -141,6 +141,9 @@ def _allocate(conn, v: Version, books, item_ids, vectors) -> None:
     packed = v.space.pack(codes)
     disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
     assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
+    if current.state != "draft":
+        seals.grow(conn, v.number, item_ids, packed, disamb)
+    pause_point("assign-written")
     versions.log_event(conn, "assign", db.now(), version=v.number,
                        params={"items": len(item_ids)})
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .embed import Embedder
 from .errors import InputError
+from .hooks import pause_point
 from .ingest import Incoming
 from .store import db, items
 from .store.db import Tx
@@ -115,6 +116,33 @@ def _plan(incoming: Incoming, hashes: list[str], known: dict[str, Stored],
     return plan
 
 
+def _added_meanwhile(conn, rows: list[dict], result: AddResult) -> tuple[list[dict],
+                                                                          list[dict]]:
+    """Split new item rows into those still new and those another process added since this
+    one looked (concurrent adds of overlapping catalogs): the latter become content updates,
+    or nothing when the content is the same. The caller holds the insert lock."""
+    if not rows:
+        return rows, []
+    now = items.existing(conn, [r["key"] for r in rows])
+    if not now:
+        return rows, []
+    fresh, late = [], []
+    for r in rows:
+        old = now.get(r["key"])
+        if old is None:
+            fresh.append(r)
+            continue
+        result.added -= 1
+        if (old.content_hash == r["content_hash"] and old.model == r["embedding_model"]
+                and old.has_embedding and not old.removed):
+            result.unchanged += 1
+        else:
+            result.changed += 1
+            late.append({"id": old.id, **{k: v for k, v in r.items()
+                                          if k not in ("key", "meta", "created_at")}})
+    return fresh, late
+
+
 def _batches(indices: list, size: int) -> Iterator[list]:
     for start in range(0, len(indices), size):
         yield indices[start:start + size]
@@ -198,8 +226,12 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
             else:
                 changed_rows.append({"id": job.item_id, **content})
         with tx(write=True) as conn:
+            items.lock_inserts(conn)
+            new_rows, late = _added_meanwhile(conn, new_rows, result)
             items.insert(conn, new_rows)
-            items.update_content(conn, changed_rows)
+            items.update_content(conn, changed_rows + late)
+            pause_point("add-written")
+        pause_point("add-committed")
         result.embedded += len(batch)
         result.reembedded += sum(1 for j in batch if j.row is None)
         result.dim = int(vectors.shape[1])

@@ -446,6 +446,18 @@ def stats(reg: Registry, version: str | None, sample: int, as_json: bool) -> Non
     _emit(as_json, r.to_dict(), lambda: fmt.stats(r))
 
 
+@cli.command()
+@_json_option
+@pass_registry
+def verify(reg: Registry, as_json: bool) -> None:
+    """Check every invariant: codebook checksums, code ranges, unique IDs, one ID per item,
+    frozen versions unchanged since freezing, aliases, schema. Exits 1 on any violation."""
+    r = reg.verify()
+    _emit(as_json, r.to_dict(), lambda: fmt.verify(r))
+    if not r.ok:
+        sys.exit(1)
+
+
 @cli.command(name="versions")
 @_json_option
 @pass_registry

@@ -73,10 +73,11 @@ class Occupancy:
 
 
 def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: str,
-               depth: int) -> np.ndarray:
-    """The residual of each row after its first ``depth`` levels, as the engine steps."""
+               depth: int, start: int = 0) -> np.ndarray:
+    """The residual of each row after its first ``depth`` levels, as the engine steps
+    (``x`` being the residual after the first ``start``)."""
     r = np.array(x, dtype=np.float32, order="C", copy=True)
-    for level in range(depth):
+    for level in range(start, depth):
         r -= books[level][codes[:, level]]
         if mode == "normalized":
             renormalise(r)
@@ -171,8 +172,19 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     for start in range(0, movers.size, MOVER_CHUNK):
         chunk = movers[start:start + MOVER_CHUNK]
         x = rows_x(rows[chunk])
-        dists = _sq_dists(_residuals(x, codes[rows[chunk]], books, mode, levels - 1),
-                          books[-1])
+        if levels >= 2:
+            up = _residuals(x, codes[rows[chunk]], books, mode, levels - 2)
+            ranked = _ranked_up(up, codes[rows[chunk], -2], books[-2], norms[-2])
+            # one query for every prefix the movers out of a full prefix will look at,
+            # instead of one per prefix as each mover looks
+            full = table[slot[start:start + chunk.size]].all(axis=1)
+            k_up = space.sizes[-2]
+            heads = space.pack(codes[rows[chunk[full]]])[:, None] // (k_last * k_up)
+            occupancy.preload((heads * k_up + ranked[full]).ravel() * k_last)
+            last = _residuals(up, codes[rows[chunk]], books, mode, levels - 1, start=levels - 2)
+        else:
+            last = _residuals(x, codes[rows[chunk]], books, mode, levels - 1)
+        dists = _sq_dists(last, books[-1], norms[-1])
         for j, i in enumerate(chunk):
             row = rows[i]
             if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
@@ -188,8 +200,8 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 codes[row, -1] = choice
                 take(int(mover_prefixes[start + j]) * k_last + choice)
             elif levels >= 2:
-                up = _residuals(x[j:j + 1], codes[row:row + 1], books, mode, levels - 2)[0]
-                found = _one_level_up(up, codes[row], books, norms, mode, space, taken_under)
+                found = _one_level_up(up[j], ranked[j], codes[row], books, norms, mode, space,
+                                      taken_under)
                 if found is None:
                     continue
                 codes[row, -2:] = found
@@ -214,26 +226,34 @@ def _taken_table(occupancy: Occupancy, prefixes: np.ndarray, k_last: int) -> np.
     return table
 
 
-def _one_level_up(r: np.ndarray, code: np.ndarray, books: list[np.ndarray],
+def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,
+               norms: np.ndarray) -> np.ndarray:
+    """(N, UP_CANDIDATES): each row's next-best second-to-last codes after its own, closest
+    first."""
+    d = _sq_dists(r, book, norms)
+    d[np.arange(r.shape[0]), own] = np.inf
+    want = min(UP_CANDIDATES, book.shape[0] - 1)
+    if want <= 0:
+        return np.empty((r.shape[0], 0), dtype=np.int64)
+    top = np.argpartition(d, want - 1, axis=1)[:, :want]
+    order = np.argsort(np.take_along_axis(d, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def _one_level_up(r: np.ndarray, ranked: np.ndarray, code: np.ndarray, books: list[np.ndarray],
                   norms: list[np.ndarray], mode: str, space: CodeSpace,
                   taken_under: Callable[[int], np.ndarray]) -> tuple[int, int] | None:
-    """The closest free (second-to-last, last) pair under the same deeper prefix."""
-    up = np.argsort(_sq_dists(r[None, :], books[-2], norms[-2])[0])
-    head = tuple(int(c) for c in code[:-2])
-    k_last = space.sizes[-1]
-    tried = 0
-    for alt in up:
-        if alt == code[-2]:
-            continue
-        tried += 1
-        if tried > UP_CANDIDATES:
-            return None
-        taken = taken_under(space.pack_one((*head, int(alt), 0)) // k_last)
+    """The closest free (second-to-last, last) pair under the same deeper prefix, among the
+    ``ranked`` second-to-last codes; ``r`` is the residual above that level."""
+    k_up = space.sizes[-2]
+    head = space.pack_one((*code[:-2].tolist(), 0, 0)) // (space.sizes[-1] * k_up)
+    for alt in ranked.tolist():
+        taken = taken_under(head * k_up + alt)
         if taken.all():
             continue
-        nxt = (r - books[-2][alt]).astype(np.float32)[None, :]
+        nxt = (r - books[-2][alt])[None, :]
         if mode == "normalized":
             renormalise(nxt)
         d = np.where(taken, np.inf, _sq_dists(nxt, books[-1], norms[-1])[0])
-        return int(alt), int(d.argmin())
+        return alt, int(d.argmin())
     return None

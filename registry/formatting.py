@@ -194,3 +194,15 @@ def history(events) -> str:
 BY_STEP = {"init": init, "add": add, "train": train, "freeze": change,
          "activate": change, "assign": assign, "get": get,
          "lookup": lookup, "versions": versions}
+
+
+def verify(report) -> str:
+    """One line per violation and its rows, or one line saying all is well."""
+    if report.ok:
+        return (f"ok: {report.versions} versions, {report.ids} IDs; checked "
+                + ", ".join(report.checks))
+    lines = [f"{len(report.violations)} violations:"]
+    for v in report.violations:
+        lines.append(f"  [{v.check}] {v.message}")
+        lines += ["      " + ", ".join(f"{k}={val}" for k, val in row.items()) for row in v.rows]
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .errors import InputError
@@ -64,13 +65,19 @@ class CodeSpace:
         """One full code tuple -> its packed integer."""
         return self.prefix_range(tuple(codes))[0]
 
+    @cached_property
+    def _strides(self) -> tuple[tuple[int, int], ...]:
+        """(place value, size) of each level's code in a packed integer."""
+        place, out = 1, []
+        for k in reversed(self.sizes):
+            out.append((place, k))
+            place *= k
+        return tuple(reversed(out))
+
     def unpack_one(self, packed: int) -> tuple[int, ...]:
         """One packed integer -> its code tuple."""
-        out = []
-        for k in reversed(self.sizes):
-            packed, c = divmod(int(packed), k)
-            out.append(c)
-        return tuple(reversed(out))
+        packed = int(packed)
+        return tuple(packed // place % k for place, k in self._strides)
 
     def pack(self, codes: np.ndarray) -> np.ndarray:
         """(N, L) integer codes -> (N,) int64 packed codes."""
@@ -143,7 +150,7 @@ def parse_id(text: str, space: CodeSpace) -> ParsedId:
 
 def format_id(codes: tuple[int, ...] | list[int] | np.ndarray, disambiguation: int) -> str:
     """Canonical text form: codes then the disambiguation number, joined by ``-``."""
-    return "-".join(str(int(c)) for c in codes) + f"-{int(disambiguation)}"
+    return f"{'-'.join(map(str, map(int, codes)))}-{int(disambiguation)}"
 
 
 def format_ids(codes: np.ndarray, disambiguation: np.ndarray) -> list[str]:

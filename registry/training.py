@@ -12,6 +12,7 @@ import numpy as np
 
 from . import engine
 from .errors import InputError, StateError
+from .hooks import pause_point
 from .ids import CodeSpace, check_sizes, disambiguate, disambiguate_keeping
 from .quality import headline
 from .store import assignments, codebooks, db, items, lookups, versions
@@ -133,6 +134,7 @@ def train(tx: Tx, *, levels: int | None = None,
                                  stats=stats, now=now)
         codebooks.write(conn, number, result.codebooks)
         assignments.write(conn, number, item_ids, packed, disamb, incremental=False)
+        pause_point("train-written")
         versions.log_event(conn, "train", now, version=number,
                            other=None if parent is None else parent.number,
                            params=params.to_dict(), reason=reason)

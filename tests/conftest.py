@@ -23,7 +23,7 @@ PG_URL = os.environ.get("REGISTRY_TEST_PG",
 DATABASES = [d.strip() for d in
              os.environ.get("REGISTRY_TEST_DATABASES", "sqlite,postgresql").split(",")
              if d.strip()]
-TABLES = ("items", "versions", "codebooks", "assignments", "aliases", "events")
+TABLES = ("items", "versions", "codebooks", "assignments", "aliases", "events", "seals")
 
 
 def make_vectors(n: int, dim: int = 16, seed: int = 0, clusters: int = 12) -> np.ndarray:

@@ -8,14 +8,22 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import Connection, func, select
 
+from ..errors import NotFoundError, StateError
 from .bulk import insert_arrays
 from .lookups import IN_CHUNK
 from .schema import assignments
+from .versions import get
 
 
 def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarray,
           disamb: np.ndarray, *, incremental: bool) -> int:
-    """Insert one ID per item; the unique constraints refuse any duplicate."""
+    """Insert one ID per item; the unique constraints refuse any duplicate. A frozen
+    version only gains IDs for items it had none for (``incremental``); a retired one none."""
+    v = get(conn, version)
+    if v is None:
+        raise NotFoundError("version", version)
+    if v.state == "retired" or (v.state == "frozen" and not incremental):
+        raise StateError(f"{v.label} is {v.state}: its issued IDs never change")
     n = len(item_ids)
     return insert_arrays(conn, assignments, {
         "version_id": np.full(n, version, dtype=np.int32),

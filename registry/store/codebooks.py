@@ -39,22 +39,26 @@ def write(conn: Connection, number: int, books: list[np.ndarray]) -> None:
 
 def read(conn: Connection, number: int) -> list[np.ndarray]:
     """A version's codebooks, each checked against its sha256, dtype and shape."""
-    out = []
     rows = conn.execute(select(codebooks).where(codebooks.c.version_id == number)
                         .order_by(codebooks.c.level)).all()
     if not rows:
         raise DatabaseError(f"version {number} has no codebooks")
-    for row in rows:
-        where = f"codebook level {row.level} of version {number}"
-        data = bytes(row.data)
-        if hashlib.sha256(data).hexdigest() != row.sha256:
-            raise DatabaseError(f"{where} fails its sha256 check: the stored bytes were changed")
-        try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as e:
-            raise DatabaseError(f"{where} is not a valid .npy array: {e}") from None
-        if arr.dtype != np.dtype(row.dtype) or arr.shape != (row.k, row.dim):
-            raise DatabaseError(f"{where} has dtype {arr.dtype} and shape {arr.shape}, "
-                                f"expected {row.dtype} and {(row.k, row.dim)}")
-        out.append(np.ascontiguousarray(arr, dtype=np.float32))
-    return out
+    return [load(number, row.level, row.k, row.dim, row.dtype, row.sha256, row.data)
+            for row in rows]
+
+
+def load(number: int, level: int, k: int, dim: int, dtype: str, sha256: str,
+         data: bytes) -> np.ndarray:
+    """One stored codebook blob as float32, checked against its sha256, dtype and shape."""
+    where = f"codebook level {level} of version {number}"
+    data = bytes(data)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise DatabaseError(f"{where} fails its sha256 check: the stored bytes were changed")
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        raise DatabaseError(f"{where} is not a valid .npy array: {e}") from None
+    if arr.dtype.name != dtype or arr.shape != (k, dim):
+        raise DatabaseError(f"{where} has dtype {arr.dtype} and shape {arr.shape}, "
+                            f"expected {dtype} and {(k, dim)}")
+    return np.ascontiguousarray(arr, dtype=np.float32)

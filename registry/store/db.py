@@ -55,6 +55,9 @@ def _sqlite_path(url: str) -> Path | None:
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
         return None
+    if u.query.get("uri") == "true" and u.database.startswith("file:"):
+        # sqlite:///file:PATH?mode=ro&uri=true: SQLite's URI form (read-only opens)
+        return Path(u.database.removeprefix("file:").split("?", 1)[0])
     return Path(u.database)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from ..errors import InputError
 from .bulk import insert_rows, read_vectors
@@ -44,6 +44,7 @@ class Stored:
 def existing(conn: Connection, keys: Sequence[str]) -> dict[str, Stored]:
     """key -> Stored for those of ``keys`` already in the registry (removed ones too)."""
     found: dict[str, Stored] = {}
+    keys = [k for k in keys if "\x00" not in k]  # never stored: PostgreSQL text cannot hold it
     cols = (items.c.key, items.c.id, items.c.content_hash, items.c.meta, items.c.removed_at,
             items.c.embedding_model, items.c.embedding_dim)
     for start in range(0, len(keys), IN_CHUNK):
@@ -57,6 +58,7 @@ def existing(conn: Connection, keys: Sequence[str]) -> dict[str, Stored]:
 def embeddings(conn: Connection, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """key -> float32 embedding for those of ``keys`` that have one."""
     out: dict[str, np.ndarray] = {}
+    keys = [k for k in keys if "\x00" not in k]
     q = select(items.c.key, items.c.embedding, items.c.embedding_dtype)
     for start in range(0, len(keys), IN_CHUNK):
         part = list(keys[start:start + IN_CHUNK])
@@ -91,6 +93,13 @@ def single_space(conn: Connection) -> Space | None:
                          "re-embedding): finish it with `registry add FILE ... --reembed`",
                          source="items")
     return found[0] if found else None
+
+
+def lock_inserts(conn: Connection) -> None:
+    """Serialise writers of new items until the end of the transaction, so that a writer can
+    see what another one added before it inserts (SQLite: its write lock already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('registry.items'))"))
 
 
 def insert(conn: Connection, rows: list[dict]) -> None:

@@ -34,16 +34,23 @@ def _row(r) -> Row:
 # seek, and building and compiling a SQLAlchemy statement would cost ten times as long.
 _KEYS = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM items i LEFT JOIN assignments a "
          "ON a.item_id = i.id AND a.version_id = {p} WHERE i.key IN ({keys})")
-_ID = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i "
+_ID = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i{hint} "
        "ON i.id = a.item_id WHERE a.version_id = {p} AND a.code = {p} AND a.disamb = {p}")
-_RANGE = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i "
+_RANGE = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i{hint} "
           "ON i.id = a.item_id WHERE a.version_id = {p} AND a.code >= {p} AND a.code <= {p} "
           "ORDER BY a.code, a.disamb LIMIT {p}")
 
 
+# SQLite's planner always fetches a joined row by its rowid, which reads the whole item row
+# (embedding included) per ID; the covering index holds what a listing shows: twice as fast
+_HINT = {"sqlite": " INDEXED BY ix_items_id_key_removed_at", "postgresql": ""}
+
+
 def _fetch(conn: Connection, template: str, params: tuple, **parts: str) -> list:
-    p = "%s" if conn.dialect.name == "postgresql" else "?"
-    return conn.exec_driver_sql(template.format(p=p, **parts), params).fetchall()
+    name = conn.dialect.name
+    p = "%s" if name == "postgresql" else "?"
+    return conn.exec_driver_sql(template.format(p=p, hint=_HINT.get(name, ""), **parts),
+                                params).fetchall()
 
 
 def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, Row | None]:

@@ -27,7 +27,8 @@ from sqlalchemy import (
     text,
 )
 
-REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index")
+REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
+                              "0004_seals_and_guards")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
@@ -68,6 +69,8 @@ items = Table(
     # the live items' embedding space in two index seeks (migration 0002)
     Index("ix_items_live_space", "embedding_model", "embedding_dim", "id",
           sqlite_where=text(LIVE_ITEMS), postgresql_where=text(LIVE_ITEMS)),
+    # what an ID listing shows of each item, without reading its row (migration 0003)
+    Index("ix_items_id_key_removed_at", "id", "key", "removed_at"),
     # SQLite: never hand out the id of a deleted row again
     sqlite_autoincrement=True,
 )
@@ -123,6 +126,23 @@ assignments = Table(
     UniqueConstraint("version_id", "code", "disamb"),
     # SQLite: the primary key is the table, one B-tree fewer to write
     sqlite_with_rowid=False,
+)
+
+# What a version held when it was frozen, so that `registry verify` can tell that nothing of
+# it changed since: a digest of its codebooks, and count and order-free digest of its IDs,
+# plus the same for the IDs assigned after freezing (added under the version's lock). Made
+# at freeze time (migration 0004); the database refuses to rewrite or delete one.
+seals = Table(
+    "seals",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True,
+           autoincrement=False),
+    Column("codebooks_sha256", String(64), nullable=False),
+    Column("frozen_count", BigInteger, nullable=False),
+    Column("frozen_digest", BigInteger, nullable=False),
+    Column("grown_count", BigInteger, nullable=False),
+    Column("grown_digest", BigInteger, nullable=False),
+    _ts("sealed_at"),
 )
 
 aliases = Table(

@@ -167,6 +167,12 @@ def create(conn: Connection, *, name: str | None, params: dict, dim: int,
 
 
 def set_state(conn: Connection, number: int, state: str, now: datetime) -> None:
+    """Move a version to ``state``; leaving the draft state seals it (see :mod:`.seals`)."""
+    before = conn.execute(select(versions.c.state).where(versions.c.id == number)).scalar()
+    if before == "draft" and state != "draft":
+        from . import seals  # numpy: not for the read-only commands that import this module
+
+        seals.seal(conn, number, now)
     values: dict = {"state": state}
     if state == "frozen":
         values["frozen_at"] = now
