@@ -21,11 +21,13 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import collisions, engine
 from .errors import InputError, RegistryError, StateError
 from .hooks import pause_point
 from .ids import disambiguate
-from .store import assignments, codebooks, db, items, lookups, seals, versions
+from .store import assignments, codebooks, db, items, seals, versions
 from .store.db import Tx
 from .store.versions import Version
 
@@ -75,11 +77,12 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
     total = batches = 0
     if space is None:
         return AssignResult(v, 0, 0, round(time.perf_counter() - start, 3))
+    issued = _Issued()
     # closing: an error while allocating ends the generator, and so rolls its batch back
     with closing(_batches(tx, v, space, batch_size)) as claimed:
         for conn, item_ids, vectors in claimed:
             pause_point("assign-claimed")
-            _allocate(conn, v, books, item_ids, vectors)
+            _allocate(conn, v, books, item_ids, vectors, issued)
             total += len(item_ids)
             batches += 1
     return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
@@ -126,15 +129,35 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
             claimed_in_round = True
 
 
-def _allocate(conn, v: Version, books, item_ids, vectors) -> None:
+class _Issued:
+    """The packed codes a version holds, kept across the batches of one assign run: read
+    once, then extended with each batch this run writes. Read again when the version holds
+    other IDs than this run knows of (another assigner wrote a batch meanwhile)."""
+
+    def __init__(self) -> None:
+        self.codes: np.ndarray | None = None
+        self.count = -1
+
+    def current(self, conn, number: int) -> np.ndarray:
+        """The codes, up to date: the caller holds the version's lock."""
+        count = assignments.count(conn, number)
+        if self.codes is None or count != self.count:
+            self.codes, self.count = assignments.issued_codes(conn, number), count
+        return self.codes
+
+    def add(self, packed: np.ndarray) -> None:
+        new = np.sort(packed)
+        self.codes = np.insert(self.codes, np.searchsorted(self.codes, new), new)
+        self.count += packed.size
+
+
+def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> None:
     codes = engine.encode(vectors, books, v.residual)
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
-    if v.params.get("collisions", "suffix") == "nearest-free":
-        span = v.space.sizes[-1]
-        taken = collisions.Occupancy(
-            v.space, load=lambda prefixes: lookups.codes_in_prefixes(conn, v.number, prefixes,
-                                                                      span))
+    nearest_free = v.params.get("collisions", "suffix") == "nearest-free"
+    if nearest_free:
+        taken = collisions.Occupancy(v.space, issued.current(conn, v.number))
         codes, _ = collisions.nearest_free(
             lambda rows: engine.prepare(vectors[rows]), codes, books, v.residual, v.space,
             taken)
@@ -144,6 +167,8 @@ def _allocate(conn, v: Version, books, item_ids, vectors) -> None:
     if current.state != "draft":
         seals.grow(conn, v.number, item_ids, packed, disamb)
     pause_point("assign-written")
+    if nearest_free:
+        issued.add(packed)  # an error from here on ends the run, and this cache with it
     versions.log_event(conn, "assign", db.now(), version=v.number,
                        params={"items": len(item_ids)})
 

@@ -15,7 +15,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from . import formatting as fmt
-from .api import Registry
+from .api import DEFAULT_BATCH, Registry
 from .errors import RegistryError
 
 
@@ -335,7 +335,7 @@ def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> No
 
 @cli.command()
 @_version_option
-@click.option("--batch-size", type=int, default=10_000, show_default=True,
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH, show_default=True,
               help="Items per transaction (and per claim, with several workers).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Assigner processes sharing the work: in parallel on PostgreSQL (as are "

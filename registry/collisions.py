@@ -14,7 +14,7 @@ faiss only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,32 +29,34 @@ MOVER_CHUNK = 8192
 
 
 class Occupancy:
-    """The code tuples already taken, loaded lazily by depth-(L-1) prefix through
-    ``load(prefixes) -> packed codes`` (None: everything is in ``taken`` from the start)."""
+    """The code tuples already taken: ``issued``, a sorted array of the packed codes a
+    version holds already (for incremental assignment; loaded once per run, see
+    registry.assigning), plus the tuples taken during this run."""
 
-    def __init__(self, space: CodeSpace, load: Callable[[list[int]], Iterable[int]] | None
-                 = None):
+    def __init__(self, space: CodeSpace, issued: np.ndarray | None = None):
         self.space = space
         self.last = space.sizes[-1]
-        self.load = load
+        self.issued = np.empty(0, dtype=np.int64) if issued is None else issued
         self.taken: set[int] = set()
-        self.loaded: set[int] = set()
         # tuples an earlier version gave to rows of this run: held for them
         self.reserved: dict[int, int] = {}
 
-    def preload(self, packed: np.ndarray) -> None:
-        if self.load is None:
-            return
-        prefixes = sorted({int(p) // self.last for p in np.unique(packed)} - self.loaded)
-        if prefixes:
-            self.taken.update(int(c) for c in self.load(prefixes))
-            self.loaded.update(prefixes)
+    def _issued_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.searchsorted(self.issued, lo), np.searchsorted(self.issued, hi)
+
+    def issued_mask(self, packed: np.ndarray) -> np.ndarray:
+        """Which of ``packed`` the version held before this run."""
+        at = np.searchsorted(self.issued, packed)
+        ok = at < self.issued.size
+        ok[ok] = self.issued[at[ok]] == packed[ok]
+        return ok
 
     def is_taken(self, packed: int, row: int = -1) -> bool:
         """Whether ``packed`` is given, or held for a row other than ``row``."""
-        if self.load is not None and packed // self.last not in self.loaded:
-            self.preload(np.array([packed]))
-        return packed in self.taken or self.reserved.get(packed, row) != row
+        if packed in self.taken or self.reserved.get(packed, row) != row:
+            return True
+        at = int(np.searchsorted(self.issued, packed))
+        return at < self.issued.size and int(self.issued[at]) == packed
 
     def take(self, packed: int) -> None:
         self.taken.add(packed)
@@ -63,12 +65,35 @@ class Occupancy:
         """(k_last,) booleans: which last-level codes under the depth-(L-1) ``prefix`` are
         given or held (set lookups in C: no Python call per code)."""
         base = prefix * self.last
-        if self.load is not None and prefix not in self.loaded:
-            self.preload(np.array([base]))
         codes = range(base, base + self.last)
         out = np.fromiter(map(self.taken.__contains__, codes), bool, self.last)
         if self.reserved:
             out |= np.fromiter(map(self.reserved.__contains__, codes), bool, self.last)
+        lo, hi = np.searchsorted(self.issued, (base, base + self.last))
+        out[self.issued[lo:hi] - base] = True
+        return out
+
+    def table(self, prefixes: np.ndarray) -> np.ndarray:
+        """(len(prefixes), k_last) booleans: code c under ``prefixes[i]`` (sorted, unique) is
+        given or held."""
+        k = self.last
+        out = np.zeros((prefixes.size, k), dtype=bool)
+        lo, hi = self._issued_range(prefixes * k, (prefixes + 1) * k)
+        counts = hi - lo
+        if counts.sum():
+            # every issued code under each prefix, without a Python loop over prefixes
+            row = np.repeat(np.arange(prefixes.size), counts)
+            start = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+            codes = self.issued[start + np.arange(counts.sum())]
+            out[row, codes - prefixes[row] * k] = True
+        for group in (self.taken, self.reserved):
+            if not group:
+                continue
+            codes = np.fromiter(group, dtype=np.int64, count=len(group))
+            at = np.searchsorted(prefixes, codes // k)
+            ok = at < prefixes.size
+            ok[ok] = prefixes[at[ok]] == codes[ok] // k
+            out[at[ok], codes[ok] % k] = True
         return out
 
 
@@ -102,7 +127,6 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     codes = np.array(codes, dtype=np.int64, copy=True)
     n, levels = codes.shape
     packed = space.pack(codes)
-    occupancy.preload(packed)
     _, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     crowded = counts[inverse] > 1
@@ -114,6 +138,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         home[had] = space.pack(prefer[had])
         priority[home == packed] = 0
         occupancy.reserved.update(zip(home[had].tolist(), had.tolist(), strict=True))
+    crowded |= occupancy.issued_mask(packed)
     if occupancy.taken or occupancy.reserved:
         crowded |= np.fromiter((occupancy.is_taken(int(p), r) for r, p in enumerate(packed)),
                                bool, n)
@@ -129,22 +154,28 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         last -= books[-1][codes[part, -1]]
         near[start:start + MOVER_CHUNK] = np.einsum("ij,ij->i", last, last)
     order = np.lexsort((rows, near, priority[rows]))
-    movers = []
-    for i in order:  # the first row of each crowded tuple that is still free stays there
-        p = int(packed[rows[i]])
-        if occupancy.is_taken(p, rows[i]):
-            movers.append(i)
-        else:
-            occupancy.take(p)
-    if not movers:
+    # the first row of each crowded tuple (in that order) stays there if the tuple is free
+    ranked_rows = rows[order]
+    ranked_packed = packed[ranked_rows]
+    first = np.zeros(order.size, dtype=bool)
+    first[np.unique(ranked_packed, return_index=True)[1]] = True
+    if occupancy.taken or occupancy.reserved:
+        blocked = np.fromiter((occupancy.is_taken(int(p), int(r))
+                               for p, r in zip(ranked_packed, ranked_rows, strict=True)),
+                              bool, order.size)
+    else:
+        blocked = occupancy.issued_mask(ranked_packed)
+    stays = first & ~blocked
+    occupancy.taken.update(ranked_packed[stays].tolist())
+    movers = order[~stays]
+    if not movers.size:
         return codes, 0
-    movers = np.asarray(movers)
     k_last = space.sizes[-1]
     # which last-level codes are taken under each movers' prefix, as a bit table: one numpy
     # argmin per mover instead of walking its ranked codes through a Python set
     mover_prefixes = packed[rows[movers]] // k_last
     prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
-    table = _taken_table(occupancy, prefixes, k_last)
+    table = occupancy.table(prefixes)
 
     # the same for prefixes one level up that movers out of a full prefix look at, built
     # once each: many movers leave the same full prefix for the same neighbours
@@ -168,23 +199,28 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
             extra[prefix][code % k_last] = True
 
     norms = [np.square(cb).sum(1) for cb in books]
+    k_up = space.sizes[-2] if levels >= 2 else 1
     moved = 0
     for start in range(0, movers.size, MOVER_CHUNK):
         chunk = movers[start:start + MOVER_CHUNK]
         x = rows_x(rows[chunk])
+        # full already: these leave their prefix (or, with nowhere to go, keep their tuple)
+        leaving = table[slot[start:start + chunk.size]].all(axis=1)
         if levels >= 2:
             up = _residuals(x, codes[rows[chunk]], books, mode, levels - 2)
             ranked = _ranked_up(up, codes[rows[chunk], -2], books[-2], norms[-2])
-            # one query for every prefix the movers out of a full prefix will look at,
-            # instead of one per prefix as each mover looks
-            full = table[slot[start:start + chunk.size]].all(axis=1)
-            k_up = space.sizes[-2]
-            heads = space.pack(codes[rows[chunk[full]]])[:, None] // (k_last * k_up)
-            occupancy.preload((heads * k_up + ranked[full]).ravel() * k_last)
             last = _residuals(up, codes[rows[chunk]], books, mode, levels - 1, start=levels - 2)
+            heads = mover_prefixes[start:start + chunk.size] // k_up
+            guess = _guess_up(up[leaving], heads[leaving], ranked[leaving], books, norms,
+                              mode, k_up, occupancy)
+            guessed = dict(zip(np.flatnonzero(leaving).tolist(), zip(*guess, strict=True),
+                               strict=True))
         else:
             last = _residuals(x, codes[rows[chunk]], books, mode, levels - 1)
-        dists = _sq_dists(last, books[-1], norms[-1])
+        # each row's nearest free code under its own prefix as things stand; like the
+        # guesses one level up, it stands while it stays free
+        own = table[slot[start:start + chunk.size]]
+        pre = np.where(own, np.inf, _sq_dists(last, books[-1], norms[-1])).argmin(axis=1)
         for j, i in enumerate(chunk):
             row = rows[i]
             if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
@@ -193,37 +229,32 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 take(int(home[row]))
                 moved += 1
                 continue
-            taken = table[slot[start + j]]
-            d = np.where(taken, np.inf, dists[j])
-            choice = int(d.argmin())
-            if not taken[choice]:
+            at = slot[start + j]
+            choice = int(pre[j])
+            if table[at, choice] and not leaving[j]:  # taken since: look again
+                choice = int(np.where(table[at], np.inf, _sq_dists(
+                    last[j:j + 1], books[-1], norms[-1])[0]).argmin())
+            if not table[at, choice]:
                 codes[row, -1] = choice
                 take(int(mover_prefixes[start + j]) * k_last + choice)
             elif levels >= 2:
-                found = _one_level_up(up[j], ranked[j], codes[row], books, norms, mode, space,
-                                      taken_under)
-                if found is None:
+                head = int(heads[j])
+                found = guessed.get(j)
+                # the guess made at the start of the chunk stands while its code is free:
+                # the candidates before it were full then and can only have filled up since
+                # (and with none open then, none is now)
+                if found is None or (found[0] >= 0 and
+                                     taken_under(head * k_up + found[0])[found[1]]):
+                    found = _one_level_up(up[j], ranked[j], head, books, norms, mode, k_up,
+                                          taken_under)
+                if found is None or found[0] < 0:
                     continue
                 codes[row, -2:] = found
-                take(int(space.pack_one(tuple(codes[row]))))
+                take((head * k_up + found[0]) * k_last + found[1])
             else:
                 continue
             moved += 1
     return codes, moved
-
-
-def _taken_table(occupancy: Occupancy, prefixes: np.ndarray, k_last: int) -> np.ndarray:
-    """(len(prefixes), k_last) booleans: code c under prefixes[i] is given or held."""
-    table = np.zeros((prefixes.size, k_last), dtype=bool)
-    for group in (occupancy.taken, occupancy.reserved):
-        if not group:
-            continue
-        codes = np.fromiter(group, dtype=np.int64, count=len(group))
-        at = np.searchsorted(prefixes, codes // k_last)
-        ok = at < prefixes.size
-        ok[ok] = prefixes[at[ok]] == codes[ok] // k_last
-        table[at[ok], codes[ok] % k_last] = True
-    return table
 
 
 def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,
@@ -240,13 +271,34 @@ def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,
     return np.take_along_axis(top, order, axis=1)
 
 
-def _one_level_up(r: np.ndarray, ranked: np.ndarray, code: np.ndarray, books: list[np.ndarray],
-                  norms: list[np.ndarray], mode: str, space: CodeSpace,
+def _guess_up(up: np.ndarray, heads: np.ndarray, ranked: np.ndarray, books: list[np.ndarray],
+              norms: list[np.ndarray], mode: str, k_up: int,
+              occupancy: Occupancy) -> tuple[list[int], list[int]]:
+    """What :func:`_one_level_up` would give each of these rows as things stand, all rows at
+    once: (second-to-last code or -1 for none, last code)."""
+    if not len(up):
+        return [], []
+    cand = heads[:, None] * k_up + ranked
+    prefixes, inverse = np.unique(cand, return_inverse=True)
+    inverse = inverse.reshape(cand.shape)
+    taken = occupancy.table(prefixes)
+    open_ = ~taken.all(axis=1)[inverse]
+    first = open_.argmax(axis=1)
+    rows = np.arange(len(up))
+    alt = ranked[rows, first]
+    nxt = up - books[-2][alt]
+    if mode == "normalized":
+        renormalise(nxt)
+    d = _sq_dists(nxt, books[-1], norms[-1])
+    d[taken[inverse[rows, first]]] = np.inf
+    return np.where(open_.any(axis=1), alt, -1).tolist(), d.argmin(axis=1).tolist()
+
+
+def _one_level_up(r: np.ndarray, ranked: np.ndarray, head: int, books: list[np.ndarray],
+                  norms: list[np.ndarray], mode: str, k_up: int,
                   taken_under: Callable[[int], np.ndarray]) -> tuple[int, int] | None:
-    """The closest free (second-to-last, last) pair under the same deeper prefix, among the
-    ``ranked`` second-to-last codes; ``r`` is the residual above that level."""
-    k_up = space.sizes[-2]
-    head = space.pack_one((*code[:-2].tolist(), 0, 0)) // (space.sizes[-1] * k_up)
+    """The closest free (second-to-last, last) pair under the depth-(L-2) prefix ``head``,
+    among the ``ranked`` second-to-last codes; ``r`` is the residual above that level."""
     for alt in ranked.tolist():
         taken = taken_under(head * k_up + alt)
         if taken.all():

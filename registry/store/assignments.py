@@ -9,6 +9,7 @@ import numpy as np
 from sqlalchemy import Connection, func, select
 
 from ..errors import NotFoundError, StateError
+from . import seals
 from .bulk import insert_arrays
 from .lookups import IN_CHUNK
 from .schema import assignments
@@ -48,3 +49,22 @@ def first_free(conn: Connection, version: int, packed: np.ndarray) -> np.ndarray
             codes, maxima = (np.asarray(col, dtype=np.int64) for col in zip(*found, strict=True))
             taken[start + np.searchsorted(part, codes)] = maxima
     return (taken + 1)[inverse]
+
+
+def count(conn: Connection, version: int) -> int:
+    """How many IDs ``version`` holds: from its seal when frozen (no scan)."""
+    sealed = seals.get(conn, version)
+    if sealed is not None:
+        return sealed.count
+    return conn.execute(select(func.count()).select_from(assignments)
+                        .where(assignments.c.version_id == version)).scalar()
+
+
+def issued_codes(conn: Connection, version: int) -> np.ndarray:
+    """Every packed code issued in ``version``, sorted (a code shared by several IDs shows
+    once per ID)."""
+    p = "%s" if conn.dialect.name == "postgresql" else "?"
+    cur = conn.exec_driver_sql(f"SELECT code FROM assignments WHERE version_id = {p} "
+                               "ORDER BY code", (version,))
+    rows = cur.cursor.fetchall() if cur.cursor is not None else []
+    return np.array(rows, dtype=np.int64).reshape(-1)
