@@ -14,6 +14,7 @@ faiss only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -26,67 +27,99 @@ STRATEGIES = ("nearest-free", "suffix")
 UP_CANDIDATES = 8
 # movers whose distances to every last-level code are computed at once
 MOVER_CHUNK = 8192
+# code spaces up to this many tuples keep their occupancy as one boolean per tuple (64 MB)
+DENSE_CODES = 1 << 26
 
 
 class Occupancy:
     """The code tuples already taken: ``issued``, a sorted array of the packed codes a
-    version holds already (for incremental assignment; loaded once per run, see
-    registry.assigning), plus the tuples taken during this run."""
+    version holds already (for incremental assignment; read once per run, see
+    registry.assigning), plus the tuples taken during this run.
+
+    Up to DENSE_CODES possible tuples (3 x 256 has 16.7M) this is one boolean per tuple, so
+    that a whole table of prefixes is one slice; beyond, the issued array and a set.
+    """
 
     def __init__(self, space: CodeSpace, issued: np.ndarray | None = None):
         self.space = space
         self.last = space.sizes[-1]
-        self.issued = np.empty(0, dtype=np.int64) if issued is None else issued
-        self.taken: set[int] = set()
+        issued = np.empty(0, dtype=np.int64) if issued is None else issued
+        total = math.prod(space.sizes)
+        self.dense: np.ndarray | None = None
+        if total <= DENSE_CODES:
+            self.dense = np.zeros(total, dtype=bool)
+            self.dense[issued] = True
+            issued = issued[:0]
+        self.issued = issued
+        self.taken: set[int] = set()  # without the dense table
         # tuples an earlier version gave to rows of this run: held for them
         self.reserved: dict[int, int] = {}
 
-    def _issued_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.searchsorted(self.issued, lo), np.searchsorted(self.issued, hi)
-
-    def issued_mask(self, packed: np.ndarray) -> np.ndarray:
-        """Which of ``packed`` the version held before this run."""
+    def taken_mask(self, packed: np.ndarray) -> np.ndarray:
+        """Which of ``packed`` are given (not counting what is held for rows)."""
+        if self.dense is not None:
+            return self.dense[packed]
         at = np.searchsorted(self.issued, packed)
         ok = at < self.issued.size
         ok[ok] = self.issued[at[ok]] == packed[ok]
+        if self.taken:
+            ok |= np.fromiter(map(self.taken.__contains__, packed.tolist()), bool, packed.size)
         return ok
+
+    def held_for_others(self, packed: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Which of ``packed`` are held for a row other than the one beside it."""
+        if not self.reserved:
+            return np.zeros(packed.size, dtype=bool)
+        return np.fromiter((self.reserved.get(p, r) != r for p, r in
+                            zip(packed.tolist(), rows.tolist(), strict=True)), bool, packed.size)
 
     def is_taken(self, packed: int, row: int = -1) -> bool:
         """Whether ``packed`` is given, or held for a row other than ``row``."""
-        if packed in self.taken or self.reserved.get(packed, row) != row:
+        if self.reserved.get(packed, row) != row:
+            return True
+        if self.dense is not None:
+            return bool(self.dense[packed])
+        if packed in self.taken:
             return True
         at = int(np.searchsorted(self.issued, packed))
         return at < self.issued.size and int(self.issued[at]) == packed
 
     def take(self, packed: int) -> None:
-        self.taken.add(packed)
+        if self.dense is not None:
+            self.dense[packed] = True
+        else:
+            self.taken.add(packed)
+
+    def take_many(self, packed: np.ndarray) -> None:
+        if self.dense is not None:
+            self.dense[packed] = True
+        else:
+            self.taken.update(packed.tolist())
 
     def taken_under(self, prefix: int) -> np.ndarray:
         """(k_last,) booleans: which last-level codes under the depth-(L-1) ``prefix`` are
-        given or held (set lookups in C: no Python call per code)."""
-        base = prefix * self.last
-        codes = range(base, base + self.last)
-        out = np.fromiter(map(self.taken.__contains__, codes), bool, self.last)
-        if self.reserved:
-            out |= np.fromiter(map(self.reserved.__contains__, codes), bool, self.last)
-        lo, hi = np.searchsorted(self.issued, (base, base + self.last))
-        out[self.issued[lo:hi] - base] = True
-        return out
+        given or held."""
+        return self.table(np.array([prefix], dtype=np.int64))[0]
 
     def table(self, prefixes: np.ndarray) -> np.ndarray:
         """(len(prefixes), k_last) booleans: code c under ``prefixes[i]`` (sorted, unique) is
         given or held."""
         k = self.last
-        out = np.zeros((prefixes.size, k), dtype=bool)
-        lo, hi = self._issued_range(prefixes * k, (prefixes + 1) * k)
-        counts = hi - lo
-        if counts.sum():
-            # every issued code under each prefix, without a Python loop over prefixes
-            row = np.repeat(np.arange(prefixes.size), counts)
-            start = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-            codes = self.issued[start + np.arange(counts.sum())]
-            out[row, codes - prefixes[row] * k] = True
-        for group in (self.taken, self.reserved):
+        groups: list = [self.reserved]
+        if self.dense is not None:
+            out = self.dense.reshape(-1, k)[prefixes]
+        else:
+            out = np.zeros((prefixes.size, k), dtype=bool)
+            lo = np.searchsorted(self.issued, prefixes * k)
+            counts = np.searchsorted(self.issued, (prefixes + 1) * k) - lo
+            if counts.sum():
+                # every issued code under each prefix, without a Python loop over prefixes
+                row = np.repeat(np.arange(prefixes.size), counts)
+                start = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+                codes = self.issued[start + np.arange(counts.sum())]
+                out[row, codes - prefixes[row] * k] = True
+            groups.append(self.taken)
+        for group in groups:
             if not group:
                 continue
             codes = np.fromiter(group, dtype=np.int64, count=len(group))
@@ -138,11 +171,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         home[had] = space.pack(prefer[had])
         priority[home == packed] = 0
         occupancy.reserved.update(zip(home[had].tolist(), had.tolist(), strict=True))
-    crowded |= occupancy.issued_mask(packed)
-    if occupancy.taken or occupancy.reserved:
-        crowded |= np.fromiter((occupancy.is_taken(int(p), r) for r, p in enumerate(packed)),
-                               bool, n)
-    occupancy.taken.update(packed[~crowded].tolist())
+    crowded |= occupancy.taken_mask(packed)
+    crowded |= occupancy.held_for_others(packed, np.arange(n))
+    occupancy.take_many(packed[~crowded])
     rows = np.flatnonzero(crowded)
     if rows.size == 0:
         return codes, 0
@@ -159,14 +190,10 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     ranked_packed = packed[ranked_rows]
     first = np.zeros(order.size, dtype=bool)
     first[np.unique(ranked_packed, return_index=True)[1]] = True
-    if occupancy.taken or occupancy.reserved:
-        blocked = np.fromiter((occupancy.is_taken(int(p), int(r))
-                               for p, r in zip(ranked_packed, ranked_rows, strict=True)),
-                              bool, order.size)
-    else:
-        blocked = occupancy.issued_mask(ranked_packed)
+    blocked = occupancy.taken_mask(ranked_packed)
+    blocked |= occupancy.held_for_others(ranked_packed, ranked_rows)
     stays = first & ~blocked
-    occupancy.taken.update(ranked_packed[stays].tolist())
+    occupancy.take_many(ranked_packed[stays])
     movers = order[~stays]
     if not movers.size:
         return codes, 0
@@ -211,16 +238,16 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
             ranked = _ranked_up(up, codes[rows[chunk], -2], books[-2], norms[-2])
             last = _residuals(up, codes[rows[chunk]], books, mode, levels - 1, start=levels - 2)
             heads = mover_prefixes[start:start + chunk.size] // k_up
-            guess = _guess_up(up[leaving], heads[leaving], ranked[leaving], books, norms,
-                              mode, k_up, occupancy)
-            guessed = dict(zip(np.flatnonzero(leaving).tolist(), zip(*guess, strict=True),
+            alts, alt_dists = _guess_up(up[leaving], heads[leaving], ranked[leaving], books,
+                                        norms, mode, k_up, occupancy)
+            guessed = dict(zip(np.flatnonzero(leaving).tolist(), range(len(alts)),
                                strict=True))
         else:
             last = _residuals(x, codes[rows[chunk]], books, mode, levels - 1)
         # each row's nearest free code under its own prefix as things stand; like the
         # guesses one level up, it stands while it stays free
-        own = table[slot[start:start + chunk.size]]
-        pre = np.where(own, np.inf, _sq_dists(last, books[-1], norms[-1])).argmin(axis=1)
+        dists = _sq_dists(last, books[-1], norms[-1])
+        pre = np.where(table[slot[start:start + chunk.size]], np.inf, dists).argmin(axis=1)
         for j, i in enumerate(chunk):
             row = rows[i]
             if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
@@ -232,22 +259,29 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
             at = slot[start + j]
             choice = int(pre[j])
             if table[at, choice] and not leaving[j]:  # taken since: look again
-                choice = int(np.where(table[at], np.inf, _sq_dists(
-                    last[j:j + 1], books[-1], norms[-1])[0]).argmin())
+                choice = int(np.where(table[at], np.inf, dists[j]).argmin())
             if not table[at, choice]:
                 codes[row, -1] = choice
-                take(int(mover_prefixes[start + j]) * k_last + choice)
+                table[at, choice] = True
+                occupancy.take(int(mover_prefixes[start + j]) * k_last + choice)
             elif levels >= 2:
                 head = int(heads[j])
-                found = guessed.get(j)
-                # the guess made at the start of the chunk stands while its code is free:
-                # the candidates before it were full then and can only have filled up since
-                # (and with none open then, none is now)
-                if found is None or (found[0] >= 0 and
-                                     taken_under(head * k_up + found[0])[found[1]]):
+                g = guessed.get(j)
+                found = None
+                if g is not None:
+                    # the candidates before the guessed one were full at the start of the
+                    # chunk and can only have filled up since (with none open then, none is
+                    # now); while the guessed one has room, it is the answer
+                    alt = int(alts[g])
+                    if alt < 0:
+                        continue
+                    taken = taken_under(head * k_up + alt)
+                    if not taken.all():
+                        found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
+                if found is None:
                     found = _one_level_up(up[j], ranked[j], head, books, norms, mode, k_up,
                                           taken_under)
-                if found is None or found[0] < 0:
+                if found is None:
                     continue
                 codes[row, -2:] = found
                 take((head * k_up + found[0]) * k_last + found[1])
@@ -273,11 +307,12 @@ def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,
 
 def _guess_up(up: np.ndarray, heads: np.ndarray, ranked: np.ndarray, books: list[np.ndarray],
               norms: list[np.ndarray], mode: str, k_up: int,
-              occupancy: Occupancy) -> tuple[list[int], list[int]]:
-    """What :func:`_one_level_up` would give each of these rows as things stand, all rows at
-    once: (second-to-last code or -1 for none, last code)."""
+              occupancy: Occupancy) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`_one_level_up` would look for each of these rows as things stand, all
+    rows at once: (the first second-to-last code with room, or -1 for none; the squared
+    distances from each row to every last-level code under it)."""
     if not len(up):
-        return [], []
+        return np.empty(0, dtype=np.int64), np.empty((0, books[-1].shape[0]), np.float32)
     cand = heads[:, None] * k_up + ranked
     prefixes, inverse = np.unique(cand, return_inverse=True)
     inverse = inverse.reshape(cand.shape)
@@ -289,9 +324,7 @@ def _guess_up(up: np.ndarray, heads: np.ndarray, ranked: np.ndarray, books: list
     nxt = up - books[-2][alt]
     if mode == "normalized":
         renormalise(nxt)
-    d = _sq_dists(nxt, books[-1], norms[-1])
-    d[taken[inverse[rows, first]]] = np.inf
-    return np.where(open_.any(axis=1), alt, -1).tolist(), d.argmin(axis=1).tolist()
+    return np.where(open_.any(axis=1), alt, -1), _sq_dists(nxt, books[-1], norms[-1])
 
 
 def _one_level_up(r: np.ndarray, ranked: np.ndarray, head: int, books: list[np.ndarray],

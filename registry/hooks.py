@@ -1,7 +1,12 @@
 """Pause points for crash tests: with ``REGISTRY_PAUSE_AT=<point>`` in its environment a
 process stops at that point, first creating the file ``REGISTRY_PAUSE_MARKER`` (if set) so
 that the test knows it got there, and waits to be killed. Unset, a pause point costs one
-environment lookup."""
+environment lookup.
+
+The points: ``train-trained`` (codes computed, nothing written), ``train-written`` (a new
+version written, not committed), ``add-written`` (a batch of items written, not committed),
+``add-committed`` (after each committed batch), ``assign-claimed`` (a batch claimed) and
+``assign-written`` (its IDs written, not committed)."""
 
 from __future__ import annotations
 

@@ -126,6 +126,7 @@ def train(tx: Tx, *, levels: int | None = None,
             "same_codes": [float(x) for x in same.mean(axis=0)] if had.any() else [],
             "same_id": float(((packed == old_packed) & (disamb == old_disamb))[had].mean())
             if had.any() else 0.0}
+    pause_point("train-trained")
     with tx(write=True) as conn:
         now = db.now()
         number = versions.create(conn, name=name, params=params.to_dict(), dim=space.dim,

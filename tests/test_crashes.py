@@ -48,9 +48,10 @@ def assert_clean(reg: Registry) -> None:
     assert report.ok, report.violations
 
 
-def test_a_killed_train_leaves_no_version(trained, migrated_url, tmp_path):
+@pytest.mark.parametrize("point", ["train-trained", "train-written"])
+def test_a_killed_train_leaves_no_version(trained, migrated_url, tmp_path, point):
     reg, _ = trained
-    killed_at(migrated_url, "train-written", tmp_path, "train", "-k", "8,4,4", "--name", "v2")
+    killed_at(migrated_url, point, tmp_path, "train", "-k", "8,4,4", "--name", "v2")
     assert [v.version.number for v in reg.versions()] == [1]
     assert_clean(reg)
     out = rerun(migrated_url, "train", "-k", "8,4,4", "--name", "v2")
