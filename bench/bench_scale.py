@@ -93,7 +93,7 @@ def percentiles(times: list[float]) -> tuple[float, float]:
 
 
 def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str],
-                 workdir: Path, bare: dict) -> list[list[str]]:
+                 workdir: Path, npy: Path) -> list[list[str]]:
     rows = []
     with database(kind, workdir) as url:
         with Registry(url) as reg:
@@ -101,6 +101,12 @@ def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str],
             start = time.perf_counter()
             reg.add(keys[:n], x[:n])
             print(f"{kind}: added {n} items in {time.perf_counter() - start:.1f} s (set-up)")
+        # the bare computation right before the command it is compared with: this machine's
+        # speed drifts by 10-30% over the minutes of a run
+        bare, _, bare_rss = child(["-c", BARE.format(sizes=SIZES), str(npy)])
+        rows.append([f"bare engine.train {n:,} x {DIM} in memory (before the {kind} train)",
+                     f"{bare['seconds']:.1f} s", "-", "1.00x", f"RSS {bare_rss:.2f} GB"])
+        print(rows[-1])
         out, _, rss = child(registry_cmd(url, "train", "--json"))
         ratio = out["seconds"] / bare["seconds"]
         rows.append([f"train {n:,} x {DIM} end to end, {kind}", f"{out['seconds']:.1f} s",
@@ -191,13 +197,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         npy = Path(tmp) / "vectors.npy"
         np.save(npy, x[:n])
-        bare, _, bare_rss = child(["-c", BARE.format(sizes=SIZES), str(npy)])
-        print(f"bare engine.train on {n} x {DIM}: {bare['seconds']:.1f} s, "
-              f"peak RSS {bare_rss:.2f} GB")
-        rows.append([f"bare engine.train {n:,} x {DIM} in memory", f"{bare['seconds']:.1f} s",
-                     "-", "1.00x", f"RSS {bare_rss:.2f} GB"])
         for kind in args.databases.split(","):
-            rows += run_database(kind, n, new, x, keys, Path(tmp), bare)
+            rows += run_database(kind, n, new, x, keys, Path(tmp), npy)
     body = (f"{n:,} generated {DIM}-d vectors (a mixture of 2,000 Gaussians) + {new:,} new, "
             f"3 x 256 with the default parameters (nearest-free); {machine()}. Command: "
             f"`python bench/bench_scale.py{' --quick' if args.quick else ''}`. Train and "
