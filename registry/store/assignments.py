@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select
 
 from ..errors import NotFoundError, StateError
 from . import seals
-from .bulk import insert_arrays
+from .bulk import in_list, insert_arrays
 from .lookups import IN_CHUNK
 from .schema import assignments
 from .versions import get
@@ -42,9 +42,12 @@ def first_free(conn: Connection, version: int, packed: np.ndarray) -> np.ndarray
     taken = np.full(unique.shape[0], -1, dtype=np.int64)
     q = (select(assignments.c.code, func.max(assignments.c.disamb))
          .where(assignments.c.version_id == version).group_by(assignments.c.code))
-    for start in range(0, unique.shape[0], IN_CHUNK):
-        part = unique[start:start + IN_CHUNK]
-        found = conn.execute(q.where(assignments.c.code.in_(part.tolist()))).all()
+    # PostgreSQL: one array parameter (thousands of parameters cost more to send than the
+    # query takes to run); SQLite: IN lists within its parameter limit
+    step = max(unique.shape[0], 1) if conn.dialect.name == "postgresql" else IN_CHUNK
+    for start in range(0, unique.shape[0], step):
+        part = unique[start:start + step]
+        found = conn.execute(q.where(in_list(conn, assignments.c.code, part.tolist()))).all()
         if found:
             codes, maxima = (np.asarray(col, dtype=np.int64) for col in zip(*found, strict=True))
             taken[start + np.searchsorted(part, codes)] = maxima

@@ -58,6 +58,16 @@ def _quoted(conn: Connection, names: Iterable[str]) -> str:
     return ", ".join(q(n) for n in names)
 
 
+def in_list(conn: Connection, column, values: list[int]):
+    """``column IN values``: on PostgreSQL as ``= ANY`` of one bigint[] parameter."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, values, type_=ARRAY(BigInteger)))
+    return column.in_(values)
+
+
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
     """Insert dict rows (all with the same keys): COPY on PostgreSQL, executemany on SQLite."""
     if not rows:

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from ..errors import InputError
-from .bulk import insert_rows, read_vectors
+from .bulk import in_list, insert_rows, read_vectors
 from .lookups import IN_CHUNK
 from .schema import LIVE_ITEMS, assignments, items
 
@@ -205,7 +205,8 @@ def claim(conn: Connection, space: Space, version: int, ids: list[int]
         # an assigner that committed after this statement's snapshot was taken released
         # rows it had just given IDs: a new statement sees those IDs
         done = set(conn.execute(select(assignments.c.item_id).where(
-            assignments.c.version_id == version, assignments.c.item_id.in_(locked))).scalars())
+            assignments.c.version_id == version,
+            in_list(conn, assignments.c.item_id, locked))).scalars())
         locked = [i for i in locked if i not in done]
     if not locked:
         return np.empty(0, dtype=np.int64), np.empty((0, space.dim), dtype=np.float32)
