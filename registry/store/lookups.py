@@ -107,26 +107,3 @@ def population(conn: Connection, version: int, incremental: bool | None = None, 
         out.disambs.append(r.disamb)
         out.removed.append(r.removed_at is not None)
     return out
-
-
-def codes_in_prefixes(conn: Connection, version: int, prefixes: Sequence[int],
-                      span: int) -> list[int]:
-    """Packed codes issued in ``version`` under the given prefixes: each prefix p covers the
-    packed range [p * span, p * span + span). One statement joins the list of range starts
-    (unnest on PostgreSQL, json_each on SQLite) to an index range scan per prefix."""
-    if not prefixes:
-        return []
-    starts = [int(p) * span for p in prefixes]
-    if conn.dialect.name == "postgresql":
-        sql = ("SELECT a.code FROM unnest(%(starts)s::bigint[]) AS p(lo) JOIN assignments a "
-               "ON a.version_id = %(version)s AND a.code >= p.lo AND a.code < p.lo + %(span)s")
-        params: dict = {"starts": starts, "version": version, "span": span}
-    else:
-        import json
-
-        # CROSS JOIN: SQLite keeps the list as the outer loop (a range seek per prefix)
-        sql = ("SELECT a.code FROM json_each(:starts) AS p CROSS JOIN assignments a "
-               "ON a.version_id = :version AND a.code >= p.value AND a.code < p.value + :span")
-        params = {"starts": json.dumps(starts), "version": version, "span": span}
-    cur = conn.exec_driver_sql(sql, params)
-    return [r[0] for r in cur.cursor.fetchall()] if cur.cursor is not None else []
