@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 from ..errors import NotFoundError, StateError
 from . import seals
 from .bulk import in_list, insert_arrays
-from .lookups import IN_CHUNK
+from .lookups import IN_CHUNK, driver_rows
 from .schema import assignments
 from .versions import get
 
@@ -66,8 +66,6 @@ def count(conn: Connection, version: int) -> int:
 def issued_codes(conn: Connection, version: int) -> np.ndarray:
     """Every packed code issued in ``version``, sorted (a code shared by several IDs shows
     once per ID)."""
-    p = "%s" if conn.dialect.name == "postgresql" else "?"
-    cur = conn.exec_driver_sql(f"SELECT code FROM assignments WHERE version_id = {p} "
-                               "ORDER BY code", (version,))
-    rows = cur.cursor.fetchall() if cur.cursor is not None else []
+    rows = driver_rows(conn, "SELECT code FROM assignments WHERE version_id = ? ORDER BY code",
+                       (version,))
     return np.array(rows, dtype=np.int64).reshape(-1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from .lookups import driver_rows
+
 # the triggers of migration 0004 that refuse changes to frozen and retired versions
 SQLITE_GUARDS = ("guard_codebooks_insert", "guard_codebooks_update", "guard_codebooks_delete",
                  "guard_assignments_update", "guard_assignments_delete",
@@ -15,9 +17,7 @@ PG_GUARDS = ("guard_codebooks", "guard_assignments", "guard_codebooks_truncate",
 
 
 def _rows(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
-    if conn.dialect.name == "postgresql":
-        sql = sql.replace("?", "%s")
-    return [tuple(r) for r in conn.exec_driver_sql(sql, params).fetchall()]
+    return [tuple(r) for r in driver_rows(conn, sql, params)]
 
 
 def missing_guards(conn: Connection) -> list[str]:

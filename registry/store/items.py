@@ -11,7 +11,7 @@ from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from ..errors import InputError
 from .bulk import in_list, insert_rows, read_vectors
-from .lookups import IN_CHUNK
+from .lookups import IN_CHUNK, storable
 from .schema import LIVE_ITEMS, assignments, items
 
 
@@ -44,7 +44,7 @@ class Stored:
 def existing(conn: Connection, keys: Sequence[str]) -> dict[str, Stored]:
     """key -> Stored for those of ``keys`` already in the registry (removed ones too)."""
     found: dict[str, Stored] = {}
-    keys = [k for k in keys if "\x00" not in k]  # never stored: PostgreSQL text cannot hold it
+    keys = storable(keys)
     cols = (items.c.key, items.c.id, items.c.content_hash, items.c.meta, items.c.removed_at,
             items.c.embedding_model, items.c.embedding_dim)
     for start in range(0, len(keys), IN_CHUNK):
@@ -58,7 +58,7 @@ def existing(conn: Connection, keys: Sequence[str]) -> dict[str, Stored]:
 def embeddings(conn: Connection, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """key -> float32 embedding for those of ``keys`` that have one."""
     out: dict[str, np.ndarray] = {}
-    keys = [k for k in keys if "\x00" not in k]
+    keys = storable(keys)
     q = select(items.c.key, items.c.embedding, items.c.embedding_dtype)
     for start in range(0, len(keys), IN_CHUNK):
         part = list(keys[start:start + IN_CHUNK])

@@ -33,12 +33,12 @@ def _row(r) -> Row:
 # The point lookups below are plain SQL through the driver: a lookup is a single index
 # seek, and building and compiling a SQLAlchemy statement would cost ten times as long.
 _KEYS = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM items i LEFT JOIN assignments a "
-         "ON a.item_id = i.id AND a.version_id = {p} WHERE i.key IN ({keys})")
+         "ON a.item_id = i.id AND a.version_id = ? WHERE i.key IN ({keys})")
 _ID = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i{hint} "
-       "ON i.id = a.item_id WHERE a.version_id = {p} AND a.code = {p} AND a.disamb = {p}")
+       "ON i.id = a.item_id WHERE a.version_id = ? AND a.code = ? AND a.disamb = ?")
 _RANGE = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i{hint} "
-          "ON i.id = a.item_id WHERE a.version_id = {p} AND a.code >= {p} AND a.code <= {p} "
-          "ORDER BY a.code, a.disamb LIMIT {p}")
+          "ON i.id = a.item_id WHERE a.version_id = ? AND a.code >= ? AND a.code <= ? "
+          "ORDER BY a.code, a.disamb LIMIT ?")
 
 
 # SQLite's planner always fetches a joined row by its rowid, which reads the whole item row
@@ -46,22 +46,37 @@ _RANGE = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN 
 _HINT = {"sqlite": " INDEXED BY ix_items_id_key_removed_at", "postgresql": ""}
 
 
-def _fetch(conn: Connection, template: str, params: tuple, **parts: str) -> list:
-    name = conn.dialect.name
-    p = "%s" if name == "postgresql" else "?"
-    return conn.exec_driver_sql(template.format(p=p, hint=_HINT.get(name, ""), **parts),
-                                params).fetchall()
+def driver_rows(conn: Connection, sql: str, params: Sequence = ()) -> list[tuple]:
+    """The rows of ``sql`` (written with ``?`` placeholders) as the driver returns them:
+    no statement compilation and no SQLAlchemy row objects, for hot and large reads."""
+    if conn.dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    result = conn.exec_driver_sql(sql, tuple(params))
+    try:
+        return result.cursor.fetchall() if result.returns_rows else []
+    finally:
+        result.close()
+
+
+def storable(keys: Sequence[str]) -> list[str]:
+    """Those of ``keys`` that can be stored at all: a key with a NUL byte never is
+    (PostgreSQL text cannot hold one), so looking it up must find nothing, not fail."""
+    return [k for k in keys if "\x00" not in k]
+
+
+def _fetch(conn: Connection, template: str, params: tuple, **parts: str) -> list[tuple]:
+    return driver_rows(conn, template.format(hint=_HINT.get(conn.dialect.name, ""), **parts),
+                       params)
 
 
 def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, Row | None]:
     """key -> Row in ``version`` for those of ``keys`` that have an ID there; keys that
     exist without an ID map to None."""
     out: dict[str, Row | None] = {}
-    keys = [k for k in keys if "\x00" not in k]  # never stored (PostgreSQL text cannot hold it)
-    p = "%s" if conn.dialect.name == "postgresql" else "?"
+    keys = storable(keys)
     for start in range(0, len(keys), IN_CHUNK):
         part = keys[start:start + IN_CHUNK]
-        for r in _fetch(conn, _KEYS, (version, *part), keys=", ".join([p] * len(part))):
+        for r in _fetch(conn, _KEYS, (version, *part), keys=", ".join(["?"] * len(part))):
             out[r[2]] = None if r[0] is None else _row(r)
     return out
 
