@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine
 
 from .errors import InputError, NotFoundError, RegistryError, StateError
-from .ids import format_id, parse_id
+from .ids import parse_id
 from .store import db, lookups, versions
 from .store.versions import ACTIVE, Version
 
@@ -475,10 +475,11 @@ class Registry:
             self._seen[number] = v
         return v
 
-    def _record(self, v: Version, row: lookups.Row) -> IdRecord:
-        codes = v.space.unpack_one(row.code)
-        return IdRecord(row.key, format_id(codes, row.disamb), list(codes), row.disamb,
-                        v.number, row.removed)
+    @staticmethod
+    def _records(v: Version, rows: Sequence[lookups.Row]) -> list[IdRecord]:
+        parts = v.space.id_parts((r.code, r.disamb) for r in rows)
+        return [IdRecord(r.key, text, codes, r.disamb, v.number, r.removed)
+                for r, (text, codes) in zip(rows, parts, strict=True)]
 
     def get(self, keys: Sequence[str], version: str | int | None = None) -> list[IdRecord]:
         """The ID of each key in the version (default: the active one)."""
@@ -495,7 +496,7 @@ class Registry:
         if without:
             raise RegistryError(f"no ID in {v.label} yet for {_shown(without)}: "
                                 f"run `registry assign --version {v.number}`")
-        return [self._record(v, found[k]) for k in keys]
+        return self._records(v, [found[k] for k in keys])
 
     def lookup(self, query: str, version: str | int | None = None, *,
                limit: int = 20) -> LookupResult:
@@ -515,7 +516,7 @@ class Registry:
             else:
                 lo, hi = v.space.prefix_range(parsed.codes)
                 rows, kind = lookups.by_range(conn, v.number, lo, hi, limit + 1), "prefix"
-        records = [self._record(v, r) for r in rows[:limit]]
+        records = self._records(v, rows[:limit])
         return LookupResult(query.strip(), v.number, kind, records, more=len(rows) > limit)
 
     def export(self, version: str | int | None, path: str | Path, *, style: str = "ids",

@@ -156,13 +156,23 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
     nearest_free = v.params.get("collisions", "suffix") == "nearest-free"
+    ask = np.ones(len(item_ids), dtype=bool)
     if nearest_free:
-        taken = collisions.Occupancy(v.space, issued.current(conn, v.number))
+        known = issued.current(conn, v.number)
+        taken = collisions.Occupancy(v.space, known)
         codes, _ = collisions.nearest_free(
             lambda rows: engine.prepare(vectors[rows]), codes, books, v.residual, v.space,
             taken)
     packed = v.space.pack(codes)
-    disamb = disambiguate(packed, assignments.first_free(conn, v.number, packed))
+    if nearest_free:
+        # the version's codes are all known here: only a code already issued needs its
+        # largest number from the database; the others start at 0
+        at = np.minimum(np.searchsorted(known, packed), max(known.size - 1, 0))
+        ask = known[at] == packed if known.size else np.zeros(len(packed), dtype=bool)
+    first = np.zeros(len(packed), dtype=np.int64)
+    if ask.any():
+        first[ask] = assignments.first_free(conn, v.number, packed[ask])
+    disamb = disambiguate(packed, first)
     assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
     if current.state != "draft":
         seals.grow(conn, v.number, item_ids, packed, disamb)

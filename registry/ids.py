@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -78,6 +79,16 @@ class CodeSpace:
         """One packed integer -> its code tuple."""
         packed = int(packed)
         return tuple(packed // place % k for place, k in self._strides)
+
+    def id_parts(self, rows: Iterable[tuple[int, int]]) -> list[tuple[str, list[int]]]:
+        """(canonical ID text, code list) of each (packed code, disambiguation number): the
+        records of a lookup, built in one loop (a call per row costs as much as its SQL)."""
+        strides = self._strides
+        out = []
+        for packed, disamb in rows:
+            codes = [packed // place % k for place, k in strides]
+            out.append(("-".join(map(str, codes)) + f"-{disamb}", codes))
+        return out
 
     def pack(self, codes: np.ndarray) -> np.ndarray:
         """(N, L) integer codes -> (N,) int64 packed codes."""

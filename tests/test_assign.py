@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from registry import InputError, NotFoundError, Registry, engine
+from registry.store import assignments, db, lookups
 
 from .conftest import drop_failing_trigger, dump, fail_inserts, make_keys, make_vectors
 
@@ -123,3 +124,21 @@ def test_concurrent_assigners_share_the_work_without_duplicates(trained, migrate
     assert sum(results) == 400
     ids = [r.id for r in reg.get(make_keys(1000))]
     assert len(set(ids)) == 1000
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 2_000_000])
+def test_issued_codes_are_every_id_code_sorted_in_any_chunking(reg, catalog, migrated_url,
+                                                               chunk_rows):
+    keys, vectors = catalog
+    reg.add(keys, vectors)
+    reg.train(codebook_size=[4, 4, 2], seed=1, collisions="suffix")  # codes shared by IDs
+    eng = db.make_engine(migrated_url)
+    try:
+        with db.transaction(eng, write=False) as conn:
+            got = assignments.issued_codes(conn, 1, chunk_rows=chunk_rows)
+            want = sorted(lookups.population(conn, 1).codes)
+            assert assignments.issued_codes(conn, 2).size == 0  # no such version: none
+    finally:
+        eng.dispose()
+    assert got.dtype == np.int64 and got.tolist() == want
+    assert len(set(want)) < len(want) == len(keys)

@@ -108,6 +108,23 @@ def test_incremental_assignment_moves_new_items_only(reg):
     assert (got[:, 0] == greedy[:, 0]).all()  # moves keep the level-1 code
 
 
+
+def test_assign_into_a_full_nearest_free_version_numbers_on(reg):
+    # 8 tuples for 300 items: every new item lands on a taken tuple, and its number must
+    # come after the largest one issued there (read from the database), batch after batch
+    keys, vectors = make_keys(360), make_vectors(360, dim=16, seed=9)
+    reg.add(keys[:300], vectors[:300])
+    reg.train(codebook_size=[4, 2], seed=0)
+    reg.freeze(1)
+    reg.add(keys[300:], vectors[300:])
+    reg.assign(1, batch_size=16)
+    records = reg.get(keys, 1)
+    by_tuple: dict[str, list[int]] = {}
+    for r in records:
+        by_tuple.setdefault(r.id.rsplit("-", 1)[0], []).append(r.disambiguation)
+    assert len(by_tuple) == 8
+    assert all(sorted(n) == list(range(len(n))) for n in by_tuple.values())
+
 def test_suffix_versions_only_number_collisions(reg):
     keys, vectors = make_keys(400), make_vectors(400, seed=3)
     reg.add(keys[:300], vectors[:300])

@@ -22,6 +22,17 @@ def test_pack_is_mixed_radix_and_unpack_inverts_it():
     assert space.unpack_one(34) == (2, 0, 4)
 
 
+
+def test_id_parts_match_unpack_and_format_of_each_row():
+    space = CodeSpace((4, 3, 5))
+    rows = [(int(p), d) for p, d in zip(range(60), itertools.cycle([0, 1, 17]))]
+    parts = space.id_parts(rows)
+    assert parts == [(format_id(space.unpack_one(p), d), list(space.unpack_one(p)))
+                     for p, d in rows]
+    assert parts[34] == ("2-0-4-1", [2, 0, 4])
+    big = CodeSpace((256,) * 7)
+    assert big.id_parts([(256**7 - 1, 3)]) == [("-".join(["255"] * 7) + "-3", [255] * 7)]
+
 def test_prefix_ranges_cover_exactly_the_tuples_under_them():
     space = CodeSpace((4, 3, 5))
     codes = np.array(list(itertools.product(range(4), range(3), range(5))))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -145,23 +146,83 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
     ids = np.empty(capacity, dtype=np.int64)
     out = np.empty((capacity, dim), dtype=np.float32)
     tail = " ORDER BY i.id" + ("" if limit is None else f" LIMIT {int(limit)}")
-    if conn.dialect.name == "postgresql":
-        sql = f"SELECT i.id, i.embedding {from_where}{tail}"
-        filled = _CopyReader(ids, out).run(conn, sql, params)
-        return ids[:filled], out[:filled]
-    filled = 0
-    sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}{tail}"
-    with _cursor(conn, sql) as cur:
-        cur.execute(sql, params)
-        while True:
-            rows = cur.fetchmany(chunk)
-            if not rows:
-                break
-            if filled + len(rows) > capacity:
-                raise RuntimeError("more vectors than counted: the items changed while reading")
-            _fill(out, ids, filled, rows, dim)
-            filled += len(rows)
+    with Prefault(out) as prefault:
+        if conn.dialect.name == "postgresql":
+            sql = f"SELECT i.id, i.embedding {from_where}{tail}"
+            filled = _CopyReader(ids, out, prefault).run(conn, sql, params)
+            return ids[:filled], out[:filled]
+        filled = 0
+        sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}{tail}"
+        with _cursor(conn, sql) as cur:
+            cur.execute(sql, params)
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    break
+                if filled + len(rows) > capacity:
+                    raise RuntimeError("more vectors than counted: the items changed while "
+                                       "reading")
+                prefault.claim(filled + len(rows))
+                _fill(out, ids, filled, rows, dim)
+                filled += len(rows)
     return ids[:filled], out[:filled]
+
+
+class Prefault:
+    """Touches the pages of a fresh array from its end, in a second thread, while the
+    caller fills it from the start.
+
+    The first write to each page of new memory is a page fault; on a virtual machine that
+    hands freed memory back to its host, faulting in a 1.5 GB array of vectors costs seconds,
+    as long as reading the vectors. numpy releases the GIL while it zeroes a block, so the
+    faults run beside the database read. The caller :meth:`claim` s the rows it is about to
+    write; a block the helper is zeroing is waited for, and blocks claimed are never touched
+    by it again. Arrays under ``MIN_BYTES`` get no thread.
+    """
+
+    BLOCK_BYTES = 16 << 20
+    MIN_BYTES = 64 << 20
+
+    def __init__(self, out: np.ndarray):
+        self.out = out
+        self.rows = max(1, self.BLOCK_BYTES // max(1, out[:1].nbytes))
+        blocks = -(-out.shape[0] // self.rows)
+        self.front, self.back, self.busy = 0, blocks, -1
+        self.cond = threading.Condition()
+        self.thread = None
+        if out.nbytes >= self.MIN_BYTES:
+            self.thread = threading.Thread(target=self._touch, name="prefault", daemon=True)
+
+    def __enter__(self) -> Prefault:
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.thread is not None:
+            self.claim(self.out.shape[0])
+            self.thread.join()
+
+    def _touch(self) -> None:
+        while True:
+            with self.cond:
+                if self.back - 1 < self.front:
+                    return
+                self.back -= 1
+                self.busy = block = self.back
+            self.out[block * self.rows:(block + 1) * self.rows] = 0
+            with self.cond:
+                self.busy = -1
+                self.cond.notify_all()
+
+    def claim(self, end: int) -> None:
+        """The caller writes rows below ``end`` next: keep the helper off them."""
+        if self.thread is None:
+            return
+        with self.cond:
+            self.front = max(self.front, -(-end // self.rows))
+            while 0 <= self.busy < self.front:
+                self.cond.wait()
 
 
 class _CopyReader:
@@ -173,8 +234,8 @@ class _CopyReader:
 
     FLUSH_BYTES = 8 << 20
 
-    def __init__(self, ids: np.ndarray, out: np.ndarray):
-        self.ids, self.out = ids, out
+    def __init__(self, ids: np.ndarray, out: np.ndarray, prefault: Prefault):
+        self.ids, self.out, self.prefault = ids, out, prefault
         self.dim = out.shape[1]
         self.width = self.dim * 4
         self.row = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i4"), ("l2", ">i4"),
@@ -256,6 +317,7 @@ class _CopyReader:
     def _room(self, n: int) -> None:
         if self.filled + n > self.ids.shape[0]:
             raise RuntimeError("more vectors than counted: the items changed while reading")
+        self.prefault.claim(self.filled + n)
 
 
 def _fill(out: np.ndarray, ids: np.ndarray, at: int, rows: list, dim: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import Connection, select
 
@@ -16,9 +17,9 @@ from .schema import assignments, items
 IN_CHUNK = 5000
 
 
-@dataclass(frozen=True)
-class Row:
-    """One issued ID: packed code, disambiguation number and the item's key."""
+class Row(NamedTuple):
+    """One issued ID: packed code, disambiguation number, the item's key and whether the
+    item was removed (a tuple: a prefix listing builds a hundred of these per call)."""
 
     code: int
     disamb: int

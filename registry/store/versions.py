@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, insert, select, text, update
 
 from ..errors import InputError, NotFoundError, StateError
 from ..ids import CodeSpace
+from .lookups import driver_rows
 from .schema import aliases, assignments, events, versions
 
 ACTIVE = "active"
@@ -104,10 +105,10 @@ def resolve_number(conn: Connection, ref: str | int | None) -> int | None:
         return None  # no name holds NUL (PostgreSQL text cannot)
     if ref.isascii() and ref.isdigit():
         return int(ref) if len(ref) < 10 else -1
-    number = conn.execute(select(aliases.c.version_id).where(aliases.c.name == ref)).scalar()
-    if number is None:
-        number = conn.execute(select(versions.c.id).where(versions.c.name == ref)).scalar()
-    return number
+    # plain SQL, one statement: every `registry get` and `lookup` resolves its version
+    alias, named = driver_rows(conn, "SELECT (SELECT version_id FROM aliases WHERE name = ?), "
+                                     "(SELECT id FROM versions WHERE name = ?)", (ref, ref))[0]
+    return alias if alias is not None else named
 
 
 def not_found(ref: str | int | None) -> NotFoundError:

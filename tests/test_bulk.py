@@ -1,0 +1,67 @@
+"""Bulk reads of vectors into one preallocated array, with the page-touching helper thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from registry.store import bulk, db, items
+
+from .conftest import make_keys, make_vectors
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """The helper thread on every array, in blocks of a few rows: many hand-overs."""
+    monkeypatch.setattr(bulk.Prefault, "MIN_BYTES", 0)
+    monkeypatch.setattr(bulk.Prefault, "BLOCK_BYTES", 4096)
+
+
+def test_prefault_never_overwrites_claimed_rows(tiny_blocks):
+    out = np.empty((200_000, 16), dtype=np.float32)
+    want = np.arange(out.size, dtype=np.float32).reshape(out.shape)
+    with bulk.Prefault(out) as prefault:
+        assert prefault.thread is not None
+        for start in range(0, out.shape[0], 1999):
+            end = min(start + 1999, out.shape[0])
+            prefault.claim(end)
+            out[start:end] = want[start:end]
+            time.sleep(0.001)  # a database read: the helper runs meanwhile and meets us
+    assert not prefault.thread.is_alive()
+    np.testing.assert_array_equal(out, want)
+
+
+def test_prefault_stops_when_the_reader_fails(tiny_blocks):
+    out = np.empty((5_000, 16), dtype=np.float32)
+    with pytest.raises(RuntimeError), bulk.Prefault(out) as prefault:
+        prefault.claim(100)
+        raise RuntimeError("read failed")
+    assert not prefault.thread.is_alive()
+    assert not any(t.name == "prefault" for t in threading.enumerate())
+
+
+def test_small_arrays_get_no_thread():
+    with bulk.Prefault(np.empty((1000, 16), dtype=np.float32)) as prefault:
+        prefault.claim(1000)
+        assert prefault.thread is None
+
+
+def test_live_vectors_arrive_intact_beside_the_helper(reg, migrated_url, tiny_blocks):
+    keys, x = make_keys(3000), make_vectors(3000, dim=24, seed=5)
+    reg.add(keys[:1500], x[:1500])
+    # a float16 row takes the row-by-row path of the PostgreSQL COPY parser
+    reg.add(keys[1500:1501], x[1500:1501], dtype="float16")
+    reg.add(keys[1501:], x[1501:])
+    engine = db.make_engine(migrated_url)
+    try:
+        with db.transaction(engine, write=False) as conn:
+            ids, got = items.live_vectors(conn, 24)
+    finally:
+        engine.dispose()
+    assert ids.shape == (3000,) and np.all(np.diff(ids) > 0)
+    want = x.copy()
+    want[1500] = x[1500].astype(np.float16)
+    np.testing.assert_array_equal(got, want)
