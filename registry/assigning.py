@@ -85,6 +85,9 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
             _allocate(conn, v, books, item_ids, vectors, issued)
             total += len(item_ids)
             batches += 1
+    if total:
+        with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
+            assignments.refresh_statistics(conn)
     return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
 
 

@@ -140,6 +140,8 @@ def train(tx: Tx, *, levels: int | None = None,
                            other=None if parent is None else parent.number,
                            params=params.to_dict(), reason=reason)
         version = versions.get(conn, number)
+        # ANALYZE counts the rows this transaction wrote
+        assignments.refresh_statistics(conn)
     return TrainSummary(version, len(item_ids), stats["collision_rate"],
                         round(time.perf_counter() - start, 3), stats.get("warnings", []))
 
