@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import (
@@ -22,10 +21,10 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     Table,
-    exc,
 )
 
 from ..errors import InputError
+from .lookups import driver_cursor
 
 _PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _PG_BINARY_TRAILER = struct.pack(">h", -1)
@@ -39,19 +38,6 @@ _PG_FIELDS: list[tuple[type, str]] = [
     (Float, ">f8"),
 ]
 _COPY_CHUNK_ROWS = 200_000
-
-
-@contextmanager
-def _cursor(conn: Connection, statement: str) -> Iterator:
-    """A driver cursor of ``conn`` whose errors surface as SQLAlchemy's, like all others."""
-    dbapi = conn.dialect.loaded_dbapi
-    cur = conn.connection.cursor()
-    try:
-        yield cur
-    except dbapi.Error as e:
-        raise exc.DBAPIError.instance(statement, None, e, dbapi.Error) from e
-    finally:
-        cur.close()
 
 
 def _quoted(conn: Connection, names: Iterable[str]) -> str:
@@ -80,7 +66,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
     json_cols = {i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)}
     stmt = f"COPY {conn.dialect.identifier_preparer.quote(table.name)} " \
            f"({_quoted(conn, names)}) FROM STDIN"
-    with _cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
+    with driver_cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
         for row in rows:
             values = [row[n] for n in names]
             for i in json_cols:
@@ -104,7 +90,7 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
     if conn.dialect.name != "postgresql":
         marks = ", ".join("?" for _ in names)
         stmt = f"INSERT INTO {table.name} ({_quoted(conn, names)}) VALUES ({marks})"
-        with _cursor(conn, stmt) as cur:
+        with driver_cursor(conn, stmt) as cur:
             cur.executemany(stmt, zip(*(a.tolist() for a in arrays), strict=True))
         return n
     fields: list[tuple[str, str]] = [("nfields", ">i2")]
@@ -119,7 +105,7 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
         fields += [(f"len{i}", ">i4"), (f"val{i}", wire)]
     rec_type = np.dtype(fields)
     stmt = f"COPY {table.name} ({_quoted(conn, names)}) FROM STDIN (FORMAT BINARY)"
-    with _cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
+    with driver_cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
         copy.write(_PG_BINARY_HEADER)
         for start in range(0, n, _COPY_CHUNK_ROWS):
             stop = min(start + _COPY_CHUNK_ROWS, n)
@@ -153,7 +139,7 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
             return ids[:filled], out[:filled]
         filled = 0
         sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}{tail}"
-        with _cursor(conn, sql) as cur:
+        with driver_cursor(conn, sql) as cur:
             cur.execute(sql, params)
             while True:
                 rows = cur.fetchmany(chunk)
@@ -247,7 +233,7 @@ class _CopyReader:
         buf = bytearray()
         pos = None  # None until the header has been skipped
         stmt = f"COPY ({sql}) TO STDOUT (FORMAT BINARY)"
-        with _cursor(conn, stmt) as cur, cur.copy(stmt, params) as copy:
+        with driver_cursor(conn, stmt) as cur, cur.copy(stmt, params) as copy:
             for data in copy:
                 buf += data
                 if len(buf) >= self.FLUSH_BYTES:

@@ -98,8 +98,13 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    write = conn.get_execution_options().get("registry_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    options = conn.get_execution_options()
+    if options.get("registry_write", False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif options.get("registry_snapshot", True):
+        conn.exec_driver_sql("BEGIN")
+    # else a point lookup: each statement reads in a transaction of its own (autocommit),
+    # a round trip less on the hottest read path
 
 
 def _first_line(error: BaseException) -> str:
@@ -112,11 +117,12 @@ def _first_line(error: BaseException) -> str:
 def transaction(engine: Engine, *, write: bool, snapshot: bool = True
                 ) -> Iterator[Connection]:
     """One transaction: committed when the block ends, rolled back if it raises. A read
-    transaction on PostgreSQL sees one snapshot throughout, unless ``snapshot`` is False
-    (point lookups, whose rows never change once written: one round trip less)."""
+    transaction sees one snapshot throughout, unless ``snapshot`` is False (point lookups,
+    whose rows never change once written: one round trip less; on SQLite each statement
+    then reads on its own)."""
     try:
         with engine.connect() as conn:
-            conn.execution_options(registry_write=write)
+            conn.execution_options(registry_write=write, registry_snapshot=snapshot)
             if not write and snapshot and conn.dialect.name == "postgresql":
                 # counts and the rows read after them must agree
                 conn.execution_options(isolation_level="REPEATABLE READ")
