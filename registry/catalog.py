@@ -237,5 +237,8 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
         result.dim = int(vectors.shape[1])
         if progress:
             progress(result.embedded, len(jobs))
+    if result.embedded:
+        with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
+            db.refresh_statistics(conn, "items", result.embedded)
     result.seconds = round(time.perf_counter() - start, 3)
     return result

@@ -141,7 +141,7 @@ def train(tx: Tx, *, levels: int | None = None,
                            params=params.to_dict(), reason=reason)
         version = versions.get(conn, number)
         # ANALYZE counts the rows this transaction wrote
-        assignments.refresh_statistics(conn)
+        db.refresh_statistics(conn, "assignments", len(item_ids))
     return TrainSummary(version, len(item_ids), stats["collision_rate"],
                         round(time.perf_counter() - start, 3), stats.get("warnings", []))
 

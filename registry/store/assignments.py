@@ -35,14 +35,6 @@ def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarr
     })
 
 
-def refresh_statistics(conn: Connection) -> None:
-    """PostgreSQL: sample the IDs again for the query planner after a bulk write. Without
-    autovacuum (or before it comes round), a new version's million rows are unknown to the
-    planner, and the first listing of each prefix took 20-120 ms instead of about one."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("ANALYZE assignments")
-
-
 def first_free(conn: Connection, version: int, packed: np.ndarray) -> np.ndarray:
     """For each packed code, one more than the largest disambiguation number it has in
     ``version`` (0 for codes not yet used). The caller holds the version's write lock."""

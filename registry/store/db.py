@@ -133,6 +133,22 @@ def transaction(engine: Engine, *, write: bool, snapshot: bool = True
                             f"{_first_line(e)}") from None
 
 
+def refresh_statistics(conn: Connection, table: str, changed: int) -> None:
+    """PostgreSQL: ANALYZE ``table`` after this process wrote ``changed`` of its rows, when
+    that is more than 50 plus a tenth of the rows the planner knew of (autovacuum's own
+    rule; the planner has never seen a table that was not analyzed yet).
+
+    Without it, a server without autovacuum, or one that has not come round yet, plans
+    blind: reading a million fresh items for `train` went through a 1.5 GB sort (8 s instead
+    of 3.5) and the first listing of each prefix of a new version took 20-25 ms at p99."""
+    if conn.dialect.name != "postgresql" or changed <= 0:
+        return
+    known = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = "
+                                 "to_regclass(%(t)s)", {"t": table}).scalar()
+    if known is None or known < 0 or changed > 50 + 0.1 * known:
+        conn.exec_driver_sql(f"ANALYZE {table}")
+
+
 def schema_revision(conn: Connection) -> str | None:
     """The Alembic revision the database is at, or None for an empty database."""
     if conn.dialect.name == "sqlite":
