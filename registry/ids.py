@@ -83,12 +83,17 @@ class CodeSpace:
     def id_parts(self, rows: Iterable[tuple[int, int]]) -> list[tuple[str, list[int]]]:
         """(canonical ID text, code list) of each (packed code, disambiguation number): the
         records of a lookup, built in one loop (a call per row costs as much as its SQL)."""
-        strides = self._strides
+        strides, names = self._strides, self._names
         out = []
         for packed, disamb in rows:
             codes = [packed // place % k for place, k in strides]
-            out.append(("-".join(map(str, codes)) + f"-{disamb}", codes))
+            out.append(("-".join([names[c] for c in codes]) + "-" + str(disamb), codes))
         return out
+
+    @cached_property
+    def _names(self) -> list[str]:
+        """The text of every code number, made once: a lookup formats a hundred IDs."""
+        return [str(c) for c in range(max(self.sizes))]
 
     def pack(self, codes: np.ndarray) -> np.ndarray:
         """(N, L) integer codes -> (N,) int64 packed codes."""

@@ -103,7 +103,8 @@ def by_id(conn: Connection, version: int, code: int, disamb: int) -> Row | None:
 
 def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> list[Row]:
     """IDs whose packed code lies in [lo, hi], in ID order, at most ``limit``."""
-    return [_row(r) for r in _fetch(conn, _RANGE, (version, lo, hi, limit))]
+    return [Row(code, disamb, key, removed is not None)
+            for code, disamb, key, removed in _fetch(conn, _RANGE, (version, lo, hi, limit))]
 
 
 @dataclass
