@@ -204,26 +204,22 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
     table = occupancy.table(prefixes)
 
-    # the same for prefixes one level up that movers out of a full prefix look at, built
-    # once each: many movers leave the same full prefix for the same neighbours
-    extra: dict[int, np.ndarray] = {}
+    # prefix -> its row of that table (a view), and the same for prefixes one level up
+    # that movers out of a full prefix look at, built once each: many movers leave the same
+    # full prefix for the same neighbours. A dict: the loop below asks once or twice per mover
+    under: dict[int, np.ndarray] = dict(zip(prefixes.tolist(), table, strict=True))
 
     def taken_under(prefix: int) -> np.ndarray:
-        at = int(np.searchsorted(prefixes, prefix))
-        if at < prefixes.size and prefixes[at] == prefix:
-            return table[at]
-        if prefix not in extra:
-            extra[prefix] = occupancy.taken_under(prefix)
-        return extra[prefix]
+        row = under.get(prefix)
+        if row is None:
+            row = under[prefix] = occupancy.taken_under(prefix)
+        return row
 
     def take(code: int) -> None:
         occupancy.take(code)
-        prefix = code // k_last
-        at = int(np.searchsorted(prefixes, prefix))
-        if at < prefixes.size and prefixes[at] == prefix:
-            table[at, code % k_last] = True
-        elif prefix in extra:
-            extra[prefix][code % k_last] = True
+        row = under.get(code // k_last)
+        if row is not None:
+            row[code % k_last] = True
 
     norms = [np.square(cb).sum(1) for cb in books]
     k_up = space.sizes[-2] if levels >= 2 else 1
@@ -248,31 +244,38 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         # guesses one level up, it stands while it stays free
         dists = _sq_dists(last, books[-1], norms[-1])
         pre = np.where(table[slot[start:start + chunk.size]], np.inf, dists).argmin(axis=1)
-        for j, i in enumerate(chunk):
-            row = rows[i]
-            if home[row] >= 0 and not occupancy.is_taken(int(home[row]), row):
+        # Python scalars for the loop: indexing numpy arrays one element at a time costs
+        # more than the work done with the element
+        chunk_rows = rows[chunk].tolist()
+        homes = home[rows[chunk]].tolist()
+        own = mover_prefixes[start:start + chunk.size].tolist()
+        pre_l, leaving_l = pre.tolist(), leaving.tolist()
+        heads_l = heads.tolist() if levels >= 2 else []
+        alts_l = alts.tolist() if levels >= 2 else []
+        for j, row in enumerate(chunk_rows):
+            if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
                 codes[row] = prefer[row]
-                take(int(home[row]))
+                take(homes[j])
                 moved += 1
                 continue
-            at = slot[start + j]
-            choice = int(pre[j])
-            if table[at, choice] and not leaving[j]:  # taken since: look again
-                choice = int(np.where(table[at], np.inf, dists[j]).argmin())
-            if not table[at, choice]:
+            mine = under[own[j]]
+            choice = pre_l[j]
+            if mine[choice] and not leaving_l[j]:  # taken since: look again
+                choice = int(np.where(mine, np.inf, dists[j]).argmin())
+            if not mine[choice]:
                 codes[row, -1] = choice
-                table[at, choice] = True
-                occupancy.take(int(mover_prefixes[start + j]) * k_last + choice)
+                mine[choice] = True
+                occupancy.take(own[j] * k_last + choice)
             elif levels >= 2:
-                head = int(heads[j])
+                head = heads_l[j]
                 g = guessed.get(j)
                 found = None
                 if g is not None:
                     # the candidates before the guessed one were full at the start of the
                     # chunk and can only have filled up since (with none open then, none is
                     # now); while the guessed one has room, it is the answer
-                    alt = int(alts[g])
+                    alt = alts_l[g]
                     if alt < 0:
                         continue
                     taken = taken_under(head * k_up + alt)
