@@ -159,7 +159,7 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
     nearest_free = v.params.get("collisions", "suffix") == "nearest-free"
-    ask = np.ones(len(item_ids), dtype=bool)
+    known = None
     if nearest_free:
         known = issued.current(conn, v.number)
         taken = collisions.Occupancy(v.space, known)
@@ -167,11 +167,9 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
             lambda rows: engine.prepare(vectors[rows]), codes, books, v.residual, v.space,
             taken)
     packed = v.space.pack(codes)
-    if nearest_free:
-        # the version's codes are all known here: only a code already issued needs its
-        # largest number from the database; the others start at 0
-        at = np.minimum(np.searchsorted(known, packed), max(known.size - 1, 0))
-        ask = known[at] == packed if known.size else np.zeros(len(packed), dtype=bool)
+    # with the version's codes all known here, only a code already issued needs its largest
+    # number from the database; the others start at 0
+    ask = np.ones(len(packed), dtype=bool) if known is None else _among(packed, known)
     first = np.zeros(len(packed), dtype=np.int64)
     if ask.any():
         first[ask] = assignments.first_free(conn, v.number, packed[ask])
@@ -184,6 +182,13 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
         issued.add(packed)  # an error from here on ends the run, and this cache with it
     versions.log_event(conn, "assign", db.now(), version=v.number,
                        params={"items": len(item_ids)})
+
+
+def _among(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Which of ``values`` occur in the sorted array ``ordered``."""
+    if not ordered.size:
+        return np.zeros(len(values), dtype=bool)
+    return ordered[np.minimum(np.searchsorted(ordered, values), ordered.size - 1)] == values
 
 
 def _worker(url: str, version: int, batch_size: int) -> tuple[int, int] | str:
