@@ -139,8 +139,8 @@ def refresh_statistics(conn: Connection, table: str, changed: int) -> None:
     rule; the planner has never seen a table that was not analyzed yet).
 
     Without it, a server without autovacuum, or one that has not come round yet, plans
-    blind: reading a million fresh items for `train` went through a 1.5 GB sort (8 s instead
-    of 3.5) and the first listing of each prefix of a new version took 20-25 ms at p99."""
+    blind: reading a million fresh items for `train` went through a 1.5 GB sort (8.0 s
+    instead of 2.8) and the first listing of each prefix of a new version took 20-25 ms at p99."""
     if conn.dialect.name != "postgresql" or changed <= 0:
         return
     known = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = "
