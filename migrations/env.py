@@ -12,13 +12,13 @@ import os
 from alembic import context
 
 from registry.store.db import make_engine
-from registry.store.schema import metadata
+from registry.store.schema import ddl_metadata
 
 config = context.config
 
 
 def _configure(**kwargs) -> None:
-    context.configure(target_metadata=metadata, compare_type=True, **kwargs)
+    context.configure(target_metadata=ddl_metadata(), compare_type=True, **kwargs)
 
 
 def run_offline() -> None:

@@ -9,10 +9,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from registry import DatabaseError, Registry
 from registry.store import db
-from registry.store.schema import HEAD, REVISIONS, metadata
+from registry.store.schema import HEAD, REVISIONS, ddl_metadata
 
 from .conftest import TABLES, make_keys, make_vectors
 
@@ -22,7 +24,7 @@ def _diff(url: str) -> list:
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-            return compare_metadata(ctx, metadata)
+            return compare_metadata(ctx, ddl_metadata())
     finally:
         engine.dispose()
 
@@ -108,3 +110,15 @@ def test_unreachable_postgresql_is_one_clear_error():
 def test_unsupported_url():
     with pytest.raises(DatabaseError, match="unsupported database"):
         Registry("mysql://root@localhost/x").versions()
+
+
+def test_ddl_metadata_carries_the_dialect_options_the_migrations_create():
+    meta = ddl_metadata()
+    items, assignments = meta.tables["items"], meta.tables["assignments"]
+    live = next(ix for ix in items.indexes if ix.name == "ix_items_live_space")
+    assert "AUTOINCREMENT" in str(CreateTable(items).compile(dialect=sqlite.dialect()))
+    assert "AUTOINCREMENT" in str(CreateTable(meta.tables["events"])
+                                  .compile(dialect=sqlite.dialect()))
+    assert "WITHOUT ROWID" in str(CreateTable(assignments).compile(dialect=sqlite.dialect()))
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        assert "WHERE removed_at IS NULL" in str(CreateIndex(live).compile(dialect=dialect))
