@@ -234,8 +234,8 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
             ranked = _ranked_up(up, codes[rows[chunk], -2], books[-2], norms[-2])
             last = _residuals(up, codes[rows[chunk]], books, mode, levels - 1, start=levels - 2)
             heads = mover_prefixes[start:start + chunk.size] // k_up
-            alts, alt_dists = _guess_up(up[leaving], heads[leaving], ranked[leaving], books,
-                                        norms, mode, k_up, occupancy)
+            alts, alt_dists, alt_picks = _guess_up(up[leaving], heads[leaving], ranked[leaving],
+                                                   books, norms, mode, k_up, occupancy)
             guessed = dict(zip(np.flatnonzero(leaving).tolist(), range(len(alts)),
                                strict=True))
         else:
@@ -252,6 +252,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         pre_l, leaving_l = pre.tolist(), leaving.tolist()
         heads_l = heads.tolist() if levels >= 2 else []
         alts_l = alts.tolist() if levels >= 2 else []
+        picks_l = alt_picks.tolist() if levels >= 2 else []
         for j, row in enumerate(chunk_rows):
             if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
@@ -279,7 +280,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     if alt < 0:
                         continue
                     taken = taken_under(head * k_up + alt)
-                    if not taken.all():
+                    if not taken[picks_l[g]]:  # nearest free at the start, so still nearest
+                        found = (alt, picks_l[g])
+                    elif not taken.all():
                         found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
                 if found is None:
                     found = _one_level_up(up[j], ranked[j], head, books, norms, mode, k_up,
@@ -310,12 +313,14 @@ def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,
 
 def _guess_up(up: np.ndarray, heads: np.ndarray, ranked: np.ndarray, books: list[np.ndarray],
               norms: list[np.ndarray], mode: str, k_up: int,
-              occupancy: Occupancy) -> tuple[np.ndarray, np.ndarray]:
+              occupancy: Occupancy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where :func:`_one_level_up` would look for each of these rows as things stand, all
     rows at once: (the first second-to-last code with room, or -1 for none; the squared
-    distances from each row to every last-level code under it)."""
+    distances from each row to every last-level code under it; the nearest of those codes
+    that is free)."""
     if not len(up):
-        return np.empty(0, dtype=np.int64), np.empty((0, books[-1].shape[0]), np.float32)
+        none = np.empty(0, dtype=np.int64)
+        return none, np.empty((0, books[-1].shape[0]), np.float32), none
     cand = heads[:, None] * k_up + ranked
     prefixes, inverse = np.unique(cand, return_inverse=True)
     inverse = inverse.reshape(cand.shape)
@@ -327,7 +332,9 @@ def _guess_up(up: np.ndarray, heads: np.ndarray, ranked: np.ndarray, books: list
     nxt = up - books[-2][alt]
     if mode == "normalized":
         renormalise(nxt)
-    return np.where(open_.any(axis=1), alt, -1), _sq_dists(nxt, books[-1], norms[-1])
+    dists = _sq_dists(nxt, books[-1], norms[-1])
+    nearest = np.where(taken[inverse[rows, first]], np.inf, dists).argmin(axis=1)
+    return np.where(open_.any(axis=1), alt, -1), dists, nearest
 
 
 def _one_level_up(r: np.ndarray, ranked: np.ndarray, head: int, books: list[np.ndarray],
