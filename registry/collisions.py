@@ -266,8 +266,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 choice = int(np.where(mine, np.inf, dists[j]).argmin())
             if not mine[choice]:
                 codes[row, -1] = choice
-                mine[choice] = True
-                occupancy.take(own[j] * k_last + choice)
+                take(own[j] * k_last + choice)
             elif levels >= 2:
                 head = heads_l[j]
                 g = guessed.get(j)

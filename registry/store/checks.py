@@ -16,19 +16,15 @@ PG_GUARDS = ("guard_codebooks", "guard_assignments", "guard_codebooks_truncate",
              "guard_assignments_truncate", "guard_versions", "guard_seals")
 
 
-def _rows(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
-    return [tuple(r) for r in driver_rows(conn, sql, params)]
-
-
 def missing_guards(conn: Connection) -> list[str]:
     """The guard triggers that are missing (or disabled, on PostgreSQL)."""
     if conn.dialect.name == "postgresql":
-        found = _rows(conn, "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
+        found = driver_rows(conn, "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
                             "t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace "
                             "AND NOT t.tgisinternal AND t.tgenabled <> 'D'")
         wanted = PG_GUARDS
     else:
-        found = _rows(conn, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        found = driver_rows(conn, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
         wanted = SQLITE_GUARDS
     have = {r[0] for r in found}
     return [name for name in wanted if name not in have]
@@ -36,35 +32,35 @@ def missing_guards(conn: Connection) -> list[str]:
 
 def codebook_rows(conn: Connection) -> list[tuple]:
     """(version, level, k, dim, dtype, sha256, data) of every codebook."""
-    return _rows(conn, "SELECT version_id, level, k, dim, dtype, sha256, data FROM codebooks "
+    return driver_rows(conn, "SELECT version_id, level, k, dim, dtype, sha256, data FROM codebooks "
                        "ORDER BY version_id, level")
 
 
 def codes_out_of_range(conn: Connection, version: int, n_codes: int, limit: int) -> list[tuple]:
     """(item, packed code, number) of IDs whose code tuple lies outside the version's
     code space (a packed code outside [0, n_codes)) or whose number is negative."""
-    return _rows(conn, "SELECT item_id, code, disamb FROM assignments WHERE version_id = ? "
+    return driver_rows(conn, "SELECT item_id, code, disamb FROM assignments WHERE version_id = ? "
                        "AND (code < 0 OR code >= ? OR disamb < 0) ORDER BY item_id LIMIT ?",
                  (version, n_codes, limit))
 
 
 def shared_ids(conn: Connection, limit: int) -> list[tuple]:
     """(version, packed code, number, items) of IDs held by more than one item."""
-    return _rows(conn, "SELECT version_id, code, disamb, COUNT(*) FROM assignments GROUP BY "
+    return driver_rows(conn, "SELECT version_id, code, disamb, COUNT(*) FROM assignments GROUP BY "
                        "version_id, code, disamb HAVING COUNT(*) > 1 "
                        "ORDER BY version_id, code, disamb LIMIT ?", (limit,))
 
 
 def items_with_several_ids(conn: Connection, limit: int) -> list[tuple]:
     """(version, item, IDs) of items with more than one ID in a version."""
-    return _rows(conn, "SELECT version_id, item_id, COUNT(*) FROM assignments GROUP BY "
+    return driver_rows(conn, "SELECT version_id, item_id, COUNT(*) FROM assignments GROUP BY "
                        "version_id, item_id HAVING COUNT(*) > 1 "
                        "ORDER BY version_id, item_id LIMIT ?", (limit,))
 
 
 def orphan_ids(conn: Connection, limit: int) -> list[tuple]:
     """(version, item, packed code, number) of IDs whose item or version does not exist."""
-    return _rows(conn, "SELECT a.version_id, a.item_id, a.code, a.disamb FROM assignments a "
+    return driver_rows(conn, "SELECT a.version_id, a.item_id, a.code, a.disamb FROM assignments a "
                        "LEFT JOIN items i ON i.id = a.item_id LEFT JOIN versions v ON "
                        "v.id = a.version_id WHERE i.id IS NULL OR v.id IS NULL "
                        "ORDER BY a.version_id, a.item_id LIMIT ?", (limit,))
@@ -73,11 +69,11 @@ def orphan_ids(conn: Connection, limit: int) -> list[tuple]:
 def bad_aliases(conn: Connection) -> list[tuple]:
     """(alias, version, state or None) of aliases that point at a missing version or at one
     that is not frozen."""
-    return _rows(conn, "SELECT a.name, a.version_id, v.state FROM aliases a LEFT JOIN "
+    return driver_rows(conn, "SELECT a.name, a.version_id, v.state FROM aliases a LEFT JOIN "
                        "versions v ON v.id = a.version_id WHERE v.id IS NULL OR "
                        "v.state <> 'frozen' ORDER BY a.name")
 
 
 def id_counts(conn: Connection) -> dict[int, int]:
-    return {r[0]: r[1] for r in _rows(conn, "SELECT version_id, COUNT(*) FROM assignments "
+    return {r[0]: r[1] for r in driver_rows(conn, "SELECT version_id, COUNT(*) FROM assignments "
                                             "GROUP BY version_id")}

@@ -62,10 +62,10 @@ def driver_cursor(conn: Connection, statement: str) -> Iterator:
 
 
 def driver_rows(conn: Connection, sql: str, params: Sequence = ()) -> list[tuple]:
-    """The rows of ``sql`` (written with ``?`` placeholders) as the driver returns them:
-    straight through a driver cursor, without statement compilation, execution events or
-    SQLAlchemy rows, for hot and large reads (a lookup's two statements each cost twice as
-    much through ``exec_driver_sql``)."""
+    """The rows of ``sql`` (written with ``?`` placeholders) as the driver returns them
+    (tuples): straight through a driver cursor, without statement compilation, execution
+    events or SQLAlchemy rows, for hot and large reads (key -> ID at 1M IDs on SQLite: p50
+    0.087 -> 0.056 ms when its two statements stopped going through ``exec_driver_sql``)."""
     if conn.dialect.name == "postgresql":
         sql = sql.replace("?", "%s")
     with driver_cursor(conn, sql) as cur:
