@@ -11,8 +11,10 @@ codes, each method on the same L2-normalised vectors:
   registry's nearest-free collision strategy applied to its codebooks (unique IDs, like for
   like with the registry's default);
 - the registry's engine (k-means++ seeding, projected Lloyd rounds on the deeper levels,
-  joint refinement of levels 2..L): `--collisions suffix`, nearest-free (the default),
-  more rounds (`--niter 30 --refine 8`), and balanced (`--balance 0.25`) + nearest-free.
+  joint refinement of levels 2..L, a beam of 2 paths encoding levels 2..L):
+  `--collisions suffix`, the same with greedy encoding (`--beam 1`), nearest-free (the
+  default), more rounds (`--niter 30 --refine 8`), and balanced (`--balance 0.25`) +
+  nearest-free.
 
 Figures (registry.quality): training time (median of 3 interleaved runs for the fast methods),
 collision rate, semantic-unique share, largest bucket, perplexity per level, relative
@@ -137,6 +139,8 @@ def main() -> None:
         TEXTBOOK: lambda: textbook(x),
         "faiss.ResidualQuantizer": lambda: residual_quantizer(x),
         SUFFIX: lambda: registry_engine(x, collisions="suffix"),
+        "registry --collisions suffix --beam 1": lambda: registry_engine(x, collisions="suffix",
+                                                                         beam=1),
         DEFAULT: lambda: registry_engine(x),
         "registry --niter 30 --refine 8": lambda: registry_engine(x, collisions="suffix",
                                                                   niter=30, refine=8),

@@ -90,11 +90,13 @@ def main() -> None:
             inside = np.isin(sections, SHIFTED_SECTIONS)
             base = rng.permutation(np.flatnonzero(~inside))[:base_n]
             pool = rng.permutation(np.flatnonzero(inside))
-        old = engine.train(vectors[base], TrainParams(sizes, seed=0))
+        base_params = TrainParams(sizes, seed=0)
+        old = engine.train(vectors[base], base_params)
         for growth in growths:
             grown = np.concatenate([base, pool[: int(growth * base_n)]])
             x = vectors[grown]
-            frozen = error(x, engine.encode(x, old.codebooks), old.codebooks)
+            frozen = error(x, engine.encode(x, old.codebooks, beam=base_params.beam),
+                           old.codebooks)
             keep = np.full((len(grown), 3), -1, dtype=np.int64)
             keep[:base_n] = old.codes
             runs = {}
@@ -105,7 +107,8 @@ def main() -> None:
             codes, books = plain_warm_start(x, old.codebooks)
             runs["plain warm start"] = (codes, books, time.perf_counter() - start)
             start = time.perf_counter()
-            ours = engine.train(x, TrainParams(sizes, seed=0, niter=WARM_NITER),
+            ours = engine.train(x, TrainParams(sizes, seed=0, niter=WARM_NITER, refine=0,
+                                               beam=1),
                                 warm=old.codebooks, keep=keep, stickiness=STICKINESS)
             runs["registry train --from"] = (ours.codes, ours.codebooks,
                                              time.perf_counter() - start)

@@ -137,9 +137,9 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
                     for n in (v.number, other.number)]
             vecs = [items.population_vectors(conn, n, False, len(p.item_ids), v.dim)[1]
                     for n, p in zip((v.number, other.number), pops, strict=True)]
-    # the data's own codes (nearest centroids), not the stored ones: nearest-free moves
+    # the data's own codes (as the version encodes), not the stored ones: nearest-free moves
     # colliding items to free codes, which says nothing about how the data moved
-    codes = [engine.encode(x, books, v.residual) if len(x)
+    codes = [engine.encode(x, books, v.residual, v.beam) if len(x)
              else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
     errors = [_errors(x, c, books, v.residual) for x, c in zip(vecs, codes, strict=True)]
     result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],

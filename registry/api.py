@@ -336,7 +336,8 @@ class Registry:
               refine: int | None = None, max_points_per_centroid: int = 256,
               from_version: str | int | None = None,
               stickiness: float = 0.02, reason: str | None = None,
-              collisions: str | None = None, balance: float | None = None):
+              collisions: str | None = None, balance: float | None = None,
+              beam: int | None = None):
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
@@ -344,8 +345,10 @@ class Registry:
         :mod:`registry.stable`); its sizes and residual mode are the parent's by default.
         ``collisions`` is ``nearest-free`` (default) or ``suffix``; ``balance`` caps every
         code at ``1 + balance`` times its even share of the items. ``niter`` k-means rounds
-        per level and ``refine`` joint passes over levels 2..L default to
-        ``engine.DEFAULT_NITER`` and ``engine.DEFAULT_REFINE``.
+        per level, ``refine`` joint passes over levels 2..L and the ``beam`` width that
+        encodes levels 2..L default to ``engine.DEFAULT_NITER``, ``engine.DEFAULT_REFINE``
+        and ``engine.DEFAULT_BEAM`` (the last two: plain residuals, no balance, no
+        ``from_version``).
         """
         from . import training
 
@@ -354,7 +357,7 @@ class Registry:
             residual=residual, niter=niter, refine=refine,
             max_points_per_centroid=max_points_per_centroid,
             from_version=from_version, stickiness=stickiness, reason=reason,
-            collisions=collisions, balance=balance)
+            collisions=collisions, balance=balance, beam=beam)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""

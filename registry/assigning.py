@@ -155,7 +155,7 @@ class _Issued:
 
 
 def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> None:
-    codes = engine.encode(vectors, books, v.residual)
+    codes = engine.encode(vectors, books, v.residual, v.beam)
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
     nearest_free = v.params.get("collisions", "suffix") == "nearest-free"

@@ -236,6 +236,9 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--refine", type=int, default=None,
               help="Passes that refine levels 2..L together after the greedy levels (plain "
                    "residuals; 0 turns it off) [default: 3].")
+@click.option("--beam", type=int, default=None,
+              help="Code paths kept while encoding levels 2..L (plain residuals; 1 is "
+                   "greedy). Level 1 is always the nearest centroid [default: 2].")
 @click.option("--max-points-per-centroid", type=int, default=256, show_default=True,
               help="k-means trains on at most this many points per code (a sample).")
 @click.option("--from", "from_version", default=None, metavar="VERSION",
@@ -255,7 +258,7 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
           residual: str | None, niter: int | None, refine: int | None,
-          max_points_per_centroid: int,
+          beam: int | None, max_points_per_centroid: int,
           from_version: str | None, stickiness: float, collisions: str | None,
           balance: float | None, reason: str | None, as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
@@ -263,7 +266,7 @@ def train(reg: Registry, levels: int | None, codebook_size, name: str | None, se
                   residual=residual, niter=niter, refine=refine,
                   max_points_per_centroid=max_points_per_centroid,
                   from_version=from_version, stickiness=stickiness, reason=reason,
-                  collisions=collisions, balance=balance)
+                  collisions=collisions, balance=balance, beam=beam)
     _emit(as_json, r.to_dict(), lambda: fmt.train(r))
 
 

@@ -7,8 +7,9 @@ so the caller's arrays are never modified.
 Level 1 clusters the vectors; level i + 1 clusters what level i leaves over. In ``plain``
 mode the residual is ``x - centroid`` (the standard; it can be decoded); in ``normalized``
 mode each residual is rescaled to unit length before the next level, as the seed tutorial
-does, which spreads the deeper levels more evenly but cannot be decoded. Assignment is greedy,
-level by level: IDs care about prefixes, so a level-1 code always means "nearest centroid".
+does, which spreads the deeper levels more evenly but cannot be decoded. IDs care about
+prefixes, so a level-1 code always means "nearest centroid"; levels 2..L are greedy too, or
+(plain mode, ``beam`` > 1) the best of a small beam search below level 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ BALANCE_ROUNDS = 5
 # training): tuned on the Debian catalog in bench/bench_quality.py
 DEFAULT_NITER = 16
 DEFAULT_REFINE = 3
+# paths kept while encoding levels 2..L (plain mode, cold training; 1 is greedy): see
+# kmeans.encode_deeper
+DEFAULT_BEAM = 2
+MAX_BEAM = 16
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class TrainParams:
     collisions: str = "nearest-free"
     balance: float | None = None
     refine: int | None = None  # None: DEFAULT_REFINE where it applies, else 0
+    beam: int | None = None  # None: DEFAULT_BEAM where it applies, else 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codebook_sizes", check_sizes(self.codebook_sizes))
@@ -72,6 +78,14 @@ class TrainParams:
         if self.refine and not applies:
             raise InputError("refinement passes need plain residuals and no --balance: "
                              "use --refine 0", source="--refine")
+        if self.beam is None:
+            object.__setattr__(self, "beam", DEFAULT_BEAM if applies else 1)
+        if not 1 <= self.beam <= MAX_BEAM:
+            raise InputError(f"beam width must be between 1 and {MAX_BEAM}, got {self.beam}",
+                             source="--beam")
+        if self.beam > 1 and not applies:
+            raise InputError("a beam search needs plain residuals and no --balance: "
+                             "use --beam 1", source="--beam")
         if not 0 <= self.seed < 2**31:
             raise InputError(f"seed must be between 0 and 2^31-1, got {self.seed}",
                              source="--seed")
@@ -164,6 +178,10 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     if warm is not None and params.balance is not None:
         raise InputError("a balanced version cannot be trained --from another yet",
                          source="--balance")
+    if warm is not None and (params.refine or params.beam > 1):
+        # a stable retrain keeps earlier codes level by level: joint refinement or a beam
+        # would move them for small gains
+        raise InputError("a warm start takes --refine 0 --beam 1", source="--from")
     if warm is not None:
         warm = _check_codebooks(warm, dim)
         if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
@@ -207,8 +225,8 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         codebooks.append(codebook)
         _step(residual, codebook, labels, params.residual)
 
-    if params.refine and warm is None:
-        kmeans.refine_deeper(residual, codes, codebooks, params.refine,
+    if warm is None:  # (neither applies to a warm start: checked above)
+        kmeans.refine_deeper(residual, codes, codebooks, params.refine, beam=params.beam,
                              sample=params.max_points_per_centroid * max(params.codebook_sizes),
                              seed=params.seed)
     if preferred is not None and params.residual == "plain":
@@ -265,17 +283,25 @@ def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.n
     residual[rows[back]] = old[back]
 
 
-def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") -> np.ndarray:
-    """Codes (N, L) of ``x`` against fixed codebooks, exactly as :func:`train` assigns them."""
+def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
+           beam: int = 1) -> np.ndarray:
+    """Codes (N, L) of ``x`` against fixed codebooks, exactly as :func:`train` assigns them
+    with the same residual mode and ``beam`` (a version's ``params``)."""
     if residual not in RESIDUAL_MODES:
         raise InputError(f"unknown residual mode {residual!r}", source="codebooks")
+    if not 1 <= beam <= MAX_BEAM or (beam > 1 and residual != "plain"):
+        raise InputError(f"beam width {beam} does not apply to {residual} residuals",
+                         source="codebooks")
     data = prepare(x)
     codebooks = _check_codebooks(codebooks, data.shape[1])
     codes = np.empty((data.shape[0], len(codebooks)), dtype=np.int64)
-    for level, cb in enumerate(codebooks):
+    levels = len(codebooks) if beam == 1 else 1
+    for level, cb in enumerate(codebooks[:levels]):
         labels, _ = kmeans.nearest(data, cb)
         codes[:, level] = labels
         _step(data, cb, labels, residual)
+    if levels < len(codebooks):
+        kmeans.encode_deeper(data, codes, codebooks, beam)
     return codes
 
 

@@ -126,44 +126,40 @@ def shift(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, sign: 
 
 
 def refine_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-                  passes: int, *, sample: int | None = None, seed: int = 0) -> None:
+                  passes: int, *, beam: int = 1, sample: int | None = None,
+                  seed: int = 0) -> None:
     """Jointly improve levels 2..L of a plain residual quantizer, in place.
 
     Greedy training fits each level once, to what the levels above left; here each pass
-    re-encodes levels 2..L greedily and then moves every deeper centroid to the mean of what
-    its rows need given all the other levels (block coordinate descent). Level-1 codes and
-    centroids never change, so the top-level grouping (and neighbourhood agreement at depth
-    1) stays exactly as k-means made it. The pass ends with a greedy re-encoding, so ``codes``
-    are what :func:`registry.engine.encode` gives. ``residual`` is the final residual on the
-    way in and on the way out. With more than ``sample`` rows the passes run on a seeded
-    sample of that many (as the Lloyd rounds do), and only the final re-encoding on all.
+    re-encodes levels 2..L (see :func:`encode_deeper`) and then moves every deeper centroid
+    to the mean of what its rows need given all the other levels (block coordinate descent).
+    Level-1 codes and centroids never change, so the top-level grouping (and neighbourhood
+    agreement at depth 1) stays exactly as k-means made it. It ends with a final
+    re-encoding, so ``codes`` are what :func:`registry.engine.encode` gives with the same
+    ``beam``. ``residual`` is the final residual on the way in and on the way out. With more
+    than ``sample`` rows the passes run on a seeded sample of that many (as the Lloyd rounds
+    do), and only the final re-encoding on all.
     """
     levels = len(books)
-    if levels < 2 or passes < 1:
+    if levels < 2 or (passes < 1 and beam == 1):
         return
     part_r, part_c = residual, codes
-    if sample is not None and residual.shape[0] > sample:
+    if passes and sample is not None and residual.shape[0] > sample:
         pick = np.sort(np.random.default_rng(seed).choice(residual.shape[0], sample,
                                                           replace=False))
         part_r, part_c = residual[pick], codes[pick]
-        # back to the level-1 residual while the codebooks are still the ones it was made
-        # with; the deeper levels are encoded again at the end
-        _add_back(residual, codes, books)
+    # back to the level-1 residual while the codebooks are still the ones it was made with
+    _add_back(residual, codes, books)
+    if part_r is not residual:
+        _add_back(part_r, part_c, books)
     for _ in range(passes):
-        _reencode(part_r, part_c, books)
+        encode_deeper(part_r, part_c, books, beam)
         for level in range(1, levels):
             shift(part_r, books[level], part_c[:, level], +1.0)
             update_means(books[level], part_r, part_c[:, level])
             shift(part_r, books[level], part_c[:, level], -1.0)
-    if part_r is residual:
-        _reencode(residual, codes, books)
-    else:
-        _encode_deeper(residual, codes, books)
-
-
-def _reencode(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
-    _add_back(residual, codes, books)
-    _encode_deeper(residual, codes, books)
+        _add_back(part_r, part_c, books)
+    encode_deeper(residual, codes, books, beam)
 
 
 def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
@@ -172,8 +168,60 @@ def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) 
         shift(residual, books[level], codes[:, level], +1.0)
 
 
-def _encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
-    """Level-1 residual -> greedy codes of levels 2..L and the final residual, in place."""
+def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+                  beam: int = 1, chunk: int = 8192) -> None:
+    """Level-1 residual -> codes of levels 2..L and the final residual, in place.
+
+    ``beam`` 1 is greedy: each level takes the centroid nearest to what the levels above
+    left. A wider beam keeps that many best partial code paths per row from level 2 on and
+    ends with the path whose final residual is smallest (the search of
+    ``faiss.ResidualQuantizer``). Level 1 is never part of the search: a row's level-1 code
+    stays its nearest centroid, so the top-level grouping means the same either way.
+    """
+    if beam == 1 or len(books) == 2:  # (with one level to search, a beam is greedy)
+        for level in range(1, len(books)):
+            codes[:, level], _ = nearest(residual, books[level])
+            shift(residual, books[level], codes[:, level], -1.0)
+        return
+    deeper = books[1:]
+    # a path's residual is never formed: its inner products with the next codebook are the
+    # level-1 residual's minus those of the centroids it took, from these tables
+    cross = {(j, i): deeper[j] @ deeper[i].T for i in range(len(deeper)) for j in range(i)}
+    sq = [np.einsum("ij,ij->i", b, b) for b in deeper]
+    for start in range(0, residual.shape[0], chunk):
+        part = residual[start:start + chunk]
+        codes[start:start + chunk, 1:] = _beam_search(part, deeper, cross, sq, beam)
     for level in range(1, len(books)):
-        codes[:, level], _ = nearest(residual, books[level])
         shift(residual, books[level], codes[:, level], -1.0)
+
+
+def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[np.ndarray],
+                 beam: int) -> np.ndarray:
+    """Codes (m, len(books)) of the path with the smallest final residual for each row."""
+    m = x.shape[0]
+    rows = np.arange(m)[:, None]
+    paths = np.zeros((m, 1, 0), dtype=np.int64)  # (rows, live paths, levels so far)
+    cost = np.einsum("ij,ij->i", x, x)[:, None]  # squared residual of each live path
+    for level, book in enumerate(books):
+        k = book.shape[0]
+        dist = (x @ book.T)[:, None, :]
+        if level:
+            taken = cross[0, level][paths[:, :, 0]]
+            dist = np.subtract(dist, taken, out=taken)
+            for j in range(1, level):
+                dist -= cross[j, level][paths[:, :, j]]
+        dist *= -2.0
+        dist += cost[:, :, None]
+        dist += sq[level]
+        dist = dist.reshape(m, -1)
+        width = 1 if level == len(books) - 1 else min(beam, dist.shape[1])
+        # the ``width`` best by repeated argmin: in order, ties to the lower index, and far
+        # cheaper than argpartition along rows this short
+        best = np.empty((m, width), dtype=np.int64)
+        cost = np.empty((m, width), dtype=dist.dtype)
+        for w in range(width):
+            best[:, w] = dist.argmin(axis=1)
+            cost[:, w] = dist[rows[:, 0], best[:, w]]
+            dist[rows[:, 0], best[:, w]] = np.inf
+        paths = np.concatenate([paths[rows, best // k], (best % k)[:, :, None]], axis=2)
+    return paths[:, 0, :]

@@ -61,7 +61,8 @@ def train(tx: Tx, *, levels: int | None = None,
           refine: int | None = None, max_points_per_centroid: int = 256,
           from_version: str | int | None = None,
           stickiness: float = 0.02, reason: str | None = None,
-          collisions: str | None = None, balance: float | None = None) -> TrainSummary:
+          collisions: str | None = None, balance: float | None = None,
+          beam: int | None = None) -> TrainSummary:
     """Train a new draft version on every live item and give each item an ID in it.
 
     With ``from_version`` the new version starts from that version's codebooks and its
@@ -80,7 +81,7 @@ def train(tx: Tx, *, levels: int | None = None,
                              "codebooks and IDs never change; train under another --name")
         parent = None if from_version is None else versions.resolve(conn, from_version)
         params = train_params(parent, levels, codebook_size, seed, residual, niter,
-                              max_points_per_centroid, collisions, balance, refine)
+                              max_points_per_centroid, collisions, balance, refine, beam)
         space = items.single_space(conn)
         if space is None:
             raise InputError("no items to train on: add some with `registry add` first",
@@ -148,7 +149,7 @@ def train(tx: Tx, *, levels: int | None = None,
 
 def train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
                  max_points_per_centroid, collisions, balance,
-                 refine=None) -> engine.TrainParams:
+                 refine=None, beam=None) -> engine.TrainParams:
     """The parameters of a new version; a parent (``--from``) fixes sizes and residuals."""
     if parent is None:
         sizes = codebook_sizes(levels, 256 if codebook_size is None else codebook_size)
@@ -169,6 +170,9 @@ def train_params(parent: Version | None, levels, codebook_size, seed, residual, 
     if parent is not None and refine:
         raise InputError("--refine does not apply to --from: a stable retrain keeps the "
                          "parent's codes instead", source="--refine")
+    if parent is not None and beam is not None and beam > 1:
+        raise InputError("--beam does not apply to --from: a stable retrain keeps the "
+                         "parent's codes instead", source="--beam")
     if collisions is None:
         collisions = "nearest-free" if parent is None else \
             parent.params.get("collisions", "suffix")
@@ -176,4 +180,5 @@ def train_params(parent: Version | None, levels, codebook_size, seed, residual, 
                               max_points_per_centroid=max_points_per_centroid,
                               residual=residual or "plain", collisions=collisions,
                               balance=balance,
-                              refine=0 if parent is not None else refine)
+                              refine=0 if parent is not None else refine,
+                              beam=1 if parent is not None else beam)

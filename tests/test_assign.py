@@ -26,7 +26,8 @@ def test_assign_gives_new_items_ids_and_leaves_old_ones(trained):
     assert {r.key: r.id for r in reg.get(old_keys)} == before
     records = reg.get(new_keys)
     np.testing.assert_array_equal(np.array([r.codes for r in records]),
-                                  engine.encode(new_vectors, reg.codebooks(v.number)))
+                                  engine.encode(new_vectors, reg.codebooks(v.number),
+                                                beam=v.beam))
     # every ID of the version is unique, and numbers continue after those already issued
     all_records = reg.get(old_keys + new_keys)
     assert len({r.id for r in all_records}) == 850

@@ -101,9 +101,9 @@ def test_incremental_assignment_moves_new_items_only(reg):
     tuples = {i.rsplit("-", 1)[0] for i in after.values()}
     assert len(after) == 700 and len(set(after.values())) == 700
     # the same items with suffix collisions share far more tuples
-    greedy_tuples = {tuple(c) for c in engine.encode(vectors, reg.codebooks(1))}
+    greedy_tuples = {tuple(c) for c in engine.encode(vectors, reg.codebooks(1), beam=v.beam)}
     assert len(tuples) > len(greedy_tuples) + 100
-    greedy = engine.encode(vectors[500:], reg.codebooks(1))
+    greedy = engine.encode(vectors[500:], reg.codebooks(1), beam=v.beam)
     got = np.array([r.codes for r in reg.get(keys[500:], 1)])
     assert (got[:, 0] == greedy[:, 0]).all()  # moves keep the level-1 code
 

@@ -32,6 +32,29 @@ def ref_encode(x, codebooks, residual="plain", follow=None):
     return np.stack(codes, 1) if follow is None else (np.stack(codes, 1), np.stack(gaps, 1))
 
 
+def ref_beam(x, codebooks, beam):
+    """Beam search over levels 2..L in float64 numpy, every path's residual spelled out:
+    level 1 nearest, then the ``beam`` best partial paths, then the best final one."""
+    r = x.astype(np.float64)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    books = [cb.astype(np.float64) for cb in codebooks]
+    first = (-2 * r @ books[0].T + (books[0] ** 2).sum(1)).argmin(1)
+    n = len(r)
+    paths = first[:, None, None]  # (rows, paths, levels)
+    resid = (r - books[0][first])[:, None, :]
+    for level, cb in enumerate(books[1:], start=1):
+        width = 1 if level == len(books) - 1 else beam
+        # every extension of every path: (rows, paths * codes)
+        ext = resid[:, :, None, :] - cb[None, None, :, :]
+        d = (ext ** 2).sum(-1).reshape(n, -1)
+        best = np.argsort(d, axis=1, kind="stable")[:, :width]
+        parent, code = best // len(cb), best % len(cb)
+        rows = np.arange(n)[:, None]
+        paths = np.concatenate([paths[rows, parent], code[:, :, None]], axis=2)
+        resid = ext.reshape(n, -1, r.shape[1])[rows, best]
+    return paths[:, 0, :], (resid[:, 0, :] ** 2).sum(1)
+
+
 def ref_decode(codes, codebooks):
     return sum(cb.astype(np.float64)[codes[:, i]] for i, cb in enumerate(codebooks))
 
@@ -44,7 +67,7 @@ def x():
 @pytest.mark.parametrize("residual", ["plain", "normalized"])
 def test_train_codes_match_reference_encoding(x, residual):
     result = engine.train(x, TrainParams((16, 8, 4), seed=1, residual=residual,
-                                         collisions="suffix"))
+                                         collisions="suffix", beam=1))
     assert [cb.shape for cb in result.codebooks] == [(16, 24), (8, 24), (4, 24)]
     assert result.codes.shape == (2000, 3)
     np.testing.assert_array_equal(engine.encode(x, result.codebooks, residual), result.codes)
@@ -96,9 +119,11 @@ def test_overwrite_consumes_the_input_instead_of_copying(x):
 
 
 def test_float64_and_non_contiguous_inputs_give_the_same_codes(x):
-    result = engine.train(x, TrainParams((8, 4), seed=0, collisions="suffix"))
+    params = TrainParams((8, 4), seed=0, collisions="suffix")
+    result = engine.train(x, params)
     wide = np.asfortranarray(x.astype(np.float64))
-    np.testing.assert_array_equal(engine.encode(wide, result.codebooks), result.codes)
+    np.testing.assert_array_equal(engine.encode(wide, result.codebooks, beam=params.beam),
+                                  result.codes)
 
 
 def test_per_level_codebook_sizes(x):
@@ -152,3 +177,58 @@ def test_normalized_codes_cannot_be_decoded(x):
 def test_bad_params(kwargs, message):
     with pytest.raises(InputError, match=message):
         TrainParams(**kwargs)
+
+
+def test_beam_is_the_default_for_plain_cold_training_only():
+    assert TrainParams((16, 8)).beam == engine.DEFAULT_BEAM > 1
+    assert TrainParams((16, 8), residual="normalized").beam == 1
+    assert TrainParams((16, 8), balance=0.25).beam == 1
+    for bad, match in [(dict(beam=0), "between 1 and"), (dict(beam=17), "between 1 and"),
+                       (dict(beam=2, residual="normalized"), "plain residuals"),
+                       (dict(beam=2, balance=0.5), "plain residuals")]:
+        with pytest.raises(InputError, match=match):
+            TrainParams((16, 8), **bad)
+    with pytest.raises(InputError, match="beam width 2 does not apply"):
+        engine.encode(make_vectors(10), [np.eye(24, dtype=np.float32)] * 2, "normalized", 2)
+
+
+@pytest.mark.parametrize("beam", [2, 3])
+def test_trained_codes_are_the_beam_search_of_the_reference(x, beam):
+    params = TrainParams((16, 8, 4), seed=1, collisions="suffix", beam=beam)
+    result = engine.train(x, params)
+    # encode gives exactly what training gave, and both follow the float64 reference
+    np.testing.assert_array_equal(engine.encode(x, result.codebooks, beam=beam), result.codes)
+    ref, ref_err = ref_beam(x, result.codebooks, beam)
+    assert (ref == result.codes).mean() > 0.998
+    err = ((engine.prepare(x) - engine.decode(result.codes, result.codebooks)) ** 2).sum(1)
+    np.testing.assert_allclose(err, ref_err, atol=2e-5)
+    # level 1 is never part of the search: always the nearest centroid
+    np.testing.assert_array_equal(result.codes[:, 0], ref_encode(x, result.codebooks[:1])[:, 0])
+
+
+def test_beam_search_never_ends_worse_than_greedy_and_a_full_beam_is_exhaustive(x):
+    books = engine.train(x, TrainParams((16, 8, 4), seed=3, collisions="suffix",
+                                        beam=1)).codebooks
+    xn = engine.prepare(x)
+
+    def per_row(codes):
+        return ((xn - engine.decode(codes, books)) ** 2).sum(1)
+
+    greedy = per_row(engine.encode(x, books))
+    beam2 = per_row(engine.encode(x, books, beam=2))
+    # with 3 levels the greedy path is among the two kept at level 2
+    assert (beam2 <= greedy + 1e-5).all() and beam2.sum() < greedy.sum()
+    # a beam as wide as level 2 keeps every path: the best (level 2, level 3) pair by brute force
+    full = engine.encode(x, books, beam=8)
+    r1 = xn - books[0][full[:, 0]]
+    pairs = books[1][:, None, :] + books[2][None, :, :]  # (8, 4, dim)
+    d = ((r1[:, None, None, :] - pairs[None]) ** 2).sum(-1).reshape(len(x), -1)
+    np.testing.assert_allclose(per_row(full), d.min(1), atol=2e-5)
+
+
+def test_warm_start_takes_no_refinement_or_beam(x):
+    books = engine.train(x, TrainParams((16, 8), seed=0)).codebooks
+    with pytest.raises(InputError, match="--refine 0 --beam 1"):
+        engine.train(x, TrainParams((16, 8), seed=0), warm=books)
+    warm = engine.train(x, TrainParams((16, 8), seed=0, refine=0, beam=1), warm=books)
+    np.testing.assert_array_equal(engine.encode(x, warm.codebooks), warm.codes)

@@ -68,8 +68,10 @@ def test_train_level_beats_random_codebooks_and_is_deterministic(x):
 
 
 def test_refinement_keeps_level1_lowers_error_and_matches_encode(x):
-    plain = engine.train(x, TrainParams((20, 8, 8), seed=2, refine=0, collisions="suffix"))
-    refined = engine.train(x, TrainParams((20, 8, 8), seed=2, refine=3, collisions="suffix"))
+    plain = engine.train(x, TrainParams((20, 8, 8), seed=2, refine=0, collisions="suffix",
+                                        beam=1))
+    refined = engine.train(x, TrainParams((20, 8, 8), seed=2, refine=3, collisions="suffix",
+                                          beam=1))
     np.testing.assert_array_equal(refined.codebooks[0], plain.codebooks[0])
     np.testing.assert_array_equal(refined.codes[:, 0], plain.codes[:, 0])
     assert refined.stats["reconstruction_error"] < plain.stats["reconstruction_error"]
@@ -97,7 +99,7 @@ def test_refinement_on_a_sample_still_matches_encode_and_helps(x):
     # 40 points per code x 20 codes = 800 of the 3000 rows refine the deeper levels
     refined = engine.train(x, TrainParams((20, 8, 8), seed=4, refine=3, collisions="suffix",
                                           max_points_per_centroid=40))
-    np.testing.assert_array_equal(engine.encode(x, refined.codebooks), refined.codes)
+    np.testing.assert_array_equal(engine.encode(x, refined.codebooks, beam=2), refined.codes)
     assert refined.stats["reconstruction_error"] < base.stats["reconstruction_error"]
 
 

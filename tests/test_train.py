@@ -27,7 +27,8 @@ def test_train_gives_every_item_a_unique_id(reg, catalog):
     assert len(set(ids)) == 600
     assert all(len(r.codes) == 3 and r.id.count("-") == 3 for r in records)
     # the stored IDs are what the engine gives for the stored codebooks
-    expected = engine.encode(vectors, reg.codebooks(1))
+    assert v.beam == engine.DEFAULT_BEAM
+    expected = engine.encode(vectors, reg.codebooks(1), beam=v.beam)
     np.testing.assert_array_equal(_codes(reg, keys, 1), expected)
     packed = CodeSpace((8, 4, 4)).pack(expected)
     assert summary.collision_rate == pytest.approx(1 - len(np.unique(packed)) / 600)
@@ -59,7 +60,8 @@ def test_train_params_are_kept_with_the_version(reg, catalog):
                   max_points_per_centroid=64).version
     assert v.params == {"codebook_sizes": [16, 4], "seed": 9, "residual": "normalized",
                         "niter": 7, "max_points_per_centroid": 64,
-                        "collisions": "nearest-free", "balance": None, "refine": 0}
+                        "collisions": "nearest-free", "balance": None, "refine": 0,
+                        "beam": 1}
     assert v.dim == 16 and "reconstruction_error" not in v.stats
 
 

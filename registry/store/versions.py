@@ -44,6 +44,11 @@ class Version:
         return self.params.get("residual", "plain")
 
     @property
+    def beam(self) -> int:
+        """Code paths kept while encoding levels 2..L (versions before the option: 1)."""
+        return int(self.params.get("beam", 1))
+
+    @property
     def label(self) -> str:
         return f"version {self.number}" + (f" ({self.name})" if self.name else "")
 
