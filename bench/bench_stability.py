@@ -108,7 +108,7 @@ def main() -> None:
             runs["plain warm start"] = (codes, books, time.perf_counter() - start)
             start = time.perf_counter()
             ours = engine.train(x, TrainParams(sizes, seed=0, niter=WARM_NITER, refine=0,
-                                               beam=1),
+                                               beam=base_params.beam),
                                 warm=old.codebooks, keep=keep, stickiness=STICKINESS)
             runs["registry train --from"] = (ours.codes, ours.codebooks,
                                              time.perf_counter() - start)

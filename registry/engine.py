@@ -178,10 +178,10 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     if warm is not None and params.balance is not None:
         raise InputError("a balanced version cannot be trained --from another yet",
                          source="--balance")
-    if warm is not None and (params.refine or params.beam > 1):
-        # a stable retrain keeps earlier codes level by level: joint refinement or a beam
-        # would move them for small gains
-        raise InputError("a warm start takes --refine 0 --beam 1", source="--from")
+    if warm is not None and params.refine:
+        # a stable retrain keeps earlier codes level by level: joint refinement would move
+        # the centroids they sit on for small gains
+        raise InputError("a warm start takes --refine 0", source="--from")
     if warm is not None:
         warm = _check_codebooks(warm, dim)
         if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
@@ -225,12 +225,20 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         codebooks.append(codebook)
         _step(residual, codebook, labels, params.residual)
 
-    if warm is None:  # (neither applies to a warm start: checked above)
+    level_err = None
+    if preferred is None:
         kmeans.refine_deeper(residual, codes, codebooks, params.refine, beam=params.beam,
                              sample=params.max_points_per_centroid * max(params.codebook_sizes),
                              seed=params.seed)
+    else:
+        # a warm start (no refinement: checked above) leaves the rows that kept their whole
+        # earlier tuple as they are and encodes the others with the beam; an earlier tuple
+        # is then measured against the level-by-level pass's, as without a beam
+        level_err = np.einsum("ij,ij->i", residual, residual)
+        _beam_rows(residual, codes, codebooks, params.beam,
+                   np.flatnonzero((codes != preferred).any(axis=1)))
     if preferred is not None and params.residual == "plain":
-        _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness)
+        _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
     stats: dict = {"items": n, "dim": dim}
     if params.residual == "plain":
         stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
@@ -267,18 +275,28 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     return TrainResult(codebooks=codebooks, codes=codes, stats=stats)
 
 
+def _beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray], beam: int,
+               rows: np.ndarray) -> None:
+    """Encode levels 2..L of ``rows`` again with ``beam`` (in place; final residuals)."""
+    if beam == 1 or not rows.size:
+        return
+    part_r, part_c = residual[rows], codes[rows]
+    kmeans.refine_deeper(part_r, part_c, books, 0, beam=beam)
+    residual[rows], codes[rows] = part_r, part_c
+
+
 def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-                       preferred: np.ndarray, stickiness: float) -> None:
+                       preferred: np.ndarray, stickiness: float, level_err: np.ndarray) -> None:
     """Give rows back their earlier tuple (in place) where it reconstructs them within
-    ``1 + stickiness`` of the tuple they got: the level-by-level rule cannot see that an
-    earlier code chosen to avoid a collision is still a fine place for the item."""
+    ``1 + stickiness`` of the tuple the level-by-level pass gave them (squared errors
+    ``level_err``; a beam search may have found a better tuple since): that rule cannot see
+    that an earlier code chosen to avoid a collision is still a fine place for the item."""
     rows = np.flatnonzero((preferred >= 0).all(axis=1) & (codes != preferred).any(axis=1))
     if rows.size == 0:
         return
     x = residual[rows] + sum(cb[codes[rows, lvl]] for lvl, cb in enumerate(books))
     old = x - sum(cb[preferred[rows, lvl]] for lvl, cb in enumerate(books))
-    now = np.einsum("ij,ij->i", residual[rows], residual[rows])
-    back = np.einsum("ij,ij->i", old, old) <= (1.0 + stickiness) * now + 1e-12
+    back = np.einsum("ij,ij->i", old, old) <= (1.0 + stickiness) * level_err[rows] + 1e-12
     codes[rows[back]] = preferred[rows[back]]
     residual[rows[back]] = old[back]
 

@@ -12,7 +12,11 @@ every level:
 - the final assignment is sticky in the same way; an item whose code changes at one level is
   free at the levels below (its tuple has changed already, so it may as well fit best).
 
-New items (no earlier code) always take the nearest centroid.
+New items (no earlier code) always take the nearest centroid. With a beam (plain residuals,
+the parent's width by default), the rows that did not keep their whole earlier tuple then have
+levels 2..L encoded by the beam search, as a cold version's are; an earlier tuple still
+comes back where it reconstructs the item within ``1 + stickiness`` of the tuple the
+level-by-level pass found.
 
 It also holds the balanced option: capacity-constrained k-means, where no code may take more
 than ``1 + slack`` times its even share of the items.

@@ -170,9 +170,8 @@ def train_params(parent: Version | None, levels, codebook_size, seed, residual, 
     if parent is not None and refine:
         raise InputError("--refine does not apply to --from: a stable retrain keeps the "
                          "parent's codes instead", source="--refine")
-    if parent is not None and beam is not None and beam > 1:
-        raise InputError("--beam does not apply to --from: a stable retrain keeps the "
-                         "parent's codes instead", source="--beam")
+    if parent is not None and beam is None:
+        beam = parent.beam  # new items are encoded as the parent's were
     if collisions is None:
         collisions = "nearest-free" if parent is None else \
             parent.params.get("collisions", "suffix")
@@ -181,4 +180,4 @@ def train_params(parent: Version | None, levels, codebook_size, seed, residual, 
                               residual=residual or "plain", collisions=collisions,
                               balance=balance,
                               refine=0 if parent is not None else refine,
-                              beam=1 if parent is not None else beam)
+                              beam=beam)

@@ -122,6 +122,7 @@ def test_train_from_a_version_keeps_ids_and_diff_needs_no_alignment(trained, run
     reg.train(codebook_size=[8, 4, 4], seed=5, name="cold")
     warm = reg.train(from_version="v1", name="warm").version
     assert warm.parent == 1 and warm.params["codebook_sizes"] == [8, 4, 4]
+    assert warm.beam == reg.version(1).beam > 1  # new items are encoded as the parent's
     stable = warm.stats["stability"]
     assert stable["parent"] == 1 and stable["items"] == 600
     assert stable["same_id"] >= 0.9 and stable["same_codes"][0] >= stable["same_id"]
