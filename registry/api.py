@@ -147,8 +147,15 @@ class Registry:
     >>> reg.freeze(v.number); reg.activate(v.number); reg.get(["some-key"])
     """
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, lookups_only: bool = False):
+        """A registry at ``url`` (default: ``$REGISTRY_DB``, else ``sqlite:///registry.db``).
+
+        ``lookups_only`` is for short-lived processes that only read IDs and versions
+        (``get``, ``lookup``, ``versions``): on PostgreSQL they connect through the lighter
+        psycopg2 where installed, and every write is refused.
+        """
         self.url = db.normalise_url(url or db.default_url())
+        self._lookups_only = lookups_only
         self._engine: Engine | None = None
         self._schema_ok = False
         # versions seen by get/lookup, by number: only their immutable fields (number,
@@ -168,8 +175,11 @@ class Registry:
 
     @contextmanager
     def _tx(self, *, write: bool, snapshot: bool = True) -> Iterator[Connection]:
+        if write and self._lookups_only:
+            raise StateError("this Registry was opened for lookups only: open another one "
+                             "to change anything")
         if self._engine is None:
-            self._engine = db.make_engine(self.url)
+            self._engine = db.make_engine(self.url, lookups_only=self._lookups_only)
         with db.transaction(self._engine, write=write, snapshot=snapshot) as conn:
             if not self._schema_ok:
                 db.check_schema(conn)

@@ -105,6 +105,10 @@ def _progress(wanted: bool, label: str) -> Iterator[_Progress | None]:
         bar.close()
 
 
+# commands that only read IDs and versions, where start-up is most of the run
+LOOKUP_COMMANDS = frozenset({"get", "lookup", "versions"})
+
+
 @click.group(cls=RegistryGroup)
 @click.option("--db", "db_url", default=None, metavar="URL",
               help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB "
@@ -112,7 +116,7 @@ def _progress(wanted: bool, label: str) -> Iterator[_Progress | None]:
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None) -> None:
     """A registry of semantic IDs: versioned residual k-means codes for catalog items."""
-    reg = Registry(db_url)
+    reg = Registry(db_url, lookups_only=ctx.invoked_subcommand in LOOKUP_COMMANDS)
     ctx.obj = reg
     ctx.call_on_close(reg.close)
 

@@ -15,6 +15,7 @@ try:
 finally:
     heavy = [m for m in ("faiss", "torch", "sentence_transformers") if m in sys.modules]
     print("POSTGRESQL=" + str("sqlalchemy.dialects.postgresql" in sys.modules))
+    print("DRIVERS=" + ",".join(m for m in ("psycopg", "psycopg2") if m in sys.modules))
     print("HEAVY=" + ",".join(heavy))
 """
 
@@ -27,9 +28,11 @@ def test_read_commands_do_not_import_heavy_modules(trained, migrated_url, args):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "HEAVY="
     assert "item" in done.stdout or "version" in done.stdout
-    # a SQLite registry never loads the PostgreSQL dialect (20 ms of start-up)
+    # a SQLite registry never loads the PostgreSQL dialect (20 ms of start-up), and on
+    # PostgreSQL these commands go through psycopg2, never importing psycopg 3 (90 ms)
     uses_pg = migrated_url.startswith("postgresql")
     assert f"POSTGRESQL={uses_pg}" in done.stdout.splitlines()
+    assert f"DRIVERS={'psycopg2' if uses_pg else ''}" in done.stdout.splitlines()
 
 
 def test_the_probe_would_see_faiss(trained, migrated_url):
@@ -38,3 +41,25 @@ def test_the_probe_would_see_faiss(trained, migrated_url):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "HEAVY=faiss"
+    # ... and a command that writes connects through psycopg 3
+    if migrated_url.startswith("postgresql"):
+        assert "DRIVERS=psycopg" in done.stdout.splitlines()
+
+
+def test_a_lookups_only_registry_reads_alike_and_refuses_the_rest(trained, migrated_url):
+    from registry import Registry, RegistryError, StateError
+
+    reg, _ = trained
+    keys = [f"item{i:05d}" for i in range(0, 600, 7)]
+    with Registry(migrated_url, lookups_only=True) as light:
+        assert [r.id for r in light.get(keys)] == [r.id for r in reg.get(keys)]
+        assert light.lookup("1", limit=50).to_dict() == reg.lookup("1", limit=50).to_dict()
+        assert [v.to_dict() for v in light.versions()] == [v.to_dict() for v in reg.versions()]
+        with pytest.raises(StateError, match="lookups only"):
+            light.freeze(1)
+        if migrated_url.startswith("postgresql"):
+            # vectors come through psycopg 3's COPY, which psycopg2 cannot run
+            with pytest.raises(RegistryError, match="need psycopg 3"):
+                light.stats(1)
+        else:
+            assert light.stats(1).to_dict()["items"] == 600

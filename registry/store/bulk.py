@@ -23,7 +23,7 @@ from sqlalchemy import (
     Table,
 )
 
-from ..errors import InputError
+from ..errors import InputError, RegistryError
 from .lookups import driver_cursor
 
 _PG_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
@@ -38,6 +38,14 @@ _PG_FIELDS: list[tuple[type, str]] = [
     (Float, ">f8"),
 ]
 _COPY_CHUNK_ROWS = 200_000
+
+
+def _copy(cur, stmt: str, params=None):
+    """psycopg 3's COPY of ``stmt`` on the driver cursor ``cur``."""
+    if not hasattr(cur, "copy"):  # psycopg2: a lookups-only Registry (see db.make_engine)
+        raise RegistryError("bulk reads and writes need psycopg 3; this Registry was opened "
+                            "for lookups only")
+    return cur.copy(stmt) if params is None else cur.copy(stmt, params)
 
 
 def _quoted(conn: Connection, names: Iterable[str]) -> str:
@@ -66,7 +74,7 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
     json_cols = {i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)}
     stmt = f"COPY {conn.dialect.identifier_preparer.quote(table.name)} " \
            f"({_quoted(conn, names)}) FROM STDIN"
-    with driver_cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
+    with driver_cursor(conn, stmt) as cur, _copy(cur, stmt) as copy:
         for row in rows:
             values = [row[n] for n in names]
             for i in json_cols:
@@ -105,7 +113,7 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
         fields += [(f"len{i}", ">i4"), (f"val{i}", wire)]
     rec_type = np.dtype(fields)
     stmt = f"COPY {table.name} ({_quoted(conn, names)}) FROM STDIN (FORMAT BINARY)"
-    with driver_cursor(conn, stmt) as cur, cur.copy(stmt) as copy:
+    with driver_cursor(conn, stmt) as cur, _copy(cur, stmt) as copy:
         copy.write(_PG_BINARY_HEADER)
         for start in range(0, n, _COPY_CHUNK_ROWS):
             stop = min(start + _COPY_CHUNK_ROWS, n)
@@ -234,7 +242,7 @@ class _CopyReader:
         buf = bytearray()
         pos = None  # None until the header has been skipped
         stmt = f"COPY ({sql}) TO STDOUT (FORMAT BINARY)"
-        with driver_cursor(conn, stmt) as cur, cur.copy(stmt, params) as copy:
+        with driver_cursor(conn, stmt) as cur, _copy(cur, stmt, params) as copy:
             for data in copy:
                 buf += data
                 if len(buf) >= self.FLUSH_BYTES:
