@@ -357,8 +357,8 @@ class Registry:
         code at ``1 + balance`` times its even share of the items. ``niter`` k-means rounds
         per level, ``refine`` joint passes over levels 2..L and the ``beam`` width that
         encodes levels 2..L default to ``engine.DEFAULT_NITER``, ``engine.DEFAULT_REFINE``
-        and ``engine.DEFAULT_BEAM`` (the last two: plain residuals, no balance, no
-        ``from_version``).
+        and ``engine.DEFAULT_BEAM`` (the last two: plain residuals, no balance; with
+        ``from_version`` no refinement, and the parent's beam).
         """
         from . import training
 

@@ -242,7 +242,8 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
                    "residuals; 0 turns it off) [default: 3].")
 @click.option("--beam", type=int, default=None,
               help="Code paths kept while encoding levels 2..L (plain residuals; 1 is "
-                   "greedy). Level 1 is always the nearest centroid [default: 2].")
+                   "greedy). Level 1 is always the nearest centroid [default: 2; with "
+                   "--from, the parent's].")
 @click.option("--max-points-per-centroid", type=int, default=256, show_default=True,
               help="k-means trains on at most this many points per code (a sample).")
 @click.option("--from", "from_version", default=None, metavar="VERSION",

@@ -226,7 +226,7 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         _step(residual, codebook, labels, params.residual)
 
     level_err = None
-    if preferred is None:
+    if warm is None:
         kmeans.refine_deeper(residual, codes, codebooks, params.refine, beam=params.beam,
                              sample=params.max_points_per_centroid * max(params.codebook_sizes),
                              seed=params.seed)
@@ -236,7 +236,8 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         # is then measured against the level-by-level pass's, as without a beam
         level_err = np.einsum("ij,ij->i", residual, residual)
         _beam_rows(residual, codes, codebooks, params.beam,
-                   np.flatnonzero((codes != preferred).any(axis=1)))
+                   np.arange(n) if preferred is None
+                   else np.flatnonzero((codes != preferred).any(axis=1)))
     if preferred is not None and params.residual == "plain":
         _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
     stats: dict = {"items": n, "dim": dim}
@@ -286,17 +287,21 @@ def _beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
 
 
 def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-                       preferred: np.ndarray, stickiness: float, level_err: np.ndarray) -> None:
+                       preferred: np.ndarray, stickiness: float,
+                       level_err: np.ndarray | None) -> None:
     """Give rows back their earlier tuple (in place) where it reconstructs them within
     ``1 + stickiness`` of the tuple the level-by-level pass gave them (squared errors
-    ``level_err``; a beam search may have found a better tuple since): that rule cannot see
-    that an earlier code chosen to avoid a collision is still a fine place for the item."""
+    ``level_err``, where a beam search may have found a better tuple since; None: the tuple
+    they hold): that rule cannot see that an earlier code chosen to avoid a collision is
+    still a fine place for the item."""
     rows = np.flatnonzero((preferred >= 0).all(axis=1) & (codes != preferred).any(axis=1))
     if rows.size == 0:
         return
     x = residual[rows] + sum(cb[codes[rows, lvl]] for lvl, cb in enumerate(books))
     old = x - sum(cb[preferred[rows, lvl]] for lvl, cb in enumerate(books))
-    back = np.einsum("ij,ij->i", old, old) <= (1.0 + stickiness) * level_err[rows] + 1e-12
+    now = np.einsum("ij,ij->i", residual[rows], residual[rows]) if level_err is None \
+        else level_err[rows]
+    back = np.einsum("ij,ij->i", old, old) <= (1.0 + stickiness) * now + 1e-12
     codes[rows[back]] = preferred[rows[back]]
     residual[rows[back]] = old[back]
 

@@ -199,7 +199,8 @@ def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[n
                  beam: int) -> np.ndarray:
     """Codes (m, len(books)) of the path with the smallest final residual for each row."""
     m = x.shape[0]
-    rows = np.arange(m)[:, None]
+    each = np.arange(m)
+    rows = each[:, None]
     paths = np.zeros((m, 1, 0), dtype=np.int64)  # (rows, live paths, levels so far)
     cost = np.einsum("ij,ij->i", x, x)[:, None]  # squared residual of each live path
     for level, book in enumerate(books):
@@ -221,7 +222,7 @@ def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[n
         cost = np.empty((m, width), dtype=dist.dtype)
         for w in range(width):
             best[:, w] = dist.argmin(axis=1)
-            cost[:, w] = dist[rows[:, 0], best[:, w]]
-            dist[rows[:, 0], best[:, w]] = np.inf
+            cost[:, w] = dist[each, best[:, w]]
+            dist[each, best[:, w]] = np.inf
         paths = np.concatenate([paths[rows, best // k], (best % k)[:, :, None]], axis=2)
     return paths[:, 0, :]
