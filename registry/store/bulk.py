@@ -42,9 +42,10 @@ _COPY_CHUNK_ROWS = 200_000
 
 def _copy(cur, stmt: str, params=None):
     """psycopg 3's COPY of ``stmt`` on the driver cursor ``cur``."""
-    if not hasattr(cur, "copy"):  # psycopg2: a lookups-only Registry (see db.make_engine)
-        raise RegistryError("bulk reads and writes need psycopg 3; this Registry was opened "
-                            "for lookups only")
+    if not hasattr(cur, "copy"):  # psycopg2: a lookups-only Registry (db.make_engine), or
+        # a postgresql+psycopg2:// URL
+        raise RegistryError("bulk reads and writes need psycopg 3: a postgresql:// URL, and a "
+                            "Registry not opened for lookups only")
     return cur.copy(stmt) if params is None else cur.copy(stmt, params)
 
 
