@@ -169,7 +169,8 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     packed = v.space.pack(codes)
     # with the version's codes all known here, only a code already issued needs its largest
     # number from the database; the others start at 0
-    ask = np.ones(len(packed), dtype=bool) if known is None else _among(packed, known)
+    ask = np.ones(len(packed), dtype=bool) if known is None else \
+        collisions.find_sorted(known, packed)[1]
     first = np.zeros(len(packed), dtype=np.int64)
     if ask.any():
         first[ask] = assignments.first_free(conn, v.number, packed[ask])
@@ -182,13 +183,6 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
         issued.add(packed)  # an error from here on ends the run, and this cache with it
     versions.log_event(conn, "assign", db.now(), version=v.number,
                        params={"items": len(item_ids)})
-
-
-def _among(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
-    """Which of ``values`` occur in the sorted array ``ordered``."""
-    if not ordered.size:
-        return np.zeros(len(values), dtype=bool)
-    return ordered[np.minimum(np.searchsorted(ordered, values), ordered.size - 1)] == values
 
 
 def _worker(url: str, version: int, batch_size: int) -> tuple[int, int] | str:

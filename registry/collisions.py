@@ -31,6 +31,15 @@ MOVER_CHUNK = 8192
 DENSE_CODES = 1 << 26
 
 
+def find_sorted(ordered: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found) of each of ``values`` in the sorted array ``ordered``: where it
+    sits when found (elsewhere, where it would go)."""
+    at = np.searchsorted(ordered, values)
+    found = at < ordered.size
+    found[found] = ordered[at[found]] == values[found]
+    return at, found
+
+
 class Occupancy:
     """The code tuples already taken: ``issued``, a sorted array of the packed codes a
     version holds already (for incremental assignment; read once per run, see
@@ -59,9 +68,7 @@ class Occupancy:
         """Which of ``packed`` are given (not counting what is held for rows)."""
         if self.dense is not None:
             return self.dense[packed]
-        at = np.searchsorted(self.issued, packed)
-        ok = at < self.issued.size
-        ok[ok] = self.issued[at[ok]] == packed[ok]
+        _, ok = find_sorted(self.issued, packed)
         if self.taken:
             ok |= np.fromiter(map(self.taken.__contains__, packed.tolist()), bool, packed.size)
         return ok
@@ -123,9 +130,7 @@ class Occupancy:
             if not group:
                 continue
             codes = np.fromiter(group, dtype=np.int64, count=len(group))
-            at = np.searchsorted(prefixes, codes // k)
-            ok = at < prefixes.size
-            ok[ok] = prefixes[at[ok]] == codes[ok] // k
+            at, ok = find_sorted(prefixes, codes // k)
             out[at[ok], codes[ok] % k] = True
         return out
 

@@ -282,7 +282,7 @@ def _beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
     if beam == 1 or not rows.size:
         return
     part_r, part_c = residual[rows], codes[rows]
-    kmeans.refine_deeper(part_r, part_c, books, 0, beam=beam)
+    kmeans.reencode(part_r, part_c, books, beam)
     residual[rows], codes[rows] = part_r, part_c
 
 

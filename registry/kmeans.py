@@ -148,17 +148,27 @@ def refine_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
         pick = np.sort(np.random.default_rng(seed).choice(residual.shape[0], sample,
                                                           replace=False))
         part_r, part_c = residual[pick], codes[pick]
-    # back to the level-1 residual while the codebooks are still the ones it was made with
-    _add_back(residual, codes, books)
     if part_r is not residual:
-        _add_back(part_r, part_c, books)
+        # back to the level-1 residual while the codebooks are still the ones it was made
+        # with; the whole is encoded again at the end
+        _add_back(residual, codes, books)
     for _ in range(passes):
-        encode_deeper(part_r, part_c, books, beam)
+        reencode(part_r, part_c, books, beam)
         for level in range(1, levels):
             shift(part_r, books[level], part_c[:, level], +1.0)
             update_means(books[level], part_r, part_c[:, level])
             shift(part_r, books[level], part_c[:, level], -1.0)
-        _add_back(part_r, part_c, books)
+    if part_r is residual:
+        reencode(residual, codes, books, beam)
+    else:
+        encode_deeper(residual, codes, books, beam)
+
+
+def reencode(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+             beam: int = 1) -> None:
+    """Final residual -> levels 2..L encoded again (see :func:`encode_deeper`) and the new
+    final residual, in place."""
+    _add_back(residual, codes, books)
     encode_deeper(residual, codes, books, beam)
 
 

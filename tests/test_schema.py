@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from registry import DatabaseError, Registry
-from registry.store import db
+from registry.store import db, schema
 from registry.store.schema import HEAD, REVISIONS, ddl_metadata
 
 from .conftest import TABLES, make_keys, make_vectors
@@ -122,3 +122,7 @@ def test_ddl_metadata_carries_the_dialect_options_the_migrations_create():
     assert "WITHOUT ROWID" in str(CreateTable(assignments).compile(dialect=sqlite.dialect()))
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         assert "WHERE removed_at IS NULL" in str(CreateIndex(live).compile(dialect=dialect))
+    # the tables every command uses stay without them (declaring them loads the dialects)
+    assert not schema.items.dialect_kwargs and not schema.assignments.dialect_kwargs
+    runtime_live = next(ix for ix in schema.items.indexes if ix.name == "ix_items_live_space")
+    assert not runtime_live.dialect_kwargs

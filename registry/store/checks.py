@@ -41,7 +41,7 @@ def codes_out_of_range(conn: Connection, version: int, n_codes: int, limit: int)
     code space (a packed code outside [0, n_codes)) or whose number is negative."""
     return driver_rows(conn, "SELECT item_id, code, disamb FROM assignments WHERE version_id = ? "
                        "AND (code < 0 OR code >= ? OR disamb < 0) ORDER BY item_id LIMIT ?",
-                 (version, n_codes, limit))
+                       (version, n_codes, limit))
 
 
 def shared_ids(conn: Connection, limit: int) -> list[tuple]:

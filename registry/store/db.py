@@ -72,7 +72,8 @@ def make_engine(url: str, *, create: bool = False, lookups_only: bool = False) -
     """
     url = normalise_url(url)
     try:
-        backend = make_url(url).get_backend_name()
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
     except exc.ArgumentError as e:
         raise DatabaseError(f"not a database URL: {url!r} ({e})") from None
     if backend not in ("sqlite", "postgresql"):
@@ -86,10 +87,10 @@ def make_engine(url: str, *, create: bool = False, lookups_only: bool = False) -
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    if lookups_only and make_url(url).drivername == "postgresql+psycopg" and \
+    if lookups_only and parsed.drivername == "postgresql+psycopg" and \
             importlib.util.find_spec("psycopg2") is not None:
-        url = make_url(url).set(drivername="postgresql+psycopg2")
-    return create_engine(url, pool_pre_ping=False)
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return create_engine(parsed, pool_pre_ping=False)
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
