@@ -93,9 +93,13 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
 
 def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterator[tuple]:
     """(connection, ids, vectors) of each claimed batch, inside its write transaction."""
-    pending: list[int] = []  # PostgreSQL: unassigned ids found at the start of a round
-    pos = after = 0
-    claimed_in_round = True
+    # PostgreSQL: the unassigned ids found at the start of a round; the first round lists
+    # every one, later rounds only those listed before that this assigner could not claim
+    # (another holds them, and may die) and those above every id listed so far (added since)
+    pending: list[int] = []
+    missed: list[int] = []
+    pos = after = top = 0
+    first_round, claimed_in_round = True, True
     while True:
         with tx(write=True) as conn:
             current = versions.get(conn, v.number)
@@ -114,14 +118,20 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                 if not claimed_in_round:
                     pending = []  # all held by other assigners: wait, then look again
                 else:
-                    pending, pos, claimed_in_round = (
-                        items.unassigned_ids(conn, space, v.number), 0, False)
+                    pending = items.unassigned_ids(conn, space, v.number, after=top)
+                    if not first_round and missed:
+                        pending = sorted(set(pending).union(
+                            items.unassigned_ids(conn, space, v.number, among=missed)))
                     if not pending:
                         return
+                    top = max(top, pending[-1])
+                    pos, missed, first_round, claimed_in_round = 0, [], False, False
             if pending:
-                item_ids, vectors = items.claim(conn, space, v.number,
-                                                pending[pos:pos + batch_size])
+                wanted = pending[pos:pos + batch_size]
+                item_ids, vectors = items.claim(conn, space, v.number, wanted)
                 pos += batch_size
+                if len(item_ids) < len(wanted):
+                    missed += sorted(set(wanted).difference(item_ids.tolist()))
                 if len(item_ids):
                     claimed_in_round = True
                     yield conn, item_ids, vectors
@@ -164,8 +174,8 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
         known = issued.current(conn, v.number)
         taken = collisions.Occupancy(v.space, known)
         codes, _ = collisions.nearest_free(
-            lambda rows: engine.prepare(vectors[rows]), codes, books, v.residual, v.space,
-            taken)
+            lambda rows: engine.prepare(vectors[rows], overwrite=True), codes, books,
+            v.residual, v.space, taken)
     packed = v.space.pack(codes)
     # with the version's codes all known here, only a code already issued needs its largest
     # number from the database; the others start at 0

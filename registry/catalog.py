@@ -239,6 +239,6 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
             progress(result.embedded, len(jobs))
     if result.embedded:
         with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
-            db.refresh_statistics(conn, "items", result.embedded)
+            db.refresh_statistics(conn, "items", result.embedded, vacuum=True)
     result.seconds = round(time.perf_counter() - start, 3)
     return result

@@ -228,77 +228,85 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
 
     norms = [np.square(cb).sum(1) for cb in books]
     k_up = space.sizes[-2] if levels >= 2 else 1
-    moved = 0
+    before = codes[rows[movers]]
     for start in range(0, movers.size, MOVER_CHUNK):
         chunk = movers[start:start + MOVER_CHUNK]
-        x = rows_x(rows[chunk])
-        # full already: these leave their prefix (or, with nowhere to go, keep their tuple)
-        leaving = table[slot[start:start + chunk.size]].all(axis=1)
-        if levels >= 2:
-            up = _residuals(x, codes[rows[chunk]], books, mode, levels - 2)
-            ranked = _ranked_up(up, codes[rows[chunk], -2], books[-2], norms[-2])
-            last = _residuals(up, codes[rows[chunk]], books, mode, levels - 1, start=levels - 2)
-            heads = mover_prefixes[start:start + chunk.size] // k_up
-            alts, alt_dists, alt_picks = _guess_up(up[leaving], heads[leaving], ranked[leaving],
-                                                   books, norms, mode, k_up, occupancy)
-            guessed = dict(zip(np.flatnonzero(leaving).tolist(), range(len(alts)),
-                               strict=True))
-        else:
-            last = _residuals(x, codes[rows[chunk]], books, mode, levels - 1)
-        # each row's nearest free code under its own prefix as things stand; like the
+        chunk_rows = rows[chunk]
+        own_prefix = mover_prefixes[start:start + chunk.size]
+        mine_at_start = table[slot[start:start + chunk.size]]
+        # full already: these leave their prefix (or, with nowhere to go, keep their tuple);
+        # the others look under it first. Each group gets only the distances it uses: in a
+        # crowded catalog most movers leave, and they need none under their own prefix
+        leaving = mine_at_start.all(axis=1)
+        staying = np.flatnonzero(~leaving)
+        x = rows_x(chunk_rows)
+        up = _residuals(x, codes[chunk_rows], books, mode, max(levels - 2, 0))
+        last = _residuals(up[staying], codes[chunk_rows[staying]], books, mode, levels - 1,
+                          start=max(levels - 2, 0))
+        # each staying row's nearest free code under its own prefix as things stand; like the
         # guesses one level up, it stands while it stays free
         dists = _sq_dists(last, books[-1], norms[-1])
-        pre = np.where(table[slot[start:start + chunk.size]], np.inf, dists).argmin(axis=1)
+        pre = np.where(mine_at_start[staying], np.inf, dists).argmin(axis=1)
+        guess = np.full(chunk.size, -1, dtype=np.int64)
+        if levels >= 2:
+            heads = own_prefix // k_up
+            went = np.flatnonzero(leaving)
+            guess[went] = np.arange(went.size)
+            ranked = _ranked_up(up[went], codes[chunk_rows[went], -2], books[-2], norms[-2])
+            alts, alt_dists, alt_picks = _guess_up(up[went], heads[went], ranked, books,
+                                                   norms, mode, k_up, occupancy)
         # Python scalars for the loop: indexing numpy arrays one element at a time costs
         # more than the work done with the element
-        chunk_rows = rows[chunk].tolist()
-        homes = home[rows[chunk]].tolist()
-        own = mover_prefixes[start:start + chunk.size].tolist()
-        pre_l, leaving_l = pre.tolist(), leaving.tolist()
+        place = np.zeros(chunk.size, dtype=np.int64)
+        place[staying] = np.arange(staying.size)
+        homes = home[chunk_rows].tolist()
+        own, place_l, pre_l = own_prefix.tolist(), place.tolist(), pre.tolist()
+        guess_l, leaving_l = guess.tolist(), leaving.tolist()
         heads_l = heads.tolist() if levels >= 2 else []
         alts_l = alts.tolist() if levels >= 2 else []
         picks_l = alt_picks.tolist() if levels >= 2 else []
-        for j, row in enumerate(chunk_rows):
+        for j, row in enumerate(chunk_rows.tolist()):
             if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
                 codes[row] = prefer[row]
                 take(homes[j])
-                moved += 1
                 continue
-            mine = under[own[j]]
-            choice = pre_l[j]
-            if mine[choice] and not leaving_l[j]:  # taken since: look again
-                choice = int(np.where(mine, np.inf, dists[j]).argmin())
-            if not mine[choice]:
-                codes[row, -1] = choice
-                take(own[j] * k_last + choice)
-            elif levels >= 2:
-                head = heads_l[j]
-                g = guessed.get(j)
-                found = None
-                if g is not None:
-                    # the candidates before the guessed one were full at the start of the
-                    # chunk and can only have filled up since (with none open then, none is
-                    # now); while the guessed one has room, it is the answer
-                    alt = alts_l[g]
-                    if alt < 0:
-                        continue
-                    taken = taken_under(head * k_up + alt)
-                    if not taken[picks_l[g]]:  # nearest free at the start, so still nearest
-                        found = (alt, picks_l[g])
-                    elif not taken.all():
-                        found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
-                if found is None:
-                    found = _one_level_up(up[j], ranked[j], head, books, norms, mode, k_up,
-                                          taken_under)
-                if found is None:
+            if not leaving_l[j]:  # its own prefix had room at the start of the chunk
+                mine = under[own[j]]
+                choice = pre_l[place_l[j]]
+                if mine[choice]:  # taken since: look again
+                    choice = int(np.where(mine, np.inf, dists[place_l[j]]).argmin())
+                if not mine[choice]:
+                    codes[row, -1] = choice
+                    take(own[j] * k_last + choice)
                     continue
-                codes[row, -2:] = found
-                take((head * k_up + found[0]) * k_last + found[1])
-            else:
+            if levels < 2:
                 continue
-            moved += 1
-    return codes, moved
+            g, head = guess_l[j], heads_l[j]
+            found = None
+            if g >= 0:
+                # the candidates before the guessed one were full at the start of the
+                # chunk and can only have filled up since (with none open then, none is
+                # now); while the guessed one has room, it is the answer
+                alt = alts_l[g]
+                if alt < 0:
+                    continue
+                taken = taken_under(head * k_up + alt)
+                if not taken[picks_l[g]]:  # nearest free at the start, so still nearest
+                    found = (alt, picks_l[g])
+                elif not taken.all():
+                    found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
+            if found is None:
+                candidates = ranked[g] if g >= 0 else _ranked_up(
+                    up[j:j + 1], codes[row:row + 1, -2], books[-2], norms[-2])[0]
+                found = _one_level_up(up[j], candidates, head, books, norms, mode, k_up,
+                                      taken_under)
+            if found is None:
+                continue
+            codes[row, -2:] = found
+            take((head * k_up + found[0]) * k_last + found[1])
+    # an item whose earlier tuple was its own code may go back to it: not a move
+    return codes, int((codes[rows[movers]] != before).any(axis=1).sum())
 
 
 def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,

@@ -156,8 +156,17 @@ def test_postgresql_planner_statistics_follow_bulk_writes(reg, migrated_url):
             return conn.execute(text("SELECT reltuples FROM pg_class "
                                      "WHERE oid = to_regclass(:t)"), {"t": table}).scalar()
 
+    def all_visible() -> tuple[int, int]:
+        """items' pages, and those of them the visibility map marks all-visible (which
+        lets an index-only scan skip the table)"""
+        with eng.connect() as conn:
+            return tuple(conn.execute(text("SELECT relpages, relallvisible FROM pg_class "
+                                           "WHERE oid = to_regclass('items')")).one())
+
     try:
         reg.add(keys[:500], vectors[:500])
+        pages, visible = all_visible()
+        assert pages > 0 and visible == pages  # vacuumed after the add
         reg.train(codebook_size=[8, 4, 4], seed=2)
         # counted by the train's own transaction
         assert (sampled("items"), sampled("assignments")) == (500, 500)

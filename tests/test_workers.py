@@ -90,3 +90,24 @@ def test_a_killed_assigners_batch_is_picked_up(waiting, migrated_url, tmp_path):
     check_every_item_has_one_id(migrated_url, v.number, 600 + NEW)
     with Registry(migrated_url) as reg:
         assert reg.assign(v.number).assigned == 0
+
+
+def test_items_added_while_assigning_get_ids_in_the_same_run(waiting, migrated_url,
+                                                             monkeypatch):
+    if not migrated_url.startswith("postgresql"):
+        pytest.skip("SQLite: an add waits for the assigner's write lock")
+    reg, v = waiting
+    import registry.assigning as assigning
+
+    added = []
+
+    def add_once(name: str) -> None:
+        if name == "assign-claimed" and not added:
+            added.append(True)  # while the first batch is claimed, not yet committed
+            with Registry(migrated_url) as other:
+                other.add(make_keys(50, start=600 + NEW), make_vectors(50, seed=22))
+
+    monkeypatch.setattr(assigning, "pause_point", add_once)
+    # the first round lists the NEW items only; the next finds the 50 above them
+    assert reg.assign(v.number, batch_size=500).assigned == NEW + 50
+    check_every_item_has_one_id(migrated_url, v.number, 600 + NEW + 50)

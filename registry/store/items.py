@@ -10,9 +10,9 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from ..errors import InputError
-from .bulk import in_list, insert_rows, read_vectors
-from .lookups import IN_CHUNK, storable
-from .schema import LIVE_ITEMS, assignments, items
+from .bulk import insert_rows, pg_array, read_vectors
+from .lookups import IN_CHUNK, driver_cursor, storable
+from .schema import LIVE_ITEMS, items
 
 
 @dataclass(frozen=True)
@@ -187,11 +187,19 @@ def next_unassigned(conn: Connection, space: Space, version: int, after: int,
     return read_vectors(conn, where, params, limit, space.dim, limit=limit)
 
 
-def unassigned_ids(conn: Connection, space: Space, version: int) -> list[int]:
-    """Every live item of ``space`` with no ID in ``version``, in id order: one anti-join
-    over the partial index, where a claim per batch would scan the catalog each time."""
-    where, params = _unassigned(conn, space, version, 0)
-    return [r[0] for r in conn.exec_driver_sql(f"SELECT i.id {where} ORDER BY i.id", params)]
+def unassigned_ids(conn: Connection, space: Space, version: int, *, after: int = 0,
+                   among: list[int] | None = None) -> list[int]:
+    """The live items of ``space`` with no ID in ``version`` and an id above ``after``
+    (and, given ``among``, one of those), in id order: one anti-join over the partial
+    index, where a claim per batch would scan the catalog each time."""
+    where, params = _unassigned(conn, space, version, after)
+    if among is not None:
+        where += " AND i.id = ANY(CAST(%(among)s AS bigint[]))"
+        params["among"] = pg_array(among)
+    sql = f"SELECT i.id {where} ORDER BY i.id"
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, params)
+        return [r[0] for r in cur.fetchall()]
 
 
 def claim(conn: Connection, space: Space, version: int, ids: list[int]
@@ -202,19 +210,22 @@ def claim(conn: Connection, space: Space, version: int, ids: list[int]
     # which of them have an ID is asked afterwards, by id: inside the locking statement the
     # planner hashed the whole IDs table for it (5.7 -> 5.4 s for 100k items at 1M)
     where, params = _unassigned(conn, space, version, 0, without_id=False)
-    locked = [r[0] for r in conn.exec_driver_sql(
-        f"SELECT i.id {where} AND i.id = ANY(%(ids)s) ORDER BY i.id FOR UPDATE OF i "
-        "SKIP LOCKED", {**params, "ids": ids})]
+    any_of = "ANY(CAST(%(ids)s AS bigint[]))"
+    sql = f"SELECT i.id {where} AND i.id = {any_of} ORDER BY i.id FOR UPDATE OF i SKIP LOCKED"
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, {**params, "ids": pg_array(ids)})
+        locked = [r[0] for r in cur.fetchall()]
     if locked:
         # those given IDs before this round's list was made, or by an assigner that
         # committed since (it released its rows then, and a new statement sees its IDs)
-        done = set(conn.execute(select(assignments.c.item_id).where(
-            assignments.c.version_id == version,
-            in_list(conn, assignments.c.item_id, locked))).scalars())
+        sql = f"SELECT item_id FROM assignments WHERE version_id = %(v)s AND item_id = {any_of}"
+        with driver_cursor(conn, sql) as cur:
+            cur.execute(sql, {"v": version, "ids": pg_array(locked)})
+            done = {r[0] for r in cur.fetchall()}
         locked = [i for i in locked if i not in done]
     if not locked:
         return np.empty(0, dtype=np.int64), np.empty((0, space.dim), dtype=np.float32)
-    return read_vectors(conn, "FROM items i WHERE i.id = ANY(%(ids)s)", {"ids": locked},
+    return read_vectors(conn, f"FROM items i WHERE i.id = {any_of}", {"ids": pg_array(locked)},
                         len(locked), space.dim)
 
 
