@@ -198,6 +198,9 @@ def unassigned_ids(conn: Connection, space: Space, version: int, *, after: int =
         params["among"] = pg_array(among)
     sql = f"SELECT i.id {where} ORDER BY i.id"
     with driver_cursor(conn, sql) as cur:
+        # room to hash a million IDs' items at once: in the default 4 MB the anti-join spills
+        # to temporary files (1.1M items: 0.49 -> 0.37 s); for this transaction only
+        cur.execute("SET LOCAL work_mem = '64MB'")
         cur.execute(sql, params)
         return [r[0] for r in cur.fetchall()]
 
