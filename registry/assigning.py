@@ -3,10 +3,11 @@ frozen codebooks, batch by batch; with several worker processes on PostgreSQL.
 
 Each batch is one transaction:
 
-1. claim up to ``batch_size`` unassigned items. On PostgreSQL the claim locks their rows
-   (``FOR UPDATE SKIP LOCKED``), so concurrent assigners, on one host or many, take disjoint
-   batches; a killed assigner's transaction is rolled back and its rows are free again. On
-   SQLite the writer lock (``BEGIN IMMEDIATE``) runs the batches one at a time.
+1. claim up to ``batch_size`` unassigned items. On PostgreSQL the claim takes an advisory
+   lock on each block of item ids they fall in (``items.claim``), so concurrent assigners, on
+   one host or many, take disjoint batches; a killed assigner's transaction is rolled back and
+   its blocks are free again. On SQLite the writer lock (``BEGIN IMMEDIATE``) runs the batches
+   one at a time.
 2. encode them (the costly part, in parallel across assigners on PostgreSQL);
 3. lock the version row, which serialises ID allocation only: collisions are resolved
    against the tuples already issued, disambiguation numbers computed, rows inserted.
@@ -137,7 +138,7 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                     yield conn, item_ids, vectors
                     continue
         if not pending:
-            # the rows another assigner holds come back if it dies: look again shortly
+            # the items another assigner holds come back if it dies: look again shortly
             time.sleep(WAIT_S)
             claimed_in_round = True
 

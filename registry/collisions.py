@@ -207,24 +207,31 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     # argmin per mover instead of walking its ranked codes through a Python set
     mover_prefixes = packed[rows[movers]] // k_last
     prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
-    table = occupancy.table(prefixes)
+    if occupancy.dense is not None and not occupancy.reserved:
+        # the bit table itself: a prefix's row is a view of it, current after every take
+        table = occupancy.dense.reshape(-1, k_last)
+        slot = mover_prefixes
+        taken_under = table.__getitem__
+        take = occupancy.take
+    else:
+        # a table of the movers' prefixes, kept current here along with the occupancy;
+        # prefix -> its row (a view), and the same for prefixes one level up that movers
+        # out of a full prefix look at, built once each: many movers leave the same full
+        # prefix for the same neighbours. A dict: the loop asks once or twice per mover
+        table = occupancy.table(prefixes)
+        under: dict[int, np.ndarray] = dict(zip(prefixes.tolist(), table, strict=True))
 
-    # prefix -> its row of that table (a view), and the same for prefixes one level up
-    # that movers out of a full prefix look at, built once each: many movers leave the same
-    # full prefix for the same neighbours. A dict: the loop below asks once or twice per mover
-    under: dict[int, np.ndarray] = dict(zip(prefixes.tolist(), table, strict=True))
+        def taken_under(prefix: int) -> np.ndarray:
+            row = under.get(prefix)
+            if row is None:
+                row = under[prefix] = occupancy.taken_under(prefix)
+            return row
 
-    def taken_under(prefix: int) -> np.ndarray:
-        row = under.get(prefix)
-        if row is None:
-            row = under[prefix] = occupancy.taken_under(prefix)
-        return row
-
-    def take(code: int) -> None:
-        occupancy.take(code)
-        row = under.get(code // k_last)
-        if row is not None:
-            row[code % k_last] = True
+        def take(code: int) -> None:
+            occupancy.take(code)
+            row = under.get(code // k_last)
+            if row is not None:
+                row[code % k_last] = True
 
     norms = [np.square(cb).sum(1) for cb in books]
     k_up = space.sizes[-2] if levels >= 2 else 1
@@ -265,19 +272,24 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         heads_l = heads.tolist() if levels >= 2 else []
         alts_l = alts.tolist() if levels >= 2 else []
         picks_l = alt_picks.tolist() if levels >= 2 else []
+        # the new codes are written for the whole chunk afterwards, not row by row
+        went_home: list[int] = []
+        moved_last: tuple[list[int], list[int]] = ([], [])
+        moved_two: tuple[list[int], list[int], list[int]] = ([], [], [])
         for j, row in enumerate(chunk_rows.tolist()):
             if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
-                codes[row] = prefer[row]
+                went_home.append(row)
                 take(homes[j])
                 continue
             if not leaving_l[j]:  # its own prefix had room at the start of the chunk
-                mine = under[own[j]]
+                mine = taken_under(own[j])
                 choice = pre_l[place_l[j]]
                 if mine[choice]:  # taken since: look again
                     choice = int(np.where(mine, np.inf, dists[place_l[j]]).argmin())
                 if not mine[choice]:
-                    codes[row, -1] = choice
+                    moved_last[0].append(row)
+                    moved_last[1].append(choice)
                     take(own[j] * k_last + choice)
                     continue
             if levels < 2:
@@ -303,8 +315,16 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                                       taken_under)
             if found is None:
                 continue
-            codes[row, -2:] = found
+            moved_two[0].append(row)
+            moved_two[1].append(found[0])
+            moved_two[2].append(found[1])
             take((head * k_up + found[0]) * k_last + found[1])
+        if went_home:
+            codes[went_home] = prefer[went_home]
+        codes[moved_last[0], -1] = moved_last[1]
+        if moved_two[0]:
+            codes[moved_two[0], -2] = moved_two[1]
+            codes[moved_two[0], -1] = moved_two[2]
     # an item whose earlier tuple was its own code may go back to it: not a move
     return codes, int((codes[rows[movers]] != before).any(axis=1).sum())
 

@@ -205,31 +205,48 @@ def unassigned_ids(conn: Connection, space: Space, version: int, *, after: int =
         return [r[0] for r in cur.fetchall()]
 
 
+# PostgreSQL claims: a transaction-level advisory lock per block of CLAIM_BLOCK consecutive
+# item ids, keyed by a tag of this registry's, the version and the block
+CLAIM_BLOCK = 256
+_CLAIM_TAG = 0x5249 << 48
+
+
 def claim(conn: Connection, space: Space, version: int, ids: list[int]
           ) -> tuple[np.ndarray, np.ndarray]:
-    """PostgreSQL: lock those of ``ids`` that are still live and without an ID in
-    ``version`` and that no other transaction holds (FOR UPDATE SKIP LOCKED), so that
-    concurrent assigners take disjoint batches; (their ids, float32 vectors)."""
-    # which of them have an ID is asked afterwards, by id: inside the locking statement the
-    # planner hashed the whole IDs table for it (5.7 -> 5.4 s for 100k items at 1M)
+    """PostgreSQL: claim those of ``ids`` (sorted) that are still live and without an ID in
+    ``version`` and that no other assigner holds; (their ids, float32 vectors).
+
+    Assigners lock blocks of CLAIM_BLOCK consecutive ids, each with a transaction-level
+    advisory lock taken without waiting (``pg_try_advisory_xact_lock``), so that concurrent
+    assigners on one host or many take disjoint items; a killed assigner's transaction ends
+    and its blocks are free again. Locking the items' rows instead (``FOR UPDATE SKIP
+    LOCKED``) writes every claimed row's page: selecting 100k of 1.1M items took 0.53 s with
+    the row locks, 0.15 s without (the whole claim: 0.93-0.99 -> 0.48-0.70 s)."""
+    blocks = sorted({i // CLAIM_BLOCK for i in ids})
+    keys = [_CLAIM_TAG | version << 32 | b for b in blocks]
+    sql = ("SELECT k FROM unnest(CAST(%(keys)s AS bigint[])) AS k "
+           "WHERE pg_try_advisory_xact_lock(k)")
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, {"keys": pg_array(keys)})
+        held = {r[0] & 0xFFFFFFFF for r in cur.fetchall()}
+    mine = [i for i in ids if i // CLAIM_BLOCK in held]
+    if not mine:
+        return np.empty(0, dtype=np.int64), np.empty((0, space.dim), dtype=np.float32)
     where, params = _unassigned(conn, space, version, 0, without_id=False)
     any_of = "ANY(CAST(%(ids)s AS bigint[]))"
-    sql = f"SELECT i.id {where} AND i.id = {any_of} ORDER BY i.id FOR UPDATE OF i SKIP LOCKED"
+    found, vectors = read_vectors(conn, f"{where} AND i.id = {any_of}",
+                                  {**params, "ids": pg_array(mine)}, len(mine), space.dim)
+    # those given IDs before this round's list was made, or by an assigner that committed
+    # since (it released its blocks then, and a new statement sees its IDs); asked by id:
+    # inside the reading statement the planner hashed the whole IDs table for it
+    sql = f"SELECT item_id FROM assignments WHERE version_id = %(v)s AND item_id = {any_of}"
     with driver_cursor(conn, sql) as cur:
-        cur.execute(sql, {**params, "ids": pg_array(ids)})
-        locked = [r[0] for r in cur.fetchall()]
-    if locked:
-        # those given IDs before this round's list was made, or by an assigner that
-        # committed since (it released its rows then, and a new statement sees its IDs)
-        sql = f"SELECT item_id FROM assignments WHERE version_id = %(v)s AND item_id = {any_of}"
-        with driver_cursor(conn, sql) as cur:
-            cur.execute(sql, {"v": version, "ids": pg_array(locked)})
-            done = {r[0] for r in cur.fetchall()}
-        locked = [i for i in locked if i not in done]
-    if not locked:
-        return np.empty(0, dtype=np.int64), np.empty((0, space.dim), dtype=np.float32)
-    return read_vectors(conn, f"FROM items i WHERE i.id = {any_of}", {"ids": pg_array(locked)},
-                        len(locked), space.dim)
+        cur.execute(sql, {"v": version, "ids": pg_array(found.tolist())})
+        done = [r[0] for r in cur.fetchall()]
+    if done:
+        keep = ~np.isin(found, done)
+        found, vectors = found[keep], vectors[keep]
+    return found, vectors
 
 
 # -- listing ---------------------------------------------------------------------------------
