@@ -166,7 +166,8 @@ class _Issued:
 
 
 def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> None:
-    codes = engine.encode(vectors, books, v.residual, v.beam)
+    products: list[np.ndarray] = []  # kept by the encoder for nearest-free
+    codes = engine.encode(vectors, books, v.residual, v.beam, products=products)
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
     nearest_free = v.params.get("collisions", "suffix") == "nearest-free"
@@ -176,7 +177,8 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
         taken = collisions.Occupancy(v.space, known)
         codes, _ = collisions.nearest_free(
             lambda rows: engine.prepare(vectors[rows], overwrite=True), codes, books,
-            v.residual, v.space, taken)
+            v.residual, v.space, taken,
+            products=collisions.up_products(products, codes, books) if products else None)
     packed = v.space.pack(codes)
     # with the version's codes all known here, only a code already issued needs its largest
     # number from the database; the others start at 0

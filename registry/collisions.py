@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -155,12 +156,16 @@ def _sq_dists(r: np.ndarray, cb: np.ndarray, cb_sq: np.ndarray | None = None) ->
 
 def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                  books: list[np.ndarray], mode: str, space: CodeSpace, occupancy: Occupancy,
-                 prefer: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                 prefer: np.ndarray | None = None,
+                 products: Products | None = None) -> tuple[np.ndarray, int]:
     """Move colliding rows to free tuples; returns (new codes, rows moved).
 
     ``rows_x(rows)`` gives the L2-normalised vectors of those rows. ``prefer`` (N, L; -1
     for none) holds the tuples an earlier version gave the rows: those tuples are held for
     them, so no other row lands on one, and a row that has to move goes back to its own.
+    ``products`` (plain residuals, see :func:`up_products`) gives the inner products the
+    distances one and two levels up are made of, already computed by the encoder; without
+    it they are computed here from the vectors.
     """
     codes = np.array(codes, dtype=np.int64, copy=True)
     n, levels = codes.shape
@@ -235,6 +240,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
 
     norms = [np.square(cb).sum(1) for cb in books]
     k_up = space.sizes[-2] if levels >= 2 else 1
+    cross_last = books[-2] @ books[-1].T if products is not None else None
     before = codes[rows[movers]]
     for start in range(0, movers.size, MOVER_CHUNK):
         chunk = movers[start:start + MOVER_CHUNK]
@@ -246,22 +252,23 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         # crowded catalog most movers leave, and they need none under their own prefix
         leaving = mine_at_start.all(axis=1)
         staying = np.flatnonzero(~leaving)
-        x = rows_x(chunk_rows)
-        up = _residuals(x, codes[chunk_rows], books, mode, max(levels - 2, 0))
-        last = _residuals(up[staying], codes[chunk_rows[staying]], books, mode, levels - 1,
-                          start=max(levels - 2, 0))
+        went = np.flatnonzero(leaving)
+        if products is not None:
+            near = _FromProducts(products(chunk_rows), codes[chunk_rows], books, norms,
+                                 cross_last, lambda at, rows=chunk_rows: rows_x(rows[at]))
+        else:
+            near = _FromVectors(rows_x(chunk_rows), codes[chunk_rows], books, mode, norms)
         # each staying row's nearest free code under its own prefix as things stand; like the
         # guesses one level up, it stands while it stays free
-        dists = _sq_dists(last, books[-1], norms[-1])
+        dists = near.own(staying)
         pre = np.where(mine_at_start[staying], np.inf, dists).argmin(axis=1)
         guess = np.full(chunk.size, -1, dtype=np.int64)
         if levels >= 2:
             heads = own_prefix // k_up
-            went = np.flatnonzero(leaving)
             guess[went] = np.arange(went.size)
-            ranked = _ranked_up(up[went], codes[chunk_rows[went], -2], books[-2], norms[-2])
-            alts, alt_dists, alt_picks = _guess_up(up[went], heads[went], ranked, books,
-                                                   norms, mode, k_up, occupancy)
+            ranked = _ranked_up(near.up(went), codes[chunk_rows[went], -2])
+            alts, alt_dists, alt_picks = _guess_up(heads[went], ranked, k_up, occupancy,
+                                                   partial(near.under, went))
         # Python scalars for the loop: indexing numpy arrays one element at a time costs
         # more than the work done with the element
         place = np.zeros(chunk.size, dtype=np.int64)
@@ -310,9 +317,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
             if found is None:
                 candidates = ranked[g] if g >= 0 else _ranked_up(
-                    up[j:j + 1], codes[row:row + 1, -2], books[-2], norms[-2])[0]
-                found = _one_level_up(up[j], candidates, head, books, norms, mode, k_up,
-                                      taken_under)
+                    near.up(np.array([j])), codes[row:row + 1, -2])[0]
+                found = _one_level_up(near.residual_up(j), candidates, head, books, norms,
+                                      mode, k_up, taken_under)
             if found is None:
                 continue
             moved_two[0].append(row)
@@ -329,42 +336,124 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     return codes, int((codes[rows[movers]] != before).any(axis=1).sum())
 
 
-def _ranked_up(r: np.ndarray, own: np.ndarray, book: np.ndarray,
-               norms: np.ndarray) -> np.ndarray:
-    """(N, UP_CANDIDATES): each row's next-best second-to-last codes after its own, closest
-    first."""
-    d = _sq_dists(r, book, norms)
-    d[np.arange(r.shape[0]), own] = np.inf
-    want = min(UP_CANDIDATES, book.shape[0] - 1)
+Products = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def up_products(level1: list[np.ndarray], codes: np.ndarray, books: list[np.ndarray]
+                ) -> Products:
+    """From each row's level-1 residual's inner products with the codebooks of levels 2..L
+    (what :func:`registry.engine.encode` hands back), rows -> the inner products of their
+    residual after L-2 levels with the codebooks of levels L-1 and L: each a (rows, k) array.
+    Plain residuals only: levels 2..L-2 are taken off through their centroids' own inner
+    products with those codebooks."""
+    levels = len(books)
+    between = range(1, levels - 2)
+    cross = {(lvl, m): books[lvl] @ books[m].T for lvl in between for m in (levels - 2,
+                                                                          levels - 1)}
+
+    def get(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        for m in (levels - 2, levels - 1):
+            p = level1[m - 1][rows]
+            for lvl in between:
+                p -= cross[lvl, m][codes[rows, lvl]]
+            out.append(p)
+        return out[0], out[1]
+
+    return get
+
+
+class _FromVectors:
+    """The distances a chunk of movers needs, from their vectors: each row's residual after
+    L-2 levels (``up``), and from it the squared distances to codes one and two levels up."""
+
+    def __init__(self, x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: str,
+                 norms: list[np.ndarray]):
+        self.codes, self.books, self.mode, self.norms = codes, books, mode, norms
+        self.depth = max(len(books) - 2, 0)
+        self.residual = _residuals(x, codes, books, mode, self.depth)
+
+    def own(self, rows: np.ndarray) -> np.ndarray:
+        """(rows, k_L): to the last-level codes under each row's own prefix."""
+        last = _residuals(self.residual[rows], self.codes[rows], self.books, self.mode,
+                          len(self.books) - 1, start=self.depth)
+        return _sq_dists(last, self.books[-1], self.norms[-1])
+
+    def up(self, rows: np.ndarray) -> np.ndarray:
+        """(rows, k_{L-1}): to the second-to-last codes."""
+        return _sq_dists(self.residual[rows], self.books[-2], self.norms[-2])
+
+    def under(self, rows: np.ndarray, alt: np.ndarray) -> np.ndarray:
+        """(rows, k_L): to the last-level codes under second-to-last code ``alt`` (per row)."""
+        nxt = self.residual[rows] - self.books[-2][alt]
+        if self.mode == "normalized":
+            renormalise(nxt)
+        return _sq_dists(nxt, self.books[-1], self.norms[-1])
+
+    def residual_up(self, j: int) -> np.ndarray:
+        """Row ``j``'s residual after L-2 levels."""
+        return self.residual[j]
+
+
+class _FromProducts:
+    """The same distances as :class:`_FromVectors` from inner products the encoder computed
+    (plain residuals): each less the row's own squared norm, which no choice depends on. No
+    residual is formed, but for the rare row that searches one level up in full."""
+
+    def __init__(self, products: tuple[np.ndarray, np.ndarray], codes: np.ndarray,
+                 books: list[np.ndarray], norms: list[np.ndarray], cross_last: np.ndarray,
+                 x_of: Callable[[np.ndarray], np.ndarray]):
+        self.p_up, self.p_last = products
+        self.codes, self.books, self.norms, self.cross = codes, books, norms, cross_last
+        self.x_of = x_of
+
+    def own(self, rows: np.ndarray) -> np.ndarray:
+        return self.under(rows, self.codes[rows, -2])
+
+    def up(self, rows: np.ndarray) -> np.ndarray:
+        return self.norms[-2] - 2.0 * self.p_up[rows]
+
+    def under(self, rows: np.ndarray, alt: np.ndarray) -> np.ndarray:
+        # |r - a - c|^2 = |r - a|^2 + |c|^2 - 2 (r.c - a.c); |r - a|^2 is the same for all c
+        return self.norms[-1] - 2.0 * (self.p_last[rows] - self.cross[alt])
+
+    def residual_up(self, j: int) -> np.ndarray:
+        at = np.array([j])
+        return _residuals(self.x_of(at), self.codes[at], self.books, "plain",
+                          len(self.books) - 2)[0]
+
+
+def _ranked_up(d: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """(N, UP_CANDIDATES): from each row's distances ``d`` to the second-to-last codes
+    (overwritten), its next-best codes after its own, closest first."""
+    d[np.arange(d.shape[0]), own] = np.inf
+    want = min(UP_CANDIDATES, d.shape[1] - 1)
     if want <= 0:
-        return np.empty((r.shape[0], 0), dtype=np.int64)
+        return np.empty((d.shape[0], 0), dtype=np.int64)
     top = np.argpartition(d, want - 1, axis=1)[:, :want]
     order = np.argsort(np.take_along_axis(d, top, axis=1), axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1)
 
 
-def _guess_up(up: np.ndarray, heads: np.ndarray, ranked: np.ndarray, books: list[np.ndarray],
-              norms: list[np.ndarray], mode: str, k_up: int,
-              occupancy: Occupancy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _guess_up(heads: np.ndarray, ranked: np.ndarray, k_up: int, occupancy: Occupancy,
+              under: Callable[[np.ndarray], np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where :func:`_one_level_up` would look for each of these rows as things stand, all
     rows at once: (the first second-to-last code with room, or -1 for none; the squared
-    distances from each row to every last-level code under it; the nearest of those codes
-    that is free)."""
-    if not len(up):
+    distances from each row to every last-level code under it, ``under(alt)``; the nearest
+    of those codes that is free)."""
+    if not len(heads):
         none = np.empty(0, dtype=np.int64)
-        return none, np.empty((0, books[-1].shape[0]), np.float32), none
+        return none, np.empty((0, 0), np.float32), none
     cand = heads[:, None] * k_up + ranked
     prefixes, inverse = np.unique(cand, return_inverse=True)
     inverse = inverse.reshape(cand.shape)
     taken = occupancy.table(prefixes)
     open_ = ~taken.all(axis=1)[inverse]
     first = open_.argmax(axis=1)
-    rows = np.arange(len(up))
+    rows = np.arange(len(heads))
     alt = ranked[rows, first]
-    nxt = up - books[-2][alt]
-    if mode == "normalized":
-        renormalise(nxt)
-    dists = _sq_dists(nxt, books[-1], norms[-1])
+    dists = under(alt)
     nearest = np.where(taken[inverse[rows, first]], np.inf, dists).argmin(axis=1)
     return np.where(open_.any(axis=1), alt, -1), dists, nearest
 

@@ -306,10 +306,19 @@ def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.n
     residual[rows[back]] = old[back]
 
 
+# the most memory :func:`encode` gives to the inner products it can hand back
+PRODUCTS_MAX_BYTES = 256 << 20
+
+
 def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
-           beam: int = 1) -> np.ndarray:
+           beam: int = 1, *, products: list[np.ndarray] | None = None) -> np.ndarray:
     """Codes (N, L) of ``x`` against fixed codebooks, exactly as :func:`train` assigns them
-    with the same residual mode and ``beam`` (a version's ``params``)."""
+    with the same residual mode and ``beam`` (a version's ``params``).
+
+    ``products``, an empty list, receives the inner products the beam search computes (plain
+    residuals, beam > 1, three or more levels, up to PRODUCTS_MAX_BYTES): one (N, k) array per
+    level 2..L, the level-1 residual's with that level's codebook. Nearest-free starts from
+    them (:func:`registry.collisions.up_products`) instead of computing them again."""
     if residual not in RESIDUAL_MODES:
         raise InputError(f"unknown residual mode {residual!r}", source="codebooks")
     if not 1 <= beam <= MAX_BEAM or (beam > 1 and residual != "plain"):
@@ -324,7 +333,13 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
         codes[:, level] = labels
         _step(data, cb, labels, residual)
     if levels < len(codebooks):
-        kmeans.encode_deeper(data, codes, codebooks, beam)
+        keep = None
+        wanted = data.shape[0] * sum(cb.shape[0] for cb in codebooks[1:]) * 4
+        if products is not None and len(codebooks) >= 3 and wanted <= PRODUCTS_MAX_BYTES:
+            keep = [np.empty((data.shape[0], cb.shape[0]), dtype=np.float32)
+                    for cb in codebooks[1:]]
+            products.extend(keep)
+        kmeans.encode_deeper(data, codes, codebooks, beam, products=keep)
     return codes
 
 

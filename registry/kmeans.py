@@ -179,7 +179,8 @@ def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) 
 
 
 def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-                  beam: int = 1, chunk: int = 8192) -> None:
+                  beam: int = 1, chunk: int = 8192,
+                  products: list[np.ndarray] | None = None) -> None:
     """Level-1 residual -> codes of levels 2..L and the final residual, in place.
 
     ``beam`` 1 is greedy: each level takes the centroid nearest to what the levels above
@@ -187,6 +188,9 @@ def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
     ends with the path whose final residual is smallest (the search of
     ``faiss.ResidualQuantizer``). Level 1 is never part of the search: a row's level-1 code
     stays its nearest centroid, so the top-level grouping means the same either way.
+
+    ``products`` (beam search only): one (N, k) array per level 2..L, filled with the
+    level-1 residual's inner products with that level's codebook, which the search computes.
     """
     if beam == 1 or len(books) == 2:  # (with one level to search, a beam is greedy)
         for level in range(1, len(books)):
@@ -200,13 +204,14 @@ def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
     sq = [np.einsum("ij,ij->i", b, b) for b in deeper]
     for start in range(0, residual.shape[0], chunk):
         part = residual[start:start + chunk]
-        codes[start:start + chunk, 1:] = _beam_search(part, deeper, cross, sq, beam)
+        keep = None if products is None else [p[start:start + chunk] for p in products]
+        codes[start:start + chunk, 1:] = _beam_search(part, deeper, cross, sq, beam, keep)
     for level in range(1, len(books)):
         shift(residual, books[level], codes[:, level], -1.0)
 
 
 def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[np.ndarray],
-                 beam: int) -> np.ndarray:
+                 beam: int, keep: list[np.ndarray] | None = None) -> np.ndarray:
     """Codes (m, len(books)) of the path with the smallest final residual for each row."""
     m = x.shape[0]
     each = np.arange(m)
@@ -216,6 +221,8 @@ def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[n
     for level, book in enumerate(books):
         k = book.shape[0]
         dist = (x @ book.T)[:, None, :]
+        if keep is not None:
+            keep[level][...] = dist[:, 0, :]
         if level:
             taken = cross[0, level][paths[:, :, 0]]
             dist = np.subtract(dist, taken, out=taken)

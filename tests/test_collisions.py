@@ -244,13 +244,13 @@ def ref_nearest_free(xn, codes, books, mode, sizes, issued=(), prefer=None):
 
 
 @pytest.mark.parametrize("dense", [True, False], ids=["bit-table", "sorted-and-set"])
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(12))
 def test_nearest_free_matches_a_row_by_row_reference(case, dense, monkeypatch):
     if not dense:  # the occupancy kept for code spaces too large for one bit per tuple
         monkeypatch.setattr(collisions, "DENSE_CODES", 0)
     rng = np.random.default_rng(case)
-    sizes = [(4, 4, 4), (3, 5, 6), (8, 8), (2, 3, 4, 4), (40,)][case % 5]
-    mode = "plain" if case < 5 else "normalized"
+    sizes = [(4, 4, 4), (3, 5, 6), (8, 8), (2, 3, 4, 4), (40,), (5, 4, 6, 3)][case % 6]
+    mode = "plain" if case < 6 else "normalized"
     n = int(np.prod(sizes) * rng.uniform(0.6, 1.4))
     centres = rng.standard_normal((6, 12))
     xn = centres[rng.integers(0, 6, n)] + 0.7 * rng.standard_normal((n, 12))
@@ -270,3 +270,11 @@ def test_nearest_free_matches_a_row_by_row_reference(case, dense, monkeypatch):
                                          collisions.Occupancy(space, issued), prefer=prefer)
     np.testing.assert_array_equal(got, want)
     assert moved == int((got != codes).any(axis=1).sum()) > 0
+    if mode == "plain" and len(sizes) >= 3:
+        # from the level-1 residuals' inner products, as the encoder hands them on
+        level1 = [(xn - books[0][codes[:, 0]]) @ b.T for b in books[1:]]
+        again, _ = collisions.nearest_free(
+            lambda rows: xn[rows], codes, books, mode, space,
+            collisions.Occupancy(space, issued), prefer=prefer,
+            products=collisions.up_products(level1, codes, books))
+        np.testing.assert_array_equal(again, want)
