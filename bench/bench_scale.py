@@ -42,6 +42,8 @@ BARE = """
 import json, sys, time
 import numpy as np
 from registry import engine
+from registry.allocator import tune
+tune()  # the process's memory settings of the registry command it is compared with
 x = np.load(sys.argv[1])
 start = time.perf_counter()
 engine.train(x, engine.TrainParams({sizes}), overwrite=True)

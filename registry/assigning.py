@@ -108,6 +108,11 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                 raise StateError(f"{v.label} was retired while assigning")
             if conn.dialect.name != "postgresql":
                 # SQLite runs one writer at a time: the next unassigned items by id
+                if first_round:
+                    first = items.first_unassigned(conn, space, v.number)
+                    if first is None:
+                        return
+                    after, first_round = first - 1, False
                 item_ids, vectors = items.next_unassigned(conn, space, v.number, after,
                                                           batch_size)
                 if len(item_ids) == 0:

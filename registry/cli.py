@@ -107,6 +107,9 @@ def _progress(wanted: bool, label: str) -> Iterator[_Progress | None]:
 
 # commands that only read IDs and versions, where start-up is most of the run
 LOOKUP_COMMANDS = frozenset({"get", "lookup", "versions"})
+# commands that work through large arrays (see registry.allocator)
+ARRAY_COMMANDS = frozenset({"add", "train", "assign", "diff", "drift", "stats", "verify",
+                            "demo"})
 
 
 @click.group(cls=RegistryGroup)
@@ -116,6 +119,10 @@ LOOKUP_COMMANDS = frozenset({"get", "lookup", "versions"})
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None) -> None:
     """A registry of semantic IDs: versioned residual k-means codes for catalog items."""
+    if ctx.invoked_subcommand in ARRAY_COMMANDS:
+        from .allocator import tune
+
+        tune()
     reg = Registry(db_url, lookups_only=ctx.invoked_subcommand in LOOKUP_COMMANDS)
     ctx.obj = reg
     ctx.call_on_close(reg.close)

@@ -184,3 +184,21 @@ def test_postgresql_planner_statistics_follow_bulk_writes(reg, migrated_url, mon
         assert (sampled("items"), sampled("assignments")) == (700, 700)
     finally:
         eng.dispose()
+
+
+@pytest.mark.parametrize("span", [7, 1 << 20])
+def test_the_first_item_without_an_id_is_found_in_any_span(trained, migrated_url, span):
+    if not migrated_url.startswith("sqlite"):
+        pytest.skip("SQLite's assign starts there; PostgreSQL lists them all")
+    from registry.store import items
+
+    reg, v = trained
+    with reg._tx(write=False) as conn:
+        space = items.single_space(conn)
+        assert items.first_unassigned(conn, space, v.number, span=span) is None
+    reg.add(make_keys(30, start=600), make_vectors(30, seed=8))
+    reg.remove(make_keys(3))  # removed items keep their IDs and are never assigned again
+    with reg._tx(write=False) as conn:
+        first = conn.exec_driver_sql("SELECT min(id) FROM items WHERE key = ?",
+                                     (make_keys(1, start=600)[0],)).scalar()
+        assert items.first_unassigned(conn, space, v.number, span=span) == first

@@ -16,6 +16,9 @@ finally:
     heavy = [m for m in ("faiss", "torch", "sentence_transformers") if m in sys.modules]
     print("POSTGRESQL=" + str("sqlalchemy.dialects.postgresql" in sys.modules))
     print("DRIVERS=" + ",".join(m for m in ("psycopg", "psycopg2") if m in sys.modules))
+    if "registry.allocator" in sys.modules:  # memory settings of array commands
+        import numpy as np
+        print("HUGEPAGE_ADVICE=" + str(np._core.multiarray._get_madvise_hugepage()))
     print("HEAVY=" + ",".join(heavy))
 """
 
@@ -33,6 +36,7 @@ def test_read_commands_do_not_import_heavy_modules(trained, migrated_url, args):
     uses_pg = migrated_url.startswith("postgresql")
     assert f"POSTGRESQL={uses_pg}" in done.stdout.splitlines()
     assert f"DRIVERS={'psycopg2' if uses_pg else ''}" in done.stdout.splitlines()
+    assert "HUGEPAGE_ADVICE" not in done.stdout  # nor ctypes for the allocator settings
 
 
 def test_the_probe_would_see_faiss(trained, migrated_url):
@@ -41,6 +45,8 @@ def test_the_probe_would_see_faiss(trained, migrated_url):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "HEAVY=faiss"
+    # it works through large arrays: freed memory is kept, no huge-page advice
+    assert "HUGEPAGE_ADVICE=False" in done.stdout.splitlines()
     # ... and a command that writes connects through psycopg 3
     if migrated_url.startswith("postgresql"):
         assert "DRIVERS=psycopg" in done.stdout.splitlines()

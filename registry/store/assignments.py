@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select
 
 from ..errors import NotFoundError, StateError
 from . import seals
-from .bulk import in_list, insert_arrays
+from .bulk import in_list, insert_arrays, int_list
 from .lookups import IN_CHUNK, driver_rows
 from .schema import assignments
 from .versions import get
@@ -85,8 +85,7 @@ def issued_codes(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
     bounds[-1] = top + 1  # exact at the top, whatever the float rounding
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         text = driver_rows(conn, sql, (version, lo, hi - 1))[0][0] if hi > lo else None
-        if text:
-            parts.append(np.fromstring(text, dtype=np.int64, sep=","))
+        parts.append(int_list(text))
     codes = np.concatenate(parts)
     codes.sort()
     return codes

@@ -54,6 +54,13 @@ def _quoted(conn: Connection, names: Iterable[str]) -> str:
     return ", ".join(q(n) for n in names)
 
 
+def int_list(text: str | None) -> np.ndarray:
+    """Integers the database joined into one comma-separated text (``group_concat`` /
+    ``string_agg``): a million rows fetched one by one cost five times as long."""
+    return np.empty(0, dtype=np.int64) if not text else \
+        np.fromstring(text, dtype=np.int64, sep=",")
+
+
 def pg_array(values: Sequence[int]) -> str:
     """PostgreSQL: integers as one array literal, for a ``CAST(... AS bigint[])``
     parameter. psycopg adapts a list element by element (44 ms per 50k ids, measured); the
