@@ -339,7 +339,7 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
             keep = [np.empty((data.shape[0], cb.shape[0]), dtype=np.float32)
                     for cb in codebooks[1:]]
             products.extend(keep)
-        kmeans.encode_deeper(data, codes, codebooks, beam, products=keep)
+        kmeans.encode_deeper(data, codes, codebooks, beam, products=keep, final=False)
     return codes
 
 

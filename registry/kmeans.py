@@ -180,7 +180,7 @@ def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) 
 
 def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
                   beam: int = 1, chunk: int = 8192,
-                  products: list[np.ndarray] | None = None) -> None:
+                  products: list[np.ndarray] | None = None, final: bool = True) -> None:
     """Level-1 residual -> codes of levels 2..L and the final residual, in place.
 
     ``beam`` 1 is greedy: each level takes the centroid nearest to what the levels above
@@ -191,6 +191,8 @@ def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
 
     ``products`` (beam search only): one (N, k) array per level 2..L, filled with the
     level-1 residual's inner products with that level's codebook, which the search computes.
+    ``final=False``: the caller wants the codes only; the beam search then leaves
+    ``residual`` a level-1 residual.
     """
     if beam == 1 or len(books) == 2:  # (with one level to search, a beam is greedy)
         for level in range(1, len(books)):
@@ -206,7 +208,7 @@ def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
         part = residual[start:start + chunk]
         keep = None if products is None else [p[start:start + chunk] for p in products]
         codes[start:start + chunk, 1:] = _beam_search(part, deeper, cross, sq, beam, keep)
-    for level in range(1, len(books)):
+    for level in range(1, len(books) if final else 1):
         shift(residual, books[level], codes[:, level], -1.0)
 
 

@@ -26,13 +26,19 @@ def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarr
     if v.state == "retired" or (v.state == "frozen" and not incremental):
         raise StateError(f"{v.label} is {v.state}: its issued IDs never change")
     n = len(item_ids)
-    return insert_arrays(conn, assignments, {
+    columns = {
         "version_id": np.full(n, version, dtype=np.int32),
         "item_id": np.asarray(item_ids, dtype=np.int64),
         "code": np.asarray(packed, dtype=np.int64),
         "disamb": np.asarray(disamb, dtype=np.int32),
         "incremental": np.full(n, incremental, dtype=np.bool_),
-    })
+    }
+    if conn.dialect.name == "sqlite":
+        # in the order of the unique (version, code, number) index: each insert lands beside
+        # the last one instead of on a page at random (100k IDs into 1M: 0.23-0.31 -> 0.18-0.21 s)
+        order = np.lexsort((columns["disamb"], columns["code"]))
+        columns = {name: a[order] for name, a in columns.items()}
+    return insert_arrays(conn, assignments, columns)
 
 
 def first_free(conn: Connection, version: int, packed: np.ndarray) -> np.ndarray:
