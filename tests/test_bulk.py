@@ -65,3 +65,33 @@ def test_live_vectors_arrive_intact_beside_the_helper(reg, migrated_url, tiny_bl
     want = x.copy()
     want[1500] = x[1500].astype(np.float16)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("span", [1, 7, 8192])
+def test_sqlite_reads_ranges_whole_and_row_by_row_alike(reg, migrated_url, span,
+                                                        monkeypatch):
+    if not migrated_url.startswith("sqlite"):
+        pytest.skip("SQLite's range reader")
+    keys, x = make_keys(300), make_vectors(300, dim=24, seed=9)
+    reg.add(keys[:100], x[:100])
+    reg.add(keys[100:101], x[100:101], dtype="float16")  # its range is read row by row
+    reg.add(keys[101:], x[101:])
+    reg.remove(keys[50:60])  # gaps in the ids
+    want = x.copy()
+    want[100] = x[100].astype(np.float16)
+    live = np.r_[0:50, 60:300]
+    real_read = bulk.read_vectors
+    monkeypatch.setattr(items, "read_vectors",
+                        lambda *a, **k: real_read(*a, **{**k, "span": span}))
+    engine = db.make_engine(migrated_url)
+    try:
+        with db.transaction(engine, write=False) as conn:
+            ids, got = items.live_vectors(conn, 24)
+            np.testing.assert_array_equal(got, want[live])
+            space = items.single_space(conn)
+            # a LIMIT cut inside a range, and a start above an id
+            some, first = items.next_unassigned(conn, space, 1, int(ids[30]), 25)
+            np.testing.assert_array_equal(some, ids[31:56])
+            np.testing.assert_array_equal(first, want[live][31:56])
+    finally:
+        engine.dispose()
