@@ -68,7 +68,7 @@ def test_live_vectors_arrive_intact_beside_the_helper(reg, migrated_url, tiny_bl
 
 
 @pytest.mark.parametrize("span", [1, 7, 8192])
-def test_sqlite_reads_ranges_whole_and_row_by_row_alike(reg, migrated_url, span,
+def test_sqlite_reads_ranges_joined_and_row_by_row_alike(reg, migrated_url, span,
                                                         monkeypatch):
     if not migrated_url.startswith("sqlite"):
         pytest.skip("SQLite's range reader")
@@ -89,7 +89,7 @@ def test_sqlite_reads_ranges_whole_and_row_by_row_alike(reg, migrated_url, span,
             ids, got = items.live_vectors(conn, 24)
             np.testing.assert_array_equal(got, want[live])
             space = items.single_space(conn)
-            # a LIMIT cut inside a range, and a start above an id
+            # a read with a LIMIT goes row by row, alike
             some, first = items.next_unassigned(conn, space, 1, int(ids[30]), 25)
             np.testing.assert_array_equal(some, ids[31:56])
             np.testing.assert_array_equal(first, want[live][31:56])

@@ -184,7 +184,7 @@ def next_unassigned(conn: Connection, space: Space, version: int, after: int,
     ``version`` and an id above ``after``, in id order (SQLite: the writer lock keeps other
     assigners out while the caller gives them IDs)."""
     where, params = _unassigned(conn, space, version, after)
-    return read_vectors(conn, where, params, limit, space.dim, limit=limit, after=after)
+    return read_vectors(conn, where, params, limit, space.dim, limit=limit)
 
 
 def first_unassigned(conn: Connection, space: Space, version: int, *,
