@@ -211,7 +211,6 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     # which last-level codes are taken under each movers' prefix, as a bit table: one numpy
     # argmin per mover instead of walking its ranked codes through a Python set
     mover_prefixes = packed[rows[movers]] // k_last
-    prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
     if occupancy.dense is not None and not occupancy.reserved:
         # the bit table itself: a prefix's row is a view of it, current after every take
         table = occupancy.dense.reshape(-1, k_last)
@@ -223,6 +222,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         # prefix -> its row (a view), and the same for prefixes one level up that movers
         # out of a full prefix look at, built once each: many movers leave the same full
         # prefix for the same neighbours. A dict: the loop asks once or twice per mover
+        prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
         table = occupancy.table(prefixes)
         under: dict[int, np.ndarray] = dict(zip(prefixes.tolist(), table, strict=True))
 
