@@ -235,7 +235,7 @@ class _SqliteReader:
         self.prefault.claim(self.filled + n)
 
     def _joined(self, found: str, blob: bytes) -> None:
-        got = np.fromstring(found, dtype=np.int64, sep=",")
+        got = int_list(found)
         vectors = np.frombuffer(blob, dtype=np.float32).reshape(-1, self.dim)
         if got.size != vectors.shape[0]:
             raise RuntimeError("ids and embeddings of a range do not pair up")
