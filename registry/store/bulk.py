@@ -168,45 +168,34 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
         if conn.dialect.name == "postgresql":
             sql = f"SELECT i.id, i.embedding {from_where}{tail}"
             filled = _CopyReader(ids, out, prefault).run(conn, sql, params)
-        elif limit is None:
-            filled = _SqliteReader(ids, out, prefault).run(conn, from_where, params, span)
         else:
-            filled = _sqlite_rows(conn, f"{from_where}{tail}", params, ids, out, prefault)
+            reader = _SqliteReader(ids, out, prefault)
+            if limit is None:
+                reader.ranges(conn, from_where, params, span)
+            else:
+                reader.rows(conn, f"{from_where}{tail}", params)
+            filled = reader.filled
     return ids[:filled], out[:filled]
 
 
-def _sqlite_rows(conn: Connection, from_where: str, params: dict, ids: np.ndarray,
-                 out: np.ndarray, prefault: Prefault, chunk: int = 20_000) -> int:
-    """SQLite, row by row: for a read with a LIMIT (a batch of assign), where joining the
-    rows of a range measured slower (50k vectors through the unassigned items' index:
-    0.24 / 0.16 s row by row against 0.27-0.32 / 0.19-0.21 s joined)."""
-    filled = 0
-    sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}"
-    with driver_cursor(conn, sql) as cur:
-        cur.execute(sql, params)
-        while rows := cur.fetchmany(chunk):
-            if filled + len(rows) > ids.shape[0]:
-                raise RuntimeError("more vectors than counted: the items changed while "
-                                   "reading")
-            prefault.claim(filled + len(rows))
-            _fill(out, ids, filled, rows, out.shape[1])
-            filled += len(rows)
-    return filled
-
-
 class _SqliteReader:
-    """Reads SQLite vectors a range of ``span`` item ids at a time, each range as one row:
-    the ids and the float32 embeddings joined by the database (``group_concat``) and parsed
-    by numpy. Row by row, each vector costs a Python tuple and bytes object (all 1.1M live
-    vectors: 3.0-3.1 s, against 1.7-1.8 s joined). A range holding any other embedding
-    (float16, another length) is read again row by row."""
+    """Reads SQLite vectors into the preallocated arrays.
+
+    :meth:`ranges` reads a range of ``span`` item ids at a time, each range as one row: the
+    ids and the float32 embeddings joined by the database (``group_concat``) and parsed by
+    numpy. Row by row, each vector costs a Python tuple and bytes object (all 1.1M live
+    vectors: 3.0-3.1 s, against 1.7-1.8 s joined); a range holding any other embedding
+    (float16, another length) is read again row by row. :meth:`rows` reads row by row: for a
+    read with a LIMIT (a batch of assign), where the joined ranges measured slower (50k
+    vectors through the unassigned items' index: 0.24 / 0.16 s row by row against
+    0.27-0.32 / 0.19-0.21 s joined)."""
 
     def __init__(self, ids: np.ndarray, out: np.ndarray, prefault: Prefault):
         self.ids, self.out, self.prefault = ids, out, prefault
         self.dim = out.shape[1]
         self.filled = 0
 
-    def run(self, conn: Connection, from_where: str, params: dict, span: int) -> int:
+    def ranges(self, conn: Connection, from_where: str, params: dict, span: int) -> None:
         rows = f"{from_where} AND i.id >= :read_lo AND i.id < :read_hi"
         ok = (f"coalesce(i.embedding_dtype = 'float32' AND length(i.embedding) = "
               f"{self.dim * 4}, 0)")
@@ -217,7 +206,7 @@ class _SqliteReader:
         each = f"SELECT i.id, i.embedding, i.embedding_dtype {rows} ORDER BY i.id"
         lo, top = conn.exec_driver_sql("SELECT min(id), max(id) FROM items").one()
         if lo is None:
-            return 0
+            return
         with driver_cursor(conn, joined) as cur:
             while lo <= top:
                 bounds = {**params, "read_lo": lo, "read_hi": lo + span}
@@ -227,7 +216,14 @@ class _SqliteReader:
                 elif found:
                     self._joined(found, blob)
                 lo += span
-        return self.filled
+
+    def rows(self, conn: Connection, from_where: str, params: dict,
+             chunk: int = 20_000) -> None:
+        sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}"
+        with driver_cursor(conn, sql) as cur:
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(chunk):
+                self._rows(rows)
 
     def _room(self, n: int) -> None:
         if self.filled + n > self.ids.shape[0]:
