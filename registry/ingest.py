@@ -106,6 +106,10 @@ def file_format(path: Path) -> str:
                      ".npy", source=str(path))
 
 
+# numbers checked for NaN and infinity at a time
+_FINITE_BLOCK = 1 << 20
+
+
 def check_vectors(x: object, source: str) -> np.ndarray:
     """A non-empty 2-d array of finite real numbers, as contiguous float32 (a copy only
     when the input is not that already)."""
@@ -118,10 +122,14 @@ def check_vectors(x: object, source: str) -> np.ndarray:
         raise InputError(f"vectors must be real numbers, got dtype {arr.dtype}", source=source)
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out).all(axis=1)
-    if not finite.all():
-        raise InputError("vector contains NaN or infinity (or a number too large for float32)",
-                         source=source, row=int(np.flatnonzero(~finite)[0]) + 1)
+    # a block of rows at a time: one boolean per number for a million vectors is 384 MB
+    step = max(1, _FINITE_BLOCK // max(1, out.shape[1]))
+    for start in range(0, out.shape[0], step):
+        finite = np.isfinite(out[start:start + step]).all(axis=1)
+        if not finite.all():
+            raise InputError("vector contains NaN or infinity (or a number too large for "
+                             "float32)", source=source,
+                             row=start + int(np.flatnonzero(~finite)[0]) + 1)
     return out
 
 

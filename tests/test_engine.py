@@ -155,6 +155,14 @@ def test_bad_vectors(bad, message):
         engine.encode(bad, [np.ones((2, bad.shape[-1] if bad.ndim == 2 else 4), np.float32)])
 
 
+def test_bad_vector_row_is_counted_across_check_blocks():
+    # rows are checked a block at a time (2**20 numbers): the row number stays the row's own
+    bad = np.ones((300_000, 4), np.float32)
+    bad[280_000, 3] = np.inf
+    with pytest.raises(InputError, match="row 280001: vector contains NaN"):
+        engine.prepare(bad)
+
+
 def test_encode_checks_codebook_dimension(x):
     with pytest.raises(InputError, match="dimension 24"):
         engine.encode(x, [np.ones((4, 8), np.float32)])
