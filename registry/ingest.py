@@ -123,7 +123,7 @@ def check_vectors(x: object, source: str) -> np.ndarray:
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
     # a block of rows at a time: one boolean per number for a million vectors is 384 MB
-    step = max(1, _FINITE_BLOCK // max(1, out.shape[1]))
+    step = max(1, _FINITE_BLOCK // out.shape[1])
     for start in range(0, out.shape[0], step):
         finite = np.isfinite(out[start:start + step]).all(axis=1)
         if not finite.all():
