@@ -317,7 +317,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 elif not taken.all():
                     found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
             if found is None:
-                candidates = _ranked_up(near.up(np.array([j])), codes[row:row + 1, -2])[0]
+                # a leaving row's distances one level up were computed for the guess
+                candidates = _ranked(d_up[g:g + 1])[0] if g >= 0 else \
+                    _ranked_up(near.up(np.array([j])), codes[row:row + 1, -2])[0]
                 found = _one_level_up(candidates, head, k_up, taken_under,
                                       partial(near.under_one, j))
             if found is None:
