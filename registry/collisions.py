@@ -284,6 +284,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         went_home: list[int] = []
         moved_last: tuple[list[int], list[int]] = ([], [])
         moved_two: tuple[list[int], list[int], list[int]] = ([], [], [])
+        ranked_later: dict[int, np.ndarray] = {}  # chunk position -> next-best codes up
         for j, row in enumerate(chunk_rows.tolist()):
             if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
@@ -318,8 +319,15 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
             if found is None:
                 # a leaving row's distances one level up were computed for the guess
-                candidates = _ranked(d_up[g:g + 1])[0] if g >= 0 else \
-                    _ranked_up(near.up(np.array([j])), codes[row:row + 1, -2])[0]
+                candidates = _ranked(d_up[g:g + 1])[0] if g >= 0 else ranked_later.pop(j, None)
+                if candidates is None:
+                    # a staying row whose own prefix filled up during the chunk: so has every
+                    # later staying row under it (nothing is freed), ranked here at once
+                    later = j + np.flatnonzero(own_prefix[j:] == own[j])
+                    later = later[~leaving[later]]
+                    ranked = _ranked_up(near.up(later), codes[chunk_rows[later], -2])
+                    ranked_later.update(zip(later[1:].tolist(), ranked[1:], strict=True))
+                    candidates = ranked[0]
                 found = _one_level_up(candidates, head, k_up, taken_under,
                                       partial(near.under_one, j))
             if found is None:
