@@ -319,17 +319,23 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
             if found is None:
                 # a leaving row's distances one level up were computed for the guess
-                candidates = _ranked(d_up[g:g + 1])[0] if g >= 0 else ranked_later.pop(j, None)
+                candidates, first = (_ranked(d_up[g:g + 1])[0], None) if g >= 0 else \
+                    ranked_later.pop(j, (None, None))
                 if candidates is None:
                     # a staying row whose own prefix filled up during the chunk: so has every
-                    # later staying row under it (nothing is freed), ranked here at once
+                    # later staying row under it (nothing is freed), ranked here at once,
+                    # with the distances under each one's first candidate, mostly the one
                     later = j + np.flatnonzero(own_prefix[j:] == own[j])
                     later = later[~leaving[later]]
                     ranked = _ranked_up(near.up(later), codes[chunk_rows[later], -2])
-                    ranked_later.update(zip(later[1:].tolist(), ranked[1:], strict=True))
-                    candidates = ranked[0]
+                    firsts = near.under(later, ranked[:, 0]) if ranked.shape[1] else \
+                        [None] * later.size
+                    ranked_later.update(zip(later[1:].tolist(),
+                                            zip(ranked[1:], firsts[1:], strict=True),
+                                            strict=True))
+                    candidates, first = ranked[0], firsts[0]
                 found = _one_level_up(candidates, head, k_up, taken_under,
-                                      partial(near.under_one, j))
+                                      partial(near.under_one, j), first)
             if found is None:
                 continue
             moved_two[0].append(row)
@@ -488,13 +494,15 @@ def _full(occupancy: Occupancy, prefixes: np.ndarray) -> np.ndarray:
 
 def _one_level_up(ranked: np.ndarray, head: int, k_up: int,
                   taken_under: Callable[[int], np.ndarray],
-                  under: Callable[[int], np.ndarray]) -> tuple[int, int] | None:
+                  under: Callable[[int], np.ndarray],
+                  first: np.ndarray | None = None) -> tuple[int, int] | None:
     """The closest free (second-to-last, last) pair under the depth-(L-2) prefix ``head``,
     among the ``ranked`` second-to-last codes; ``under(alt)`` gives the row's distances to
-    the last-level codes under ``alt``."""
-    for alt in ranked.tolist():
+    the last-level codes under ``alt`` (``first``, where given, those under ``ranked[0]``)."""
+    for i, alt in enumerate(ranked.tolist()):
         taken = taken_under(head * k_up + alt)
         if taken.all():
             continue
-        return alt, int(np.where(taken, np.inf, under(alt)).argmin())
+        dists = first if i == 0 and first is not None else under(alt)
+        return alt, int(np.where(taken, np.inf, dists).argmin())
     return None

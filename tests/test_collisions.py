@@ -278,3 +278,30 @@ def test_nearest_free_matches_a_row_by_row_reference(case, dense, monkeypatch):
             collisions.Occupancy(space, issued), prefer=prefer,
             products=collisions.up_products(level1, codes, books))
         np.testing.assert_array_equal(again, want)
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["bit-table", "sorted-and-set"])
+@pytest.mark.parametrize("mode", ["plain", "normalized"])
+@pytest.mark.parametrize("sizes", [(3, 4, 8), (2, 3, 4, 6)])
+def test_nearest_free_matches_the_reference_when_prefixes_fill_up(sizes, mode, dense,
+                                                                   monkeypatch):
+    # most rows crowd onto two tuples: their prefixes have room when the movers start and
+    # fill up while many of them still wait for a code there (those then look one level up,
+    # ranked together)
+    if not dense:
+        monkeypatch.setattr(collisions, "DENSE_CODES", 0)
+    rng = np.random.default_rng(len(sizes))
+    n = 6 * sizes[-1] * sizes[-2]
+    xn = rng.standard_normal((n, 12))
+    xn = (xn / np.linalg.norm(xn, axis=1, keepdims=True)).astype(np.float32)
+    books = [rng.standard_normal((k, 12)).astype(np.float32) * 0.5 for k in sizes]
+    codes = np.stack([rng.integers(0, k, n) for k in sizes], axis=1)
+    crowd = rng.random(n) < 0.8
+    codes[crowd] = np.where(rng.random(crowd.sum()) < 0.5, 0, 1)[:, None]
+    space = CodeSpace(sizes)
+    want = ref_nearest_free(xn, codes, books, mode, sizes)
+    got, _ = collisions.nearest_free(lambda rows: xn[rows], codes, books, mode, space,
+                                     collisions.Occupancy(space))
+    np.testing.assert_array_equal(got, want)
+    # some rows of the crowded prefixes did leave them one level up
+    assert ((got[:, -2] != codes[:, -2]) & crowd).sum() > sizes[-1]
