@@ -284,7 +284,8 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         went_home: list[int] = []
         moved_last: tuple[list[int], list[int]] = ([], [])
         moved_two: tuple[list[int], list[int], list[int]] = ([], [], [])
-        ranked_later: dict[int, np.ndarray] = {}  # chunk position -> next-best codes up
+        # chunk position -> (next-best codes one level up, distances under the first)
+        ranked_later: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         for j, row in enumerate(chunk_rows.tolist()):
             if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
@@ -324,7 +325,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 if candidates is None:
                     # a staying row whose own prefix filled up during the chunk: so has every
                     # later staying row under it (nothing is freed), ranked here at once,
-                    # with the distances under each one's first candidate, mostly the one
+                    # with each one's distances under its first candidate, where most land
                     later = j + np.flatnonzero(own_prefix[j:] == own[j])
                     later = later[~leaving[later]]
                     ranked = _ranked_up(near.up(later), codes[chunk_rows[later], -2])
