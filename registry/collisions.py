@@ -320,23 +320,18 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
             if found is None:
                 # a leaving row's distances one level up were computed for the guess
-                candidates, first = (_ranked(d_up[g:g + 1])[0], None) if g >= 0 else \
-                    ranked_later.pop(j, (None, None))
+                candidates, first_dists = (_ranked(d_up[g:g + 1])[0], None) if g >= 0 \
+                    else ranked_later.pop(j, (None, None))
                 if candidates is None:
                     # a staying row whose own prefix filled up during the chunk: so has every
-                    # later staying row under it (nothing is freed), ranked here at once,
-                    # with each one's distances under its first candidate, where most land
+                    # later staying row under it (nothing is freed), ranked here at once
                     later = j + np.flatnonzero(own_prefix[j:] == own[j])
                     later = later[~leaving[later]]
-                    ranked = _ranked_up(near.up(later), codes[chunk_rows[later], -2])
-                    firsts = near.under(later, ranked[:, 0]) if ranked.shape[1] else \
-                        [None] * later.size
-                    ranked_later.update(zip(later[1:].tolist(),
-                                            zip(ranked[1:], firsts[1:], strict=True),
-                                            strict=True))
-                    candidates, first = ranked[0], firsts[0]
+                    ranked = _ranked_up_with_first(near, later, codes[chunk_rows[later], -2])
+                    ranked_later.update(zip(later[1:].tolist(), ranked[1:], strict=True))
+                    candidates, first_dists = ranked[0]
                 found = _one_level_up(candidates, head, k_up, taken_under,
-                                      partial(near.under_one, j), first)
+                                      partial(near.under_one, j), first_dists)
             if found is None:
                 continue
             moved_two[0].append(row)
@@ -382,6 +377,9 @@ def up_products(level1: list[np.ndarray], codes: np.ndarray, books: list[np.ndar
 
 class _Near:
     """The distances a chunk of movers needs (rows are positions in the chunk)."""
+
+    def up(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def under(self, rows: np.ndarray, alt: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -445,6 +443,18 @@ def _ranked_up(d: np.ndarray, own: np.ndarray) -> np.ndarray:
     (overwritten), its next-best codes after its own, closest first."""
     d[np.arange(d.shape[0]), own] = np.inf
     return _ranked(d)
+
+
+def _ranked_up_with_first(near: _Near, rows: np.ndarray, own: np.ndarray
+                          ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """For each of ``rows`` (positions in the chunk of ``near``), which must leave its
+    prefix: its next-best codes one level up (as :func:`_ranked_up`, ``own`` its own code
+    there), and its distances under the first of them, where most such rows land (31,674
+    of 32,300 in a train of 1M generated vectors); None where it has no other code."""
+    ranked = _ranked_up(near.up(rows), own)
+    if not ranked.shape[1]:
+        return [(r, None) for r in ranked]
+    return list(zip(ranked, near.under(rows, ranked[:, 0]), strict=True))
 
 
 def _ranked(d: np.ndarray) -> np.ndarray:
