@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from registry import InputError, StateError, engine
-from registry.ids import CodeSpace
+from registry.ids import CodeSpace, disambiguate, disambiguate_keeping
 
 from .conftest import dump, fail_inserts, make_keys, make_vectors
 
@@ -120,3 +120,38 @@ def test_changed_vectors_keep_old_ids_and_get_new_codes_in_new_versions(reg):
     assert [x.id for x in reg.get(keys[:10], first.number)] == old
     np.testing.assert_array_equal(_codes(reg, keys[:10], 2),
                                   engine.encode(moved, reg.codebooks(2)))
+
+
+def test_nearest_free_ids_are_the_engines_codes_numbered_in_item_order(reg, catalog):
+    """With nearest-free, too, the stored IDs are the engine's codes, numbered in item
+    order."""
+    keys, vectors = catalog
+    reg.add(keys, vectors)
+    # 600 items in 128 tuples: rows alone on theirs, rows moved, and rows numbered on
+    v = reg.train(codebook_size=[8, 4, 4], seed=3).version
+    result = engine.train(vectors, engine.TrainParams((8, 4, 4), seed=3))
+    records = reg.get(keys, v.number)
+    np.testing.assert_array_equal(_codes(reg, keys, v.number), result.codes)
+    disamb = np.array([r.disambiguation for r in records])
+    np.testing.assert_array_equal(disamb, disambiguate(CodeSpace((8, 4, 4)).pack(result.codes)))
+    assert result.stats["moved"] > 0 and disamb.max() > 0
+
+
+def test_a_warm_train_numbers_ids_as_its_parent_left_them(reg, catalog):
+    """Rows that keep their tuple keep their number; the others count on after the numbers
+    kept."""
+    keys, vectors = catalog
+    reg.add(keys, vectors)
+    reg.train(codebook_size=[8, 4, 4], seed=3, collisions="suffix")
+    new_keys = make_keys(200, start=600)
+    reg.add(new_keys, make_vectors(200, seed=5))
+    v2 = reg.train(from_version=1, collisions="nearest-free").version
+    space = CodeSpace((8, 4, 4))
+    old = reg.get(keys, 1)
+    old_packed = np.r_[space.pack(np.array([r.codes for r in old])), np.full(200, -1)]
+    old_disamb = np.r_[[r.disambiguation for r in old], np.full(200, -1)]
+    new = reg.get(keys + new_keys, v2.number)
+    packed = space.pack(np.array([r.codes for r in new]))
+    got = np.array([r.disambiguation for r in new])
+    np.testing.assert_array_equal(got, disambiguate_keeping(packed, old_packed, old_disamb))
+    assert ((got > 0) & (packed == old_packed)).any()  # kept numbers above 0 among them
