@@ -114,6 +114,22 @@ def dump(url: str) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
+def partitions(url: str) -> list[str]:
+    """PostgreSQL: the tables holding versions' IDs (partitions of assignments); SQLite has
+    none."""
+    if url.startswith("sqlite"):
+        return []
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = to_regclass('assignments') ORDER BY c.relname")
+            ).scalars().all()
+    finally:
+        engine.dispose()
+
+
 def fail_inserts(url: str, table: str, when: str) -> None:
     """A trigger that makes inserting a row of ``table`` for which the SQL condition ``when``
     (over NEW) holds fail, as a crash in the middle of a command would."""

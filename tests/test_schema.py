@@ -16,7 +16,7 @@ from registry import DatabaseError, Registry
 from registry.store import db, schema
 from registry.store.schema import HEAD, REVISIONS, ddl_metadata
 
-from .conftest import TABLES, make_keys, make_vectors
+from .conftest import TABLES, dump, make_keys, make_vectors, partitions
 
 
 def _diff(url: str) -> list:
@@ -61,6 +61,33 @@ def test_upgrade_downgrade_upgrade(db_url):
     finally:
         engine.dispose()
     assert _diff(db_url) == []
+
+
+def test_partitioning_by_version_keeps_every_id(migrated_url):
+    """Migration 0005 (PostgreSQL: each version's IDs in a partition of their own), down and
+    up again with versions in the database: the same rows, one table per version, guarded."""
+    with Registry(migrated_url) as reg:
+        reg.add(make_keys(300), make_vectors(300))
+        reg.train(codebook_size=[8, 4, 4], seed=1)
+        reg.freeze(1)
+        reg.train(codebook_size=[8, 4, 4], seed=2)
+    before = dump(migrated_url)
+    engine = db.make_engine(migrated_url)
+    try:
+        with db.transaction(engine, write=True) as conn:
+            command.downgrade(db.alembic_config(conn), "0004_seals_and_guards")
+        assert partitions(migrated_url) == []
+        assert dump(migrated_url) == before
+        assert db.migrate(engine) == ("0004_seals_and_guards", HEAD)
+    finally:
+        engine.dispose()
+    assert dump(migrated_url) == before
+    assert partitions(migrated_url) == (["assignments_v1", "assignments_v2"]
+                                        if migrated_url.startswith("postgresql") else [])
+    with Registry(migrated_url) as reg:
+        report = reg.verify()
+        assert report.ok, report.violations
+        assert report.ids == 600
 
 
 def test_init_upgrades_and_keeps_data(migrated_url):

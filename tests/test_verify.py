@@ -80,6 +80,26 @@ def test_the_database_refuses_to_change_a_frozen_version(trained, migrated_url, 
     assert trained[0].verify().ok
 
 
+@pytest.mark.parametrize("statement", [
+    "UPDATE assignments_v1 SET disamb = disamb + 1",
+    "DELETE FROM assignments_v1",
+    "TRUNCATE assignments_v1",
+    "TRUNCATE assignments",
+])
+def test_a_frozen_versions_own_table_refuses_changes_too(trained, migrated_url, statement):
+    """PostgreSQL keeps each version's IDs in a table of its own, a partition of assignments:
+    a statement naming it directly meets the same guards."""
+    if not migrated_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL partitions")
+    with pytest.raises(exc.DBAPIError, match="never"):
+        sql(migrated_url, statement)
+    assert trained[0].verify().ok
+    sql(migrated_url, "ALTER TABLE assignments_v1 DISABLE TRIGGER guard_assignments_truncate")
+    assert checks_failing(trained[0])["schema"] == [
+        "1 guard triggers are missing or disabled: frozen versions are not protected by the "
+        "database"]
+
+
 def test_a_draft_can_still_be_changed(reg, catalog, migrated_url):
     reg.add(*catalog)
     reg.train(codebook_size=[8, 4])

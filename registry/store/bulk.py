@@ -98,10 +98,13 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict]) -> None:
             copy.write_row(values)
 
 
-def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]) -> int:
+def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray], *,
+                  into: str | None = None, freeze: bool = False) -> int:
     """Insert numeric columns given as equal-length 1-d arrays; returns the row count.
 
-    PostgreSQL gets binary COPY built by numpy in one pass; SQLite gets one executemany.
+    PostgreSQL gets binary COPY built by numpy in one pass, into the table ``into`` (of
+    ``table``'s columns) where given, ``FREEZE`` for a table made in this transaction;
+    SQLite gets one executemany.
     """
     names = list(columns)
     arrays = [np.asarray(columns[n]) for n in names]
@@ -136,7 +139,8 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
             raise ValueError(f"values of column {name} do not fit {col_type}")
         fields += [(f"len{i}", ">i4"), (f"val{i}", wire)]
     rec_type = np.dtype(fields)
-    stmt = f"COPY {table.name} ({_quoted(conn, names)}) FROM STDIN (FORMAT BINARY)"
+    stmt = f"COPY {into or table.name} ({_quoted(conn, names)}) FROM STDIN (FORMAT BINARY" \
+           + (", FREEZE)" if freeze else ")")
     with driver_cursor(conn, stmt) as cur, _copy(cur, stmt) as copy:
         copy.write(_PG_BINARY_HEADER)
         for start in range(0, n, _COPY_CHUNK_ROWS):

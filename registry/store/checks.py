@@ -14,6 +14,7 @@ SQLITE_GUARDS = ("guard_codebooks_insert", "guard_codebooks_update", "guard_code
                  "guard_seals_delete")
 PG_GUARDS = ("guard_codebooks", "guard_assignments", "guard_codebooks_truncate",
              "guard_assignments_truncate", "guard_versions", "guard_seals")
+PARTITION_GUARDS = ("guard_assignments", "guard_assignments_truncate")
 
 
 def missing_guards(conn: Connection) -> list[str]:
@@ -27,7 +28,20 @@ def missing_guards(conn: Connection) -> list[str]:
         found = driver_rows(conn, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
         wanted = SQLITE_GUARDS
     have = {r[0] for r in found}
-    return [name for name in wanted if name not in have]
+    missing = [name for name in wanted if name not in have]
+    if conn.dialect.name == "postgresql":
+        # each version's own table (a partition) carries the assignments guards too: a
+        # statement naming it runs its triggers, not the parent's
+        rows = driver_rows(conn, "SELECT c.relname, t.tgname FROM pg_inherits i JOIN pg_class c "
+                           "ON c.oid = i.inhrelid LEFT JOIN pg_trigger t ON t.tgrelid = c.oid "
+                           "AND t.tgenabled <> 'D' WHERE i.inhparent = "
+                           "to_regclass('assignments') ORDER BY c.relname")
+        guards: dict[str, set[str]] = {}
+        for table, trigger in rows:
+            guards.setdefault(table, set()).add(trigger)
+        missing += [f"{name} on {table}" for table, there in guards.items()
+                    for name in PARTITION_GUARDS if name not in there]
+    return missing
 
 
 def codebook_rows(conn: Connection) -> list[tuple]:
