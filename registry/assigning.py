@@ -88,7 +88,7 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
             batches += 1
     if total:
         with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
-            db.refresh_statistics(conn, assignments.statistics_table(conn, v.number), total)
+            assignments.refresh_statistics(conn, v.number, total)
     return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
 
 

@@ -142,8 +142,7 @@ def train(tx: Tx, *, levels: int | None = None,
                            params=params.to_dict(), reason=reason)
         version = versions.get(conn, number)
         # ANALYZE counts the rows this transaction wrote
-        db.refresh_statistics(conn, assignments.statistics_table(conn, number),
-                              len(item_ids))
+        assignments.refresh_statistics(conn, number, len(item_ids))
     return TrainSummary(version, len(item_ids), stats["collision_rate"],
                         round(time.perf_counter() - start, 3), stats.get("warnings", []))
 

@@ -37,18 +37,21 @@ _GUARDS = [
 ]
 
 
+def _run(conn, *statements: str) -> None:
+    for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
 def _set_aside(conn, old: str) -> None:
     """Rename the assignments table to ``old`` (and its constraints, whose index names the
     new table needs), without its guards."""
-    for statement in [
-        "DROP TRIGGER guard_assignments ON assignments",
-        "DROP TRIGGER guard_assignments_truncate ON assignments",
-        f"ALTER TABLE assignments RENAME TO {old}",
-        f"ALTER TABLE {old} RENAME CONSTRAINT pk_assignments TO pk_{old}",
-        f"ALTER TABLE {old} RENAME CONSTRAINT uq_assignments_version_id_code_disamb "
-        f"TO uq_{old}",
-    ]:
-        conn.exec_driver_sql(statement)
+    _run(conn,
+         "DROP TRIGGER guard_assignments ON assignments",
+         "DROP TRIGGER guard_assignments_truncate ON assignments",
+         f"ALTER TABLE assignments RENAME TO {old}",
+         f"ALTER TABLE {old} RENAME CONSTRAINT pk_assignments TO pk_{old}",
+         f"ALTER TABLE {old} RENAME CONSTRAINT uq_assignments_version_id_code_disamb "
+         f"TO uq_{old}")
 
 
 def upgrade() -> None:
@@ -58,16 +61,14 @@ def upgrade() -> None:
     from registry.store import assignments
 
     _set_aside(conn, "assignments_unpartitioned")
-    conn.exec_driver_sql(_TABLE.format(partitioned=" PARTITION BY LIST (version_id)"))
-    for statement in _GUARDS:
-        conn.exec_driver_sql(statement)
+    _run(conn, _TABLE.format(partitioned=" PARTITION BY LIST (version_id)"), *_GUARDS)
     held = conn.exec_driver_sql("SELECT DISTINCT version_id FROM assignments_unpartitioned "
                                 "ORDER BY version_id").scalars().all()
     for version in held:
         assignments.create_partition(conn, version, lambda name, v=version: conn.exec_driver_sql(
             f"INSERT INTO {name} SELECT * FROM assignments_unpartitioned "
             f"WHERE version_id = {int(v)}").rowcount)
-    conn.exec_driver_sql("DROP TABLE assignments_unpartitioned")
+    _run(conn, "DROP TABLE assignments_unpartitioned")
 
 
 def downgrade() -> None:
@@ -75,8 +76,6 @@ def downgrade() -> None:
     if conn.dialect.name != "postgresql":
         return
     _set_aside(conn, "assignments_partitioned")
-    conn.exec_driver_sql(_TABLE.format(partitioned=""))
-    conn.exec_driver_sql("INSERT INTO assignments SELECT * FROM assignments_partitioned")
-    conn.exec_driver_sql("DROP TABLE assignments_partitioned")
-    for statement in _GUARDS:
-        conn.exec_driver_sql(statement)
+    _run(conn, _TABLE.format(partitioned=""),
+         "INSERT INTO assignments SELECT * FROM assignments_partitioned",
+         "DROP TABLE assignments_partitioned", *_GUARDS)

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import Connection, func, select
 
 from ..errors import NotFoundError, StateError
-from . import seals
+from . import db, seals
 from .bulk import in_list, insert_arrays, int_list
 from .lookups import IN_CHUNK, driver_rows
 from .schema import assignments
@@ -54,11 +54,12 @@ def partition(version: int) -> str:
     return f"assignments_v{int(version)}"
 
 
-def statistics_table(conn: Connection, version: int) -> str:
-    """The table to ANALYZE or VACUUM after writing ``version``'s IDs: its partition (the
-    whole partitioned table would be sampled partition by partition, and ANALYZE of it waits
-    for a train that is attaching one)."""
-    return partition(version) if conn.dialect.name == "postgresql" else "assignments"
+def refresh_statistics(conn: Connection, version: int, changed: int) -> None:
+    """:func:`db.refresh_statistics` after writing ``changed`` of ``version``'s IDs, for
+    its partition on PostgreSQL: the whole partitioned table would be sampled partition by
+    partition, and ANALYZE of it waits for a train that is attaching one."""
+    db.refresh_statistics(conn, partition(version) if conn.dialect.name == "postgresql"
+                          else "assignments", changed)
 
 
 def _new_partition(conn: Connection, version: int, columns: dict[str, np.ndarray]) -> int:

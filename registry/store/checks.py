@@ -20,9 +20,12 @@ PARTITION_GUARDS = ("guard_assignments", "guard_assignments_truncate")
 def missing_guards(conn: Connection) -> list[str]:
     """The guard triggers that are missing (or disabled, on PostgreSQL)."""
     if conn.dialect.name == "postgresql":
+        # the tables' own triggers: a partition's guards carry the same names as the
+        # parent's, and would hide a parent's that is missing
         found = driver_rows(conn, "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = "
                             "t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace "
-                            "AND NOT t.tgisinternal AND t.tgenabled <> 'D'")
+                            "AND NOT c.relispartition AND NOT t.tgisinternal "
+                            "AND t.tgenabled <> 'D'")
         wanted = PG_GUARDS
     else:
         found = driver_rows(conn, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
