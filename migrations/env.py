@@ -17,13 +17,15 @@ from registry.store.schema import ddl_metadata
 config = context.config
 
 
-def _configure(**kwargs) -> None:
-    context.configure(target_metadata=ddl_metadata(), compare_type=True, **kwargs)
+def _configure(dialect: str, **kwargs) -> None:
+    context.configure(target_metadata=ddl_metadata(dialect), compare_type=True, **kwargs)
 
 
 def run_offline() -> None:
     url = os.environ.get("REGISTRY_DB") or config.get_main_option("sqlalchemy.url")
-    _configure(url=url, literal_binds=True, render_as_batch=url.startswith("sqlite"))
+    sqlite = url.startswith("sqlite")
+    _configure("sqlite" if sqlite else "postgresql", url=url, literal_binds=True,
+               render_as_batch=sqlite)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -31,14 +33,16 @@ def run_offline() -> None:
 def run_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+        _configure(connection.dialect.name, connection=connection,
+                   render_as_batch=connection.dialect.name == "sqlite")
         with context.begin_transaction():
             context.run_migrations()
         return
     url = os.environ.get("REGISTRY_DB") or config.get_main_option("sqlalchemy.url")
     engine = make_engine(url, create=True)
     with engine.connect() as conn:
-        _configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite")
+        _configure(conn.dialect.name, connection=conn,
+                   render_as_batch=conn.dialect.name == "sqlite")
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

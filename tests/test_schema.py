@@ -24,7 +24,7 @@ def _diff(url: str) -> list:
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-            return compare_metadata(ctx, ddl_metadata())
+            return compare_metadata(ctx, ddl_metadata(conn.dialect.name))
     finally:
         engine.dispose()
 
@@ -88,6 +88,54 @@ def test_partitioning_by_version_keeps_every_id(migrated_url):
         report = reg.verify()
         assert report.ok, report.violations
         assert report.ids == 600
+
+
+def _listing_plan(url: str) -> str:
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return " ".join(r[-1] for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT a.item_id FROM assignments a WHERE a.version_id = 1 "
+                "AND a.code >= 0 AND a.code <= 15 ORDER BY a.code, a.disamb LIMIT 101"))
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_id_index_serves_listings_without_the_table(tmp_path):
+    """Migration 0006 (SQLite): a prefix listing reads each ID's item id from the unique
+    index alone, which the UNIQUE constraint's index before it could not; down and up again
+    with IDs in the database keeps every row and the guards of frozen IDs."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with Registry(url) as reg:
+        reg.init()
+        reg.add(make_keys(300), make_vectors(300))
+        reg.train(codebook_size=[8, 4, 4], seed=1)
+        reg.freeze(1)
+    before = dump(url)
+    assert "COVERING INDEX uq_assignments_version_id_code_disamb" in _listing_plan(url)
+    engine = db.make_engine(url)
+    try:
+        with db.transaction(engine, write=True) as conn:
+            command.downgrade(db.alembic_config(conn), "0005_assignment_partitions")
+        assert "COVERING" not in _listing_plan(url)
+        assert dump(url) == before
+        assert db.migrate(engine) == ("0005_assignment_partitions", HEAD)
+    finally:
+        engine.dispose()
+    assert dump(url) == before
+    assert "COVERING INDEX uq_assignments_version_id_code_disamb" in _listing_plan(url)
+    with Registry(url) as reg:
+        report = reg.verify()
+        assert report.ok, report.violations
+    engine = create_engine(url)
+    try:
+        with pytest.raises(Exception, match="never change"), engine.begin() as conn:
+            conn.execute(text("UPDATE assignments SET disamb = disamb + 1"))
+        with pytest.raises(Exception, match="UNIQUE"), engine.begin() as conn:
+            conn.execute(text("INSERT INTO assignments SELECT version_id, item_id + 100000, "
+                              "code, disamb, incremental FROM assignments LIMIT 1"))
+    finally:
+        engine.dispose()
 
 
 def test_init_upgrades_and_keeps_data(migrated_url):
