@@ -23,12 +23,33 @@ SEED_ROWS = 8192
 SEED_DIMS = 64
 
 
+# rows x centroids of one block of distances in :func:`nearest` (16 MB of float32)
+NEAREST_BLOCK = 1 << 22
+
+
 def nearest(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, squared distances) of the nearest centroid of each row."""
-    index = faiss.IndexFlatL2(codebook.shape[1])
-    index.add(codebook)
-    dist, labels = index.search(x, 1)
-    return labels.ravel().astype(np.int64), dist.ravel()
+    """(labels, squared distances) of the nearest centroid of each row.
+
+    One matrix product per block of rows and the argmin of ``|c|^2 - 2 x.c`` (ties to the
+    lower index), as faiss's flat index computes it: its search took 2.9x as long on the
+    2-core benchmark VM (1M x 384 against 256 centroids: 3.63 s, against 1.27 s so, the same
+    labels). Distances below zero (rounding, for a row on its centroid) are 0."""
+    n, k = x.shape[0], codebook.shape[0]
+    labels = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    c_sq = np.einsum("ij,ij->i", codebook, codebook)
+    rows = max(1, NEAREST_BLOCK // max(k, 1))
+    for start in range(0, n, rows):
+        part = x[start:start + rows]
+        d = part @ codebook.T
+        d *= -2.0
+        d += c_sq
+        best = d.argmin(axis=1)
+        labels[start:start + rows] = best
+        near = np.take_along_axis(d, best[:, None], axis=1)[:, 0]
+        near += np.einsum("ij,ij->i", part, part)
+        np.maximum(near, 0.0, out=dist[start:start + rows])
+    return labels, dist
 
 
 def group_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,29 @@ def test_update_means_matches_a_loop_and_keeps_empty_codes():
         np.testing.assert_allclose(centroids[c], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("block", [kmeans.NEAREST_BLOCK, 256 * 7])
+def test_nearest_matches_a_float64_reference(x, monkeypatch, block):
+    """Labels and squared distances against float64 numpy, in one block of rows or in many
+    (the second ends with a short block); a row sitting on its centroid is at distance 0."""
+    monkeypatch.setattr(kmeans, "NEAREST_BLOCK", block)
+    rng = np.random.default_rng(3)
+    codebook = np.ascontiguousarray(x[rng.choice(x.shape[0], 256, replace=False)] +
+                                    0.05 * rng.standard_normal((256, x.shape[1])),
+                                    dtype=np.float32)
+    codebook[17] = x[5]
+    labels, dist = kmeans.nearest(x, codebook)
+    x64, c64 = x.astype(np.float64), codebook.astype(np.float64)
+    d = (x64 ** 2).sum(1)[:, None] - 2 * x64 @ c64.T + (c64 ** 2).sum(1)[None, :]
+    want = d.argmin(axis=1)
+    # float32 may swap two centroids that float64 finds within rounding of each other
+    off = np.flatnonzero(labels != want)
+    assert off.size <= 3
+    np.testing.assert_allclose(d[off, labels[off]], d[off, want[off]], rtol=1e-5)
+    np.testing.assert_allclose(dist, d[np.arange(x.shape[0]), want], rtol=1e-4, atol=1e-5)
+    assert labels.dtype == np.int64 and dist.dtype == np.float32
+    assert labels[5] == 17 and dist[5] == 0.0
+
+
 def test_plusplus_is_seeded_and_picks_distinct_rows_far_apart():
     rng = np.random.default_rng(1)
     # four tight, far-apart groups: k-means++ must take one row from each
