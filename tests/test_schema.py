@@ -88,15 +88,43 @@ def test_partitioning_by_version_keeps_every_id(migrated_url):
         report = reg.verify()
         assert report.ok, report.violations
         assert report.ids == 600
+        if migrated_url.startswith("postgresql"):
+            reg.train(codebook_size=[8, 4, 4], seed=3)  # a partition made after 0006
+            assert _pg_unique_indexes(migrated_url) == {
+                f"assignments_v{v}": f"uq_assignments_v{v} btree (version_id, code, disamb) "
+                "INCLUDE (item_id)" for v in (1, 2, 3)}
+            for v in (1, 2, 3):
+                assert f"Index Only Scan using uq_assignments_v{v}" in _listing_plan(
+                    migrated_url, v)
 
 
-def _listing_plan(url: str) -> str:
+def _listing_plan(url: str, version: int = 1) -> str:
+    """The plan of a prefix listing's read of the IDs table (PostgreSQL: with the plans off
+    that a table of a few hundred rows would otherwise get, scans of the whole table and
+    sorts)."""
+    sql = (f"SELECT a.item_id FROM assignments a WHERE a.version_id = {version} "
+           "AND a.code >= 0 AND a.code <= 15 ORDER BY a.code, a.disamb LIMIT 101")
+    engine = db.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                return " ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            for kind in ("seqscan", "bitmapscan", "sort"):
+                conn.exec_driver_sql(f"SET LOCAL enable_{kind} = off")
+            return " ".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
+    finally:
+        engine.dispose()
+
+
+def _pg_unique_indexes(url: str) -> dict[str, str]:
+    """Partition -> the definition of its index behind one ID per (version, code, number)."""
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
-            return " ".join(r[-1] for r in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT a.item_id FROM assignments a WHERE a.version_id = 1 "
-                "AND a.code >= 0 AND a.code <= 15 ORDER BY a.code, a.disamb LIMIT 101"))
+            return {t: f"{i} {d.split(' USING ', 1)[1]}" for t, i, d in conn.exec_driver_sql(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = "
+                "current_schema() AND tablename LIKE 'assignments_v%%' AND indexname LIKE "
+                "'uq_%%'")}
     finally:
         engine.dispose()
 

@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
                               "0004_seals_and_guards", "0005_assignment_partitions",
-                              "0006_sqlite_covering_id_index")
+                              "0006_covering_id_index")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
@@ -172,18 +172,21 @@ def ddl_metadata(dialect: str | None = None) -> MetaData:
     - SQLite never hands out the id of a deleted item or event again (AUTOINCREMENT);
     - on SQLite the IDs table is its primary key (WITHOUT ROWID: one B-tree fewer to write);
     - ix_items_live_space covers live items only (a partial index, migration 0002);
-    - on SQLite one ID per (version, codes, number) is a unique index, not a constraint
-      (migration 0006: only its own index serves lookups without reading the table).
+    - one ID per (version, codes, number): on SQLite a unique index, not a constraint, on
+      PostgreSQL a constraint whose index includes the item id (migration 0006: lookups
+      read it from the index, not from the table).
     """
     out = MetaData(naming_convention=metadata.naming_convention)
     for table in metadata.sorted_tables:
         table.to_metadata(out)
     tables = out.tables
+    ids = tables["assignments"]
+    unique = next(c for c in ids.constraints if isinstance(c, UniqueConstraint))
     if dialect == "sqlite":
-        ids = tables["assignments"]
-        unique = next(c for c in ids.constraints if isinstance(c, UniqueConstraint))
         ids.constraints.remove(unique)
         Index(unique.name, *unique.columns, unique=True)
+    else:
+        unique.dialect_kwargs["postgresql_include"] = ["item_id"]
     tables["items"].dialect_kwargs["sqlite_autoincrement"] = True
     tables["events"].dialect_kwargs["sqlite_autoincrement"] = True
     tables["assignments"].dialect_kwargs["sqlite_with_rowid"] = False
