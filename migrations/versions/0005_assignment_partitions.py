@@ -65,10 +65,9 @@ def upgrade() -> None:
     held = conn.exec_driver_sql("SELECT DISTINCT version_id FROM assignments_unpartitioned "
                                 "ORDER BY version_id").scalars().all()
     for version in held:
-        # the parent's unique index has no INCLUDE at this revision (0006 adds it)
         assignments.create_partition(conn, version, lambda name, v=version: conn.exec_driver_sql(
             f"INSERT INTO {name} SELECT * FROM assignments_unpartitioned "
-            f"WHERE version_id = {int(v)}").rowcount, covering=False)
+            f"WHERE version_id = {int(v)}").rowcount)
     _run(conn, "DROP TABLE assignments_unpartitioned")
 
 

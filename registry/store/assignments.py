@@ -73,24 +73,24 @@ def _new_partition(conn: Connection, version: int, columns: dict[str, np.ndarray
         conn, assignments, columns, into=name, freeze=True))
 
 
-def create_partition(conn: Connection, version: int, fill: Callable[[str], int], *,
-                     covering: bool = True) -> int:
+def create_partition(conn: Connection, version: int, fill: Callable[[str], int]) -> int:
     """PostgreSQL: make the table :func:`partition` names, ``fill(name)`` it (returning the
     row count), index it and attach it as ``version``'s partition, in the caller's
     transaction. Its CHECK constraint vouches for the rows, so attaching reads none of them;
     the row guards come with the parent, the one against TRUNCATE is added here.
 
-    The index behind one ID per (version, code, number) includes the item id (``covering``,
-    migration 0006: listings are index-only scans); it matches the parent's, so attaching
-    builds no index. Migration 0005, which runs before that, passes False."""
+    The unique constraint is the parent's, as its schema revision defines it (since 0006 its
+    index includes the item id): a partition index that matched it less would make attaching
+    build another."""
     name = partition(version)
     run = conn.exec_driver_sql
+    unique = run("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+                 "'assignments'::regclass AND contype = 'u'").scalar_one()
     run(f"CREATE TABLE {name} (LIKE assignments, "
         f"CONSTRAINT ck_{name} CHECK (version_id = {int(version)}))")
     n = fill(name)
-    include = " INCLUDE (item_id)" if covering else ""
     run(f"ALTER TABLE {name} ADD CONSTRAINT pk_{name} PRIMARY KEY (version_id, item_id), "
-        f"ADD CONSTRAINT uq_{name} UNIQUE (version_id, code, disamb){include}")
+        f"ADD CONSTRAINT uq_{name} {unique}")
     run(f"ALTER TABLE assignments ATTACH PARTITION {name} FOR VALUES IN ({int(version)})")
     run(f"CREATE TRIGGER guard_assignments_truncate BEFORE TRUNCATE ON {name} "
         "FOR EACH STATEMENT EXECUTE FUNCTION registry_guard_truncate('issued IDs')")

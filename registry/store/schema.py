@@ -164,10 +164,10 @@ events = Table(
 
 def ddl_metadata(dialect: str | None = None) -> MetaData:
     """A copy of the metadata with the options only DDL needs (Alembic autogenerate and the
-    schema tests use this), for the database ``dialect`` names. Declaring a dialect's option
-    loads that dialect, PostgreSQL's in every command, SQLite ones included (`registry
-    versions` on SQLite: 324 ms with them declared, 293 ms without), so the tables above
-    leave them out, and stay without them:
+    schema tests use this), for the database ``dialect`` names (None: PostgreSQL's).
+    Declaring a dialect's option loads that dialect, PostgreSQL's in every command, SQLite
+    ones included (`registry versions` on SQLite: 324 ms with them declared, 293 ms
+    without), so the tables above leave them out, and stay without them:
 
     - SQLite never hands out the id of a deleted item or event again (AUTOINCREMENT);
     - on SQLite the IDs table is its primary key (WITHOUT ROWID: one B-tree fewer to write);
@@ -189,7 +189,7 @@ def ddl_metadata(dialect: str | None = None) -> MetaData:
         unique.dialect_kwargs["postgresql_include"] = ["item_id"]
     tables["items"].dialect_kwargs["sqlite_autoincrement"] = True
     tables["events"].dialect_kwargs["sqlite_autoincrement"] = True
-    tables["assignments"].dialect_kwargs["sqlite_with_rowid"] = False
+    ids.dialect_kwargs["sqlite_with_rowid"] = False
     live = next(ix for ix in tables["items"].indexes if ix.name == "ix_items_live_space")
     live.dialect_kwargs["sqlite_where"] = text(LIVE_ITEMS)
     live.dialect_kwargs["postgresql_where"] = text(LIVE_ITEMS)
