@@ -171,8 +171,8 @@ class _Issued:
 
 
 def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> None:
-    products: list[np.ndarray] = []  # kept by the encoder for nearest-free
-    codes = engine.encode(vectors, books, v.residual, v.beam, products=products)
+    kept = engine.Kept()  # what the encoder computed that nearest-free starts from
+    codes = engine.encode(vectors, books, v.residual, v.beam, kept=kept)
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
     nearest_free = v.params.get("collisions", "suffix") == "nearest-free"
@@ -183,7 +183,8 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
         codes, _ = collisions.nearest_free(
             lambda rows: engine.prepare(vectors[rows], overwrite=True), codes, books,
             v.residual, v.space, taken,
-            products=collisions.up_products(products, codes, books) if products else None)
+            products=collisions.up_products(kept.products, codes, books)
+            if kept.products else None, residual_sq=kept.residual_sq)
     packed = v.space.pack(codes)
     # with the version's codes all known here, only a code already issued needs its largest
     # number from the database; the others start at 0

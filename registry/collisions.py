@@ -156,8 +156,8 @@ def _sq_dists(r: np.ndarray, cb: np.ndarray, cb_sq: np.ndarray | None = None) ->
 
 def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                  books: list[np.ndarray], mode: str, space: CodeSpace, occupancy: Occupancy,
-                 prefer: np.ndarray | None = None,
-                 products: Products | None = None) -> tuple[np.ndarray, int]:
+                 prefer: np.ndarray | None = None, products: Products | None = None,
+                 residual_sq: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Move colliding rows to free tuples; returns (new codes, rows moved).
 
     ``rows_x(rows)`` gives the L2-normalised vectors of those rows. ``prefer`` (N, L; -1
@@ -165,7 +165,9 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     them, so no other row lands on one, and a row that has to move goes back to its own.
     ``products`` (plain residuals, see :func:`up_products`) gives the inner products the
     distances one and two levels up are made of, already computed by the encoder; without
-    it they are computed here from the vectors.
+    it they are computed here from the vectors. ``residual_sq`` (N,), where given, is each
+    row's squared final residual under ``codes`` (the encoder's own figure), which orders
+    the rows of a crowded tuple; without it that too comes from the vectors.
     """
     codes = np.array(codes, dtype=np.int64, copy=True)
     n, levels = codes.shape
@@ -187,13 +189,16 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     rows = np.flatnonzero(crowded)
     if rows.size == 0:
         return codes, 0
-    # in chunks: a crowded catalog of millions must not hold all their vectors at once
-    near = np.empty(rows.size, dtype=np.float32)
-    for start in range(0, rows.size, MOVER_CHUNK):
-        part = rows[start:start + MOVER_CHUNK]
-        last = _residuals(rows_x(part), codes[part], books, mode, levels - 1)
-        last -= books[-1][codes[part, -1]]
-        near[start:start + MOVER_CHUNK] = np.einsum("ij,ij->i", last, last)
+    if residual_sq is not None:
+        near = np.asarray(residual_sq, dtype=np.float32)[rows]
+    else:
+        # in chunks: a crowded catalog of millions must not hold all their vectors at once
+        near = np.empty(rows.size, dtype=np.float32)
+        for start in range(0, rows.size, MOVER_CHUNK):
+            part = rows[start:start + MOVER_CHUNK]
+            last = _residuals(rows_x(part), codes[part], books, mode, levels - 1)
+            last -= books[-1][codes[part, -1]]
+            near[start:start + MOVER_CHUNK] = np.einsum("ij,ij->i", last, last)
     order = np.lexsort((rows, near, priority[rows]))
     # the first row of each crowded tuple (in that order) stays there if the tuple is free
     ranked_rows = rows[order]
@@ -320,7 +325,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
             if found is None:
                 # a leaving row's distances one level up were computed for the guess
-                candidates, first_dists = (_ranked(d_up[g:g + 1])[0], None) if g >= 0 \
+                candidates, first_dists = (_ranked(d_up[g:g + 1].copy())[0], None) if g >= 0 \
                     else ranked_later.pop(j, (None, None))
                 if candidates is None:
                     # a staying row whose own prefix filled up during the chunk: so has every
@@ -458,12 +463,16 @@ def _ranked_up_with_first(near: _Near, rows: np.ndarray, own: np.ndarray
 
 
 def _ranked(d: np.ndarray) -> np.ndarray:
+    """(N, UP_CANDIDATES): the positions of each row's smallest entries of ``d``
+    (overwritten), smallest first, ties to the lower position. By repeated argmin, as in
+    the beam search: argpartition along rows this short took twice as long."""
     want = min(UP_CANDIDATES, d.shape[1] - 1)
-    if want <= 0:
-        return np.empty((d.shape[0], 0), dtype=np.int64)
-    top = np.argpartition(d, want - 1, axis=1)[:, :want]
-    order = np.argsort(np.take_along_axis(d, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
+    out = np.empty((d.shape[0], max(want, 0)), dtype=np.int64)
+    each = np.arange(d.shape[0])
+    for w in range(want):
+        out[:, w] = best = d.argmin(axis=1)
+        d[each, best] = np.inf
+    return out
 
 
 def _guess_up(heads: np.ndarray, d: np.ndarray, k_up: int, occupancy: Occupancy,

@@ -256,9 +256,11 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
             return x
 
         space = CodeSpace(params.codebook_sizes)
+        # plain residuals: ``residual`` is each row's final one, under the codes it holds
         codes, stats["moved"] = collisions.nearest_free(
             rows_x, greedy, codebooks, params.residual, space, collisions.Occupancy(space),
-            prefer=preferred)
+            prefer=preferred, residual_sq=np.einsum("ij,ij->i", residual, residual)
+            if params.residual == "plain" else None)
         changed = np.flatnonzero((codes != greedy).any(axis=1))
         if params.residual == "plain" and changed.size:
             error = _sum_squares(residual)
@@ -310,15 +312,27 @@ def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.n
 PRODUCTS_MAX_BYTES = 256 << 20
 
 
+@dataclass
+class Kept:
+    """What :func:`encode` computes on the way and nearest-free uses again, so that it need
+    not read the rows' vectors (plain residuals, beam > 1, three or more levels, inner
+    products up to PRODUCTS_MAX_BYTES; otherwise left empty).
+
+    ``products``: one (N, k) array per level 2..L, the level-1 residual's inner products with
+    that level's codebook (see :func:`registry.collisions.up_products`). ``residual_sq``:
+    (N,), each row's squared final residual under the codes returned."""
+
+    products: list[np.ndarray] = field(default_factory=list)
+    residual_sq: np.ndarray | None = None
+
+
 def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
-           beam: int = 1, *, products: list[np.ndarray] | None = None) -> np.ndarray:
+           beam: int = 1, *, kept: Kept | None = None) -> np.ndarray:
     """Codes (N, L) of ``x`` against fixed codebooks, exactly as :func:`train` assigns them
     with the same residual mode and ``beam`` (a version's ``params``).
 
-    ``products``, an empty list, receives the inner products the beam search computes (plain
-    residuals, beam > 1, three or more levels, up to PRODUCTS_MAX_BYTES): one (N, k) array per
-    level 2..L, the level-1 residual's with that level's codebook. Nearest-free starts from
-    them (:func:`registry.collisions.up_products`) instead of computing them again."""
+    ``kept``, an empty :class:`Kept`, receives what the beam search computed that
+    nearest-free starts from."""
     if residual not in RESIDUAL_MODES:
         raise InputError(f"unknown residual mode {residual!r}", source="codebooks")
     if not 1 <= beam <= MAX_BEAM or (beam > 1 and residual != "plain"):
@@ -333,13 +347,15 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
         codes[:, level] = labels
         _step(data, cb, labels, residual)
     if levels < len(codebooks):
-        keep = None
+        keep = sq = None
         wanted = data.shape[0] * sum(cb.shape[0] for cb in codebooks[1:]) * 4
-        if products is not None and len(codebooks) >= 3 and wanted <= PRODUCTS_MAX_BYTES:
+        if kept is not None and len(codebooks) >= 3 and wanted <= PRODUCTS_MAX_BYTES:
             keep = [np.empty((data.shape[0], cb.shape[0]), dtype=np.float32)
                     for cb in codebooks[1:]]
-            products.extend(keep)
-        kmeans.encode_deeper(data, codes, codebooks, beam, products=keep, final=False)
+            sq = np.empty(data.shape[0], dtype=np.float32)
+            kept.products, kept.residual_sq = keep, sq
+        kmeans.encode_deeper(data, codes, codebooks, beam, products=keep, final=False,
+                             residual_sq=sq)
     return codes
 
 

@@ -202,7 +202,8 @@ def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) 
 
 def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
                   beam: int = 1, chunk: int = 8192,
-                  products: list[np.ndarray] | None = None, final: bool = True) -> None:
+                  products: list[np.ndarray] | None = None, final: bool = True,
+                  residual_sq: np.ndarray | None = None) -> None:
     """Level-1 residual -> codes of levels 2..L and the final residual, in place.
 
     ``beam`` 1 is greedy: each level takes the centroid nearest to what the levels above
@@ -213,6 +214,8 @@ def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
 
     ``products`` (beam search only): one (N, k) array per level 2..L, filled with the
     level-1 residual's inner products with that level's codebook, which the search computes.
+    ``residual_sq`` (beam search only): (N,), filled with each row's squared final residual,
+    the cost the search ranked its path by.
     ``final=False``: the caller wants the codes only; the beam search then leaves
     ``residual`` a level-1 residual.
     """
@@ -229,14 +232,18 @@ def encode_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
     for start in range(0, residual.shape[0], chunk):
         part = residual[start:start + chunk]
         keep = None if products is None else [p[start:start + chunk] for p in products]
-        codes[start:start + chunk, 1:] = _beam_search(part, deeper, cross, sq, beam, keep)
+        codes[start:start + chunk, 1:], cost = _beam_search(part, deeper, cross, sq, beam, keep)
+        if residual_sq is not None:
+            residual_sq[start:start + chunk] = cost
     for level in range(1, len(books) if final else 1):
         shift(residual, books[level], codes[:, level], -1.0)
 
 
 def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[np.ndarray],
-                 beam: int, keep: list[np.ndarray] | None = None) -> np.ndarray:
-    """Codes (m, len(books)) of the path with the smallest final residual for each row."""
+                 beam: int, keep: list[np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (m, len(books)) of the path with the smallest final residual for each row, and
+    that residual's squared norm (m,)."""
     m = x.shape[0]
     each = np.arange(m)
     rows = each[:, None]
@@ -266,4 +273,4 @@ def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[n
             cost[:, w] = dist[each, best[:, w]]
             dist[each, best[:, w]] = np.inf
         paths = np.concatenate([paths[rows, best // k], (best % k)[:, :, None]], axis=2)
-    return paths[:, 0, :]
+    return paths[:, 0, :], cost[:, 0]

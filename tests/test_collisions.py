@@ -271,12 +271,18 @@ def test_nearest_free_matches_a_row_by_row_reference(case, dense, monkeypatch):
     np.testing.assert_array_equal(got, want)
     assert moved == int((got != codes).any(axis=1).sum()) > 0
     if mode == "plain" and len(sizes) >= 3:
-        # from the level-1 residuals' inner products, as the encoder hands them on
+        # from the level-1 residuals' inner products and the squared final residuals, as
+        # the encoder hands them on: no vector is read
         level1 = [(xn - books[0][codes[:, 0]]) @ b.T for b in books[1:]]
+        final = xn - sum(b[codes[:, lvl]] for lvl, b in enumerate(books))
+
+        def no_vectors(rows):
+            raise AssertionError("read the vectors")
+
         again, _ = collisions.nearest_free(
-            lambda rows: xn[rows], codes, books, mode, space,
-            collisions.Occupancy(space, issued), prefer=prefer,
-            products=collisions.up_products(level1, codes, books))
+            no_vectors, codes, books, mode, space, collisions.Occupancy(space, issued),
+            prefer=prefer, products=collisions.up_products(level1, codes, books),
+            residual_sq=np.einsum("ij,ij->i", final, final))
         np.testing.assert_array_equal(again, want)
 
 

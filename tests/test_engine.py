@@ -269,19 +269,23 @@ def test_a_warm_start_from_a_beam_version_keeps_its_tuples(x):
 def test_encode_hands_on_the_level_1_residuals_inner_products(x):
     result = engine.train(x, TrainParams((8, 6, 5, 4), seed=3, beam=2))
     books = result.codebooks
-    products: list = []
-    codes = engine.encode(x, books, "plain", 2, products=products)
+    kept = engine.Kept()
+    codes = engine.encode(x, books, "plain", 2, kept=kept)
     np.testing.assert_array_equal(codes, engine.encode(x, books, "plain", 2))
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     level1 = xn - books[0][codes[:, 0]]
-    assert len(products) == 3
-    for p, b in zip(products, books[1:], strict=True):
+    assert len(kept.products) == 3
+    for p, b in zip(kept.products, books[1:], strict=True):
         np.testing.assert_allclose(p, level1 @ b.T, atol=1e-5)
+    # and each row's squared final residual under the codes it returns
+    final = xn - engine.decode(codes, books)
+    np.testing.assert_allclose(kept.residual_sq, np.einsum("ij,ij->i", final, final),
+                               atol=1e-5)
     # greedy encoding, two levels or normalized residuals compute none to hand on
     for args in [("plain", 1), ("normalized", 1)]:
-        none: list = []
-        engine.encode(x, books, *args, products=none)
-        assert none == []
-    none = []
-    engine.encode(x, books[:2], "plain", 2, products=none)
-    assert none == []
+        none = engine.Kept()
+        engine.encode(x, books, *args, kept=none)
+        assert none == engine.Kept()
+    none = engine.Kept()
+    engine.encode(x, books[:2], "plain", 2, kept=none)
+    assert none == engine.Kept()
