@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -136,3 +137,42 @@ def test_a_claimed_block_is_held_until_its_transaction_ends(waiting, migrated_ur
             conn_a.rollback()  # as when an assigner dies: its blocks are free again
         with b._tx(write=True) as conn_b:
             assert items.claim(conn_b, space, v.number, first)[0].tolist() == first
+
+
+def test_ids_committed_while_a_batch_encodes_are_not_landed_on(trained, migrated_url,
+                                                                monkeypatch):
+    # another assigner commits IDs while this one encodes its first batch, before it locks
+    # the version: nearest-free must know of them, not land on their tuples
+    if not migrated_url.startswith("postgresql"):
+        pytest.skip("SQLite: a batch holds the write lock from its claim on")
+    import registry.assigning as assigning
+    from registry.store import assignments, seals
+
+    reg, _ = trained
+    v = reg.train(codebook_size=[16, 16, 16], seed=3).version  # room for the new items
+    reg.freeze(v.number)
+    reg.add(make_keys(NEW, start=600), make_vectors(NEW, seed=21))
+    real_encode = assigning.engine.encode
+    taken = []
+
+    def encode_while_another_commits(vectors, books, *args, **kwargs):
+        codes = real_encode(vectors, books, *args, **kwargs)
+        if not taken:
+            # the other assigner gives the last new items the free tuples that this
+            # batch's items are encoded to, and commits
+            with Registry(migrated_url) as other, other._tx(write=True) as conn:
+                packed = np.unique(v.space.pack(codes))
+                free = packed[~np.isin(packed, assignments.issued_codes(conn, v.number))]
+                last = text("SELECT id FROM items ORDER BY id DESC LIMIT :n")
+                ids = np.array(conn.execute(last, {"n": int(free.size)}).scalars().all())
+                zeros = np.zeros(free.size, dtype=np.int64)
+                assignments.write(conn, v.number, ids, free, zeros, incremental=True)
+                seals.grow(conn, v.number, ids, free, zeros)
+            taken.append(free.size)
+        return codes
+
+    monkeypatch.setattr(assigning.engine, "encode", encode_while_another_commits)
+    r = reg.assign(v.number, batch_size=100)
+    assert taken and taken[0] > 10
+    assert r.assigned == NEW - taken[0]
+    check_every_item_has_one_id(migrated_url, v.number, 600 + NEW)
