@@ -251,15 +251,19 @@ def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[n
     cost = np.einsum("ij,ij->i", x, x)[:, None]  # squared residual of each live path
     for level, book in enumerate(books):
         k = book.shape[0]
-        dist = (x @ book.T)[:, None, :]
-        if keep is not None:
-            keep[level][...] = dist[:, 0, :]
+        # kept products are computed where they are kept, and left as they are
+        prod = x @ book.T if keep is None else np.matmul(x, book.T, out=keep[level])
         if level:
             taken = cross[0, level][paths[:, :, 0]]
-            dist = np.subtract(dist, taken, out=taken)
+            dist = np.subtract(prod[:, None, :], taken, out=taken)
             for j in range(1, level):
                 dist -= cross[j, level][paths[:, :, j]]
-        dist *= -2.0
+            dist *= -2.0
+        elif keep is not None:
+            dist = np.multiply(prod, -2.0)[:, None, :]
+        else:
+            dist = prod[:, None, :]
+            dist *= -2.0
         dist += cost[:, :, None]
         dist += sq[level]
         dist = dist.reshape(m, -1)
