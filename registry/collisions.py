@@ -463,9 +463,9 @@ def _ranked_up_with_first(near: _Near, rows: np.ndarray, own: np.ndarray
 
 
 def _ranked(d: np.ndarray) -> np.ndarray:
-    """(N, UP_CANDIDATES): the positions of each row's smallest entries of ``d``
-    (overwritten), smallest first, ties to the lower position. By repeated argmin, as in
-    the beam search: argpartition along rows this short took twice as long."""
+    """(N, min(UP_CANDIDATES, k - 1)): the positions of each row's smallest entries of
+    ``d`` (N, k; overwritten), smallest first, ties to the lower position. By repeated
+    argmin, as in the beam search: argpartition along rows this short took twice as long."""
     want = min(UP_CANDIDATES, d.shape[1] - 1)
     out = np.empty((d.shape[0], max(want, 0)), dtype=np.int64)
     each = np.arange(d.shape[0])
