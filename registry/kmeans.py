@@ -259,11 +259,8 @@ def _beam_search(x: np.ndarray, books: list[np.ndarray], cross: dict, sq: list[n
             for j in range(1, level):
                 dist -= cross[j, level][paths[:, :, j]]
             dist *= -2.0
-        elif keep is not None:
-            dist = np.multiply(prod, -2.0)[:, None, :]
-        else:
-            dist = prod[:, None, :]
-            dist *= -2.0
+        else:  # in place, unless ``prod`` is kept
+            dist = np.multiply(prod, -2.0, out=None if keep is not None else prod)[:, None, :]
         dist += cost[:, :, None]
         dist += sq[level]
         dist = dist.reshape(m, -1)
