@@ -95,8 +95,9 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
 def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterator[tuple]:
     """(connection, ids, vectors) of each claimed batch, inside its write transaction."""
     # PostgreSQL: the unassigned ids found at the start of a round; the first round lists
-    # every one, later rounds only those listed before that this assigner could not claim
-    # (another holds them, and may die) and those above every id listed so far (added since)
+    # every one (above the ids all given, where there are such), later rounds only those
+    # listed before that this assigner could not claim (another holds them, and may die) and
+    # those above every id listed so far (added since)
     pending: list[int] = []
     missed: list[int] = []
     pos = after = top = 0
@@ -124,6 +125,8 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                 if not claimed_in_round:
                     pending = []  # all held by other assigners: wait, then look again
                 else:
+                    if first_round:  # usually only items above it are without an ID
+                        top = items.assigned_through(conn, v.number) or 0
                     pending = items.unassigned_ids(conn, space, v.number, after=top)
                     if not first_round and missed:
                         pending = sorted(set(pending).union(

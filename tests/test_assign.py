@@ -193,13 +193,53 @@ def test_the_first_item_without_an_id_is_found_in_any_span(trained, migrated_url
         pytest.skip("SQLite's assign starts there; PostgreSQL lists them all")
     from registry.store import items
 
-    reg, v = trained
-    with reg._tx(write=False) as conn:
-        space = items.single_space(conn)
-        assert items.first_unassigned(conn, space, v.number, span=span) is None
+    reg, _ = trained
+    keys = make_keys(600)
+    reg.remove(keys[100:103])
+    v2 = reg.train(codebook_size=[8, 4, 4], seed=4, name="v2").version  # without them
+
+    def first() -> int | None:
+        with reg._tx(write=False) as conn:
+            return items.first_unassigned(conn, items.single_space(conn), v2.number,
+                                          span=span)
+
+    assert first() is None
     reg.add(make_keys(30, start=600), make_vectors(30, seed=8))
-    reg.remove(make_keys(3))  # removed items keep their IDs and are never assigned again
     with reg._tx(write=False) as conn:
-        first = conn.exec_driver_sql("SELECT min(id) FROM items WHERE key = ?",
-                                     (make_keys(1, start=600)[0],)).scalar()
-        assert items.first_unassigned(conn, space, v.number, span=span) == first
+        ids = dict(conn.execute(text("SELECT key, id FROM items")).all())
+    assert first() == ids[make_keys(1, start=600)[0]]  # above every ID: the short way
+    reg.add(keys[101:103], make_vectors(600)[101:103])  # back, below: the long way
+    assert first() == ids[keys[101]]
+
+
+def test_items_without_an_id_are_looked_for_above_the_ids_all_given(trained, migrated_url):
+    """``assigned_through``: the highest item id with an ID while every live item up to it
+    has one (removed items keep theirs and count among the IDs), None once a live item
+    below it has none; assign then still finds that item (both databases)."""
+    from registry.store import items
+
+    reg, v = trained
+
+    def through(version: int) -> int | None:
+        with reg._tx(write=False) as conn:
+            return items.assigned_through(conn, version)
+
+    def item_id(key: str) -> int:
+        with reg._tx(write=False) as conn:
+            return conn.execute(text("SELECT id FROM items WHERE key = :k"), {"k": key}).scalar()
+
+    keys, vectors = make_keys(600), make_vectors(600)
+    assert through(v.number) == item_id(keys[-1])
+    reg.remove(keys[:5])
+    reg.add(make_keys(20, start=600), make_vectors(20, seed=8))
+    assert through(v.number) == item_id(keys[-1])  # the new items are above it
+    v2 = reg.train(codebook_size=[8, 4, 4], seed=4, name="v2").version  # without keys[:5]
+    assert through(v2.number) == item_id(make_keys(1, start=619)[0])
+    reg.add(keys[:3], vectors[:3])  # back, below every ID of v2, without one there
+    reg.add(make_keys(10, start=620), make_vectors(10, seed=9))
+    assert through(v2.number) is None
+    assert through(v.number) == item_id(keys[-1])  # they kept theirs in v1
+    assert reg.assign(v2.number).assigned == 13
+    assert {r.key for r in reg.get(keys[:3], v2.number)} == set(keys[:3])
+    assert through(v2.number) == item_id(make_keys(1, start=629)[0])
+    assert reg.assign(v.number).assigned == 30

@@ -223,8 +223,11 @@ def test_ddl_metadata_carries_the_dialect_options_the_migrations_create():
     assert "AUTOINCREMENT" in str(CreateTable(meta.tables["events"])
                                   .compile(dialect=sqlite.dialect()))
     assert "WITHOUT ROWID" in str(CreateTable(assignments).compile(dialect=sqlite.dialect()))
+    not_live = next(ix for ix in items.indexes if ix.name == "ix_items_not_live")
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         assert "WHERE removed_at IS NULL" in str(CreateIndex(live).compile(dialect=dialect))
+        assert "WHERE removed_at IS NOT NULL OR embedding IS NULL" in str(
+            CreateIndex(not_live).compile(dialect=dialect))
     # the tables every command uses stay without them (declaring them loads the dialects)
     assert not schema.items.dialect_kwargs and not schema.assignments.dialect_kwargs
     runtime_live = next(ix for ix in schema.items.indexes if ix.name == "ix_items_live_space")

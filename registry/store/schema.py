@@ -29,10 +29,11 @@ from sqlalchemy import (
 
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
                               "0004_seals_and_guards", "0005_assignment_partitions",
-                              "0006_covering_id_index")
+                              "0006_covering_id_index", "0007_not_live_index")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
+NOT_LIVE_ITEMS = "removed_at IS NOT NULL OR embedding IS NULL"
 
 VERSION_STATES = ("draft", "frozen", "retired")
 
@@ -71,6 +72,8 @@ items = Table(
     Index("ix_items_live_space", "embedding_model", "embedding_dim", "id"),  # partial: ddl_metadata
     # what an ID listing shows of each item, without reading its row (migration 0003)
     Index("ix_items_id_key_removed_at", "id", "key", "removed_at"),
+    # the few items that are not live, which SQLite's assign counts among the IDs (0007)
+    Index("ix_items_not_live", "id"),  # partial: ddl_metadata
 )
 
 versions = Table(
@@ -190,7 +193,8 @@ def ddl_metadata(dialect: str | None = None) -> MetaData:
     tables["items"].dialect_kwargs["sqlite_autoincrement"] = True
     tables["events"].dialect_kwargs["sqlite_autoincrement"] = True
     ids.dialect_kwargs["sqlite_with_rowid"] = False
-    live = next(ix for ix in tables["items"].indexes if ix.name == "ix_items_live_space")
-    live.dialect_kwargs["sqlite_where"] = text(LIVE_ITEMS)
-    live.dialect_kwargs["postgresql_where"] = text(LIVE_ITEMS)
+    for name, where in (("ix_items_live_space", LIVE_ITEMS), ("ix_items_not_live", NOT_LIVE_ITEMS)):
+        partial = next(ix for ix in tables["items"].indexes if ix.name == name)
+        partial.dialect_kwargs["sqlite_where"] = text(where)
+        partial.dialect_kwargs["postgresql_where"] = text(where)
     return out
