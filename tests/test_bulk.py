@@ -89,9 +89,12 @@ def test_sqlite_reads_ranges_joined_and_row_by_row_alike(reg, migrated_url, span
             ids, got = items.live_vectors(conn, 24)
             np.testing.assert_array_equal(got, want[live])
             space = items.single_space(conn)
-            # a read with a LIMIT goes row by row, alike
-            some, first = items.next_unassigned(conn, space, 1, int(ids[30]), 25)
-            np.testing.assert_array_equal(some, ids[31:56])
-            np.testing.assert_array_equal(first, want[live][31:56])
+            # reads with a LIMIT go in pieces of ``span`` rows, alike: across the removed
+            # items and the float16 one, and past the last item
+            for after, limit, part in ((30, 25, slice(31, 56)), (40, 70, slice(41, 111)),
+                                       (280, 50, slice(281, None))):
+                some, first = items.next_unassigned(conn, space, 1, int(ids[after]), limit)
+                np.testing.assert_array_equal(some, ids[part])
+                np.testing.assert_array_equal(first, want[live][part])
     finally:
         engine.dispose()

@@ -177,57 +177,73 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
             if limit is None:
                 reader.ranges(conn, from_where, params, span)
             else:
-                reader.rows(conn, f"{from_where}{tail}", params)
+                reader.pieces(conn, from_where, params, limit, span)
             filled = reader.filled
     return ids[:filled], out[:filled]
 
 
 class _SqliteReader:
-    """Reads SQLite vectors into the preallocated arrays.
+    """Reads SQLite vectors into the preallocated arrays, ``span`` rows at most at a time,
+    each such piece as one row: the ids and the float32 embeddings joined by the database
+    (``group_concat``) and parsed by numpy. Row by row, each vector costs a Python tuple and
+    bytes object (all 1.1M live vectors: 3.0-3.1 s, against 1.7-1.8 s joined; a batch of
+    assign, 50k vectors above the highest item id with an ID: 0.24-0.29 s against
+    0.18-0.21 s). A piece holding any other embedding (float16, another length) is read
+    again row by row.
 
-    :meth:`ranges` reads a range of ``span`` item ids at a time, each range as one row: the
-    ids and the float32 embeddings joined by the database (``group_concat``) and parsed by
-    numpy. Row by row, each vector costs a Python tuple and bytes object (all 1.1M live
-    vectors: 3.0-3.1 s, against 1.7-1.8 s joined); a range holding any other embedding
-    (float16, another length) is read again row by row. :meth:`rows` reads row by row: for a
-    read with a LIMIT (a batch of assign), where the joined ranges measured slower (50k
-    vectors through the unassigned items' index: 0.24 / 0.16 s row by row against
-    0.27-0.32 / 0.19-0.21 s joined)."""
+    :meth:`ranges` reads every row, a range of ``span`` item ids at a time; :meth:`pieces`
+    the first ``limit`` rows in id order, ``span`` rows at a time, each piece starting
+    above the last id of the one before."""
 
     def __init__(self, ids: np.ndarray, out: np.ndarray, prefault: Prefault):
         self.ids, self.out, self.prefault = ids, out, prefault
         self.dim = out.shape[1]
         self.filled = 0
 
-    def ranges(self, conn: Connection, from_where: str, params: dict, span: int) -> None:
-        rows = f"{from_where} AND i.id >= :read_lo AND i.id < :read_hi"
+    def _sql(self, rows: str) -> tuple[str, str]:
+        """The joined read of ``rows`` (FROM ... WHERE ... [ORDER BY ... LIMIT]: the ids, the
+        float32 blobs, how many rows are not float32 of the length, the last id) and the
+        same rows one by one."""
         ok = (f"coalesce(i.embedding_dtype = 'float32' AND length(i.embedding) = "
               f"{self.dim * 4}, 0)")
         joined = ("SELECT group_concat(CASE WHEN ok THEN id END), "
-                  "CAST(group_concat(CASE WHEN ok THEN e END, x'') AS BLOB), sum(NOT ok) "
-                  f"FROM (SELECT i.id AS id, i.embedding AS e, ({ok}) AS ok {rows} "
-                  "ORDER BY i.id)")
-        each = f"SELECT i.id, i.embedding, i.embedding_dtype {rows} ORDER BY i.id"
+                  "CAST(group_concat(CASE WHEN ok THEN e END, x'') AS BLOB), sum(NOT ok), "
+                  f"max(id) FROM (SELECT i.id AS id, i.embedding AS e, ({ok}) AS ok {rows})")
+        return joined, f"SELECT i.id, i.embedding, i.embedding_dtype {rows}"
+
+    def _piece(self, cur, joined: str, each: str, params: dict) -> int | None:
+        """Read one piece; its last id (None when it is empty)."""
+        found, blob, odd, last = cur.execute(joined, params).fetchone()
+        if odd:
+            self._rows(cur.execute(each, params).fetchall())
+        elif found:
+            self._joined(found, blob)
+        return last
+
+    def ranges(self, conn: Connection, from_where: str, params: dict, span: int) -> None:
+        joined, each = self._sql(f"{from_where} AND i.id >= :read_lo AND i.id < :read_hi "
+                                 "ORDER BY i.id")
         lo, top = conn.exec_driver_sql("SELECT min(id), max(id) FROM items").one()
         if lo is None:
             return
         with driver_cursor(conn, joined) as cur:
             while lo <= top:
-                bounds = {**params, "read_lo": lo, "read_hi": lo + span}
-                found, blob, odd = cur.execute(joined, bounds).fetchone()
-                if odd:
-                    self._rows(cur.execute(each, bounds).fetchall())
-                elif found:
-                    self._joined(found, blob)
+                self._piece(cur, joined, each, {**params, "read_lo": lo, "read_hi": lo + span})
                 lo += span
 
-    def rows(self, conn: Connection, from_where: str, params: dict,
-             chunk: int = 20_000) -> None:
-        sql = f"SELECT i.id, i.embedding, i.embedding_dtype {from_where}"
-        with driver_cursor(conn, sql) as cur:
-            cur.execute(sql, params)
-            while rows := cur.fetchmany(chunk):
-                self._rows(rows)
+    def pieces(self, conn: Connection, from_where: str, params: dict, limit: int,
+               span: int) -> None:
+        joined, each = self._sql(f"{from_where} AND i.id > :read_after ORDER BY i.id "
+                                 "LIMIT :read_n")
+        after = -1
+        with driver_cursor(conn, joined) as cur:
+            while self.filled < limit:
+                want = min(span, limit - self.filled)
+                before = self.filled
+                after = self._piece(cur, joined, each,
+                                    {**params, "read_after": after, "read_n": want})
+                if after is None or self.filled - before < want:
+                    return
 
     def _room(self, n: int) -> None:
         if self.filled + n > self.ids.shape[0]:
