@@ -15,7 +15,7 @@ from sqlalchemy import Connection, func, select
 from ..errors import NotFoundError, StateError
 from . import db, seals
 from .bulk import in_list, insert_arrays, int_list
-from .lookups import IN_CHUNK, driver_rows
+from .lookups import IN_CHUNK, driver_cursor, driver_rows
 from .schema import assignments
 from .versions import get
 
@@ -130,24 +130,37 @@ def issued_codes(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
     """Every packed code issued in ``version``, sorted (a code shared by several IDs shows
     once per ID).
 
-    The database joins the codes into one text per range of codes and numpy parses it: a
-    million rows fetched one by one cost five times as long. Ranges hold about
-    ``chunk_rows`` IDs, far below the databases' 1 GB limit on one text value.
+    The database joins the codes into one value per range of codes and numpy parses it: a
+    million rows fetched one by one cost five times as long. SQLite joins them as text,
+    PostgreSQL as their 8-byte binary forms in one bytea sent in binary (1M codes: 0.15-0.16
+    against 0.20-0.23 s as text). Ranges hold about ``chunk_rows`` IDs, far below the
+    databases' 1 GB limit on one value.
     """
     total = count(conn, version)  # a frozen version's from its seal: no scan of its IDs
     if not total:
         return np.empty(0, dtype=np.int64)
     top = driver_rows(conn, "SELECT max(code) FROM assignments WHERE version_id = ?",
                       (version,))[0][0]
-    agg = "string_agg(code::text, ',')" if conn.dialect.name == "postgresql" \
-        else "group_concat(code)"
-    sql = f"SELECT {agg} FROM assignments WHERE version_id = ? AND code >= ? AND code <= ?"
+    where = "FROM assignments WHERE version_id = {0} AND code >= {0} AND code <= {0}"
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT string_agg(int8send(code), ''::bytea) " + where.format("%s")
+
+        def between(lo: int, hi: int) -> np.ndarray:
+            with driver_cursor(conn, sql) as cur:
+                cur.execute(sql, (version, lo, hi), binary=True)
+                joined = cur.fetchone()[0]
+            return np.frombuffer(joined or b"", dtype=">i8").astype(np.int64)
+    else:
+        sql = "SELECT group_concat(code) " + where.format("?")
+
+        def between(lo: int, hi: int) -> np.ndarray:
+            return int_list(driver_rows(conn, sql, (version, lo, hi))[0][0])
     parts = []
     bounds = np.linspace(0, top + 1, -(-total // chunk_rows) + 1).astype(np.int64)
     bounds[-1] = top + 1  # exact at the top, whatever the float rounding
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        text = driver_rows(conn, sql, (version, lo, hi - 1))[0][0] if hi > lo else None
-        parts.append(int_list(text))
+        if hi > lo:
+            parts.append(between(lo, hi - 1))
     codes = np.concatenate(parts)
     codes.sort()
     return codes
