@@ -188,7 +188,7 @@ class _SqliteReader:
     (``group_concat``) and parsed by numpy. Row by row, each vector costs a Python tuple and
     bytes object (all 1.1M live vectors: 3.0-3.1 s, against 1.7-1.8 s joined; a batch of
     assign, 50k vectors above the highest item id with an ID: 0.24-0.29 s against
-    0.18-0.21 s). A piece holding any other embedding (float16, another length) is read
+    0.18-0.24 s). A piece holding any other embedding (float16, another length) is read
     again row by row.
 
     :meth:`ranges` reads every row, a range of ``span`` item ids at a time; :meth:`pieces`

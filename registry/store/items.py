@@ -207,7 +207,7 @@ def assigned_through(conn: Connection, version: int) -> int | None:
     are not live (migration 0007). Both counts run over indexes, where listing the items
     without an ID reads the ids of the whole catalog and of every ID (1.1M items, 1M IDs:
     0.06 s on SQLite, 0.07-0.08 s on PostgreSQL, warm; as the first statement of a fresh
-    process 0.16-0.30 and 0.10-0.11 s)."""
+    process, in assign, 0.14-0.31 and 0.10-0.11 s)."""
     sqlite = conn.dialect.name == "sqlite"
     v = _param(conn, "version")
 
