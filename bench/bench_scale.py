@@ -64,7 +64,7 @@ from registry.allocator import tune
 from registry.ids import CodeSpace
 tune()
 d = np.load(sys.argv[1])
-batch, beam = int(sys.argv[2]), int(sys.argv[3])
+batch, beam, mode = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 x, issued = d["x"], d["issued"]
 books = [d[f"book{i}"] for i in range(len(d.files) - 2)]
 space = CodeSpace(tuple(b.shape[0] for b in books))
@@ -74,8 +74,8 @@ start = time.perf_counter()
 taken = collisions.Occupancy(space, issued)
 for lo in range(0, len(x), batch):
     kept = engine.Kept()
-    codes = engine.encode(x[lo:lo + batch], books, "plain", beam, kept=kept)
-    collisions.nearest_free(unread, codes, books, "plain", space, taken,
+    codes = engine.encode(x[lo:lo + batch], books, mode, beam, kept=kept)
+    collisions.nearest_free(unread, codes, books, mode, space, taken,
                             products=collisions.up_products(kept.products, codes, books),
                             residual_sq=kept.residual_sq)
 print(json.dumps({"seconds": time.perf_counter() - start}))
@@ -173,8 +173,8 @@ def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str],
         rates, bare_rates = [], []
         for version in range(1, repeat + 1):
             inputs = workdir / f"assign-{kind}-{version}.npz"
-            beam = bare_assign_inputs(url, version, x[n:n + new], inputs)
-            bare, _, _ = child(["-c", BARE_ASSIGN, str(inputs), str(DEFAULT_BATCH), str(beam)])
+            params = bare_assign_inputs(url, version, x[n:n + new], inputs)
+            bare, _, _ = child(["-c", BARE_ASSIGN, str(inputs), str(DEFAULT_BATCH), *params])
             inputs.unlink()
             bare_rates.append(new / bare["seconds"])
             out, _, _ = child(registry_cmd(url, "assign", "--version", str(version), "--json"))
@@ -198,18 +198,19 @@ def run_database(kind: str, n: int, new: int, x: np.ndarray, keys: list[str],
     return rows
 
 
-def bare_assign_inputs(url: str, version: int, x: np.ndarray, path: Path) -> int:
+def bare_assign_inputs(url: str, version: int, x: np.ndarray, path: Path) -> tuple[str, str]:
     """Save what the bare assign starts from (the new vectors, the version's codebooks and
-    the packed codes it has issued) to ``path``; the version's beam width."""
+    the packed codes it has issued) to ``path``; the version's beam width and residual mode,
+    as arguments of the bare run."""
     from registry.store import assignments
 
     with Registry(url) as reg:
         books = reg.codebooks(version)
         with reg._tx(write=False) as conn:
             issued = assignments.issued_codes(conn, version)
-        beam = reg.version(version).beam
+        v = reg.version(version)
     np.savez(path, x=x, issued=issued, **{f"book{i}": b for i, b in enumerate(books)})
-    return beam
+    return str(v.beam), v.residual
 
 
 def lookups(url: str, kind: str, keys: list[str]) -> list[list[str]]:

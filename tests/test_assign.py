@@ -198,7 +198,7 @@ def test_the_first_item_without_an_id_is_found_in_any_span(trained, migrated_url
     reg.remove(keys[100:103])
     v2 = reg.train(codebook_size=[8, 4, 4], seed=4, name="v2").version  # without them
 
-    def first() -> int | None:
+    def first(span: int = span) -> int | None:
         with reg._tx(write=False) as conn:
             return items.first_unassigned(conn, items.single_space(conn), v2.number,
                                           span=span)
@@ -210,6 +210,7 @@ def test_the_first_item_without_an_id_is_found_in_any_span(trained, migrated_url
     assert first() == ids[make_keys(1, start=600)[0]]  # above every ID: the short way
     reg.add(keys[101:103], make_vectors(600)[101:103])  # back, below: the long way
     assert first() == ids[keys[101]]
+    assert first(span=ids[keys[101]]) == ids[keys[101]]  # the first id of a range
 
 
 def test_items_without_an_id_are_looked_for_above_the_ids_all_given(trained, migrated_url):

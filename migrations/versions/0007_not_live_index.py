@@ -1,7 +1,7 @@
-"""A partial index over the items that are not live (removed, or without an embedding): a
-SQLite assign checks that every live item up to a version's highest item id has an ID by
-counting, and the IDs of items no longer live are counted through this index, which holds
-only them, instead of through every item row.
+"""A partial index over the items that are not live (removed, or without an embedding):
+assign checks that every live item up to a version's highest item id has an ID by counting,
+and the IDs of items no longer live are counted through this index, which holds only them,
+instead of through every item row.
 
 Revision ID: 0007_not_live_index
 Revises: 0006_covering_id_index

@@ -167,10 +167,10 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
     """
     ids = np.empty(capacity, dtype=np.int64)
     out = np.empty((capacity, dim), dtype=np.float32)
-    tail = " ORDER BY i.id" + ("" if limit is None else f" LIMIT {int(limit)}")
     with Prefault(out) as prefault:
         if conn.dialect.name == "postgresql":
-            sql = f"SELECT i.id, i.embedding {from_where}{tail}"
+            tail = "" if limit is None else f" LIMIT {int(limit)}"
+            sql = f"SELECT i.id, i.embedding {from_where} ORDER BY i.id{tail}"
             filled = _CopyReader(ids, out, prefault).run(conn, sql, params)
         else:
             reader = _SqliteReader(ids, out, prefault)

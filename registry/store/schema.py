@@ -33,7 +33,7 @@ REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_ite
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
-NOT_LIVE_ITEMS = "removed_at IS NOT NULL OR embedding IS NULL"
+NOT_LIVE_ITEMS = "removed_at IS NOT NULL OR embedding IS NULL"  # its negation
 
 VERSION_STATES = ("draft", "frozen", "retired")
 
@@ -72,7 +72,7 @@ items = Table(
     Index("ix_items_live_space", "embedding_model", "embedding_dim", "id"),  # partial: ddl_metadata
     # what an ID listing shows of each item, without reading its row (migration 0003)
     Index("ix_items_id_key_removed_at", "id", "key", "removed_at"),
-    # the few items that are not live, which SQLite's assign counts among the IDs (0007)
+    # the few items that are not live, which assign counts among the IDs (0007)
     Index("ix_items_not_live", "id"),  # partial: ddl_metadata
 )
 
