@@ -176,3 +176,52 @@ def test_ids_committed_while_a_batch_encodes_are_not_landed_on(trained, migrated
     assert taken and taken[0] > 10
     assert r.assigned == NEW - taken[0]
     check_every_item_has_one_id(migrated_url, v.number, 600 + NEW)
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_a_claim_leaves_out_items_given_an_id_since_they_were_listed(waiting, migrated_url,
+                                                                     step):
+    # another assigner commits IDs for some listed items before this one claims them; the
+    # claim asks which of its items hold one now: over their range where they are dense
+    # (step 1), item by item where they are not (step 3)
+    if not migrated_url.startswith("postgresql"):
+        pytest.skip("SQLite: the writer lock keeps other assigners out of a batch")
+    from registry.store import assignments, items
+
+    reg, v = waiting
+    with reg._tx(write=False) as conn:
+        space = items.single_space(conn)
+        wanted = items.unassigned_ids(conn, space, v.number)[:600:step]
+    given = [wanted[0], wanted[7], wanted[-1]]
+    with Registry(migrated_url) as other, other._tx(write=True) as conn:
+        packed = np.arange(3, dtype=np.int64) + v.space.pack(np.zeros((1, 3), int))[0]
+        assignments.write(conn, v.number, np.array(given), packed,
+                          np.full(3, 1000, dtype=np.int64), incremental=True)
+    with reg._tx(write=True) as conn:
+        got, vectors = items.claim(conn, space, v.number, wanted)
+    assert got.tolist() == [i for i in wanted if i not in given]
+    assert vectors.shape == (len(wanted) - 3, space.dim)
+
+
+def test_the_list_of_items_without_an_id_leaves_out_those_above_the_rest_with_one(
+        waiting, migrated_url):
+    # items above ``after`` hold IDs: the list must still look each one up
+    if not migrated_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's assign lists the items; SQLite's reads them batch by batch")
+    from registry.store import assignments, items
+
+    reg, v = waiting
+    with reg._tx(write=False) as conn:
+        space = items.single_space(conn)
+        new = items.unassigned_ids(conn, space, v.number)
+        assert len(new) == NEW
+    given = new[10:13]
+    with reg._tx(write=True) as conn:
+        packed = np.arange(3, dtype=np.int64) + v.space.pack(np.zeros((1, 3), int))[0]
+        assignments.write(conn, v.number, np.array(given), packed,
+                          np.full(3, 1000, dtype=np.int64), incremental=True)
+    with reg._tx(write=False) as conn:
+        assert items.unassigned_ids(conn, space, v.number) == new[:10] + new[13:]
+        assert items.unassigned_ids(conn, space, v.number, after=new[5]) == \
+            new[6:10] + new[13:]
+        assert items.unassigned_ids(conn, space, v.number, after=new[12]) == new[13:]

@@ -39,11 +39,11 @@ def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarr
     }
     if conn.dialect.name == "postgresql" and not incremental:
         return _new_partition(conn, version, columns)
-    if conn.dialect.name == "sqlite":
-        # in the order of the unique (version, code, number) index: each insert lands beside
-        # the last one instead of on a page at random (100k IDs into 1M: 0.23-0.31 -> 0.18-0.21 s)
-        order = np.lexsort((columns["disamb"], columns["code"]))
-        columns = {name: a[order] for name, a in columns.items()}
+    # in the order of the unique (version, code, number) index: each insert lands beside the
+    # last one instead of on a page at random (100k IDs into 1M, SQLite: 0.23-0.31 ->
+    # 0.18-0.21 s; PostgreSQL's COPY: 0.52-0.71 -> 0.48-0.61 s)
+    order = np.lexsort((columns["disamb"], columns["code"]))
+    columns = {name: a[order] for name, a in columns.items()}
     return insert_arrays(conn, assignments, columns)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from ..errors import InputError
 from .bulk import insert_rows, int_list, pg_array, read_vectors
-from .lookups import IN_CHUNK, driver_cursor, storable
+from .lookups import IN_CHUNK, driver_cursor, driver_rows, storable
 from .schema import LIVE_ITEMS, NOT_LIVE_ITEMS, items
 
 
@@ -189,11 +189,17 @@ def next_unassigned(conn: Connection, space: Space, version: int, after: int,
     assigners out while the caller gives them IDs)."""
     # assign goes up the ids: unless another assigner gave IDs above ``after`` meanwhile,
     # none of these items has one, and the read need not look each up among the IDs
-    beyond = conn.exec_driver_sql("SELECT max(item_id) FROM assignments WHERE version_id = ?",
-                                  (version,)).scalar()
     where, params = _unassigned(conn, space, version, after,
-                                without_id=beyond is not None and beyond > after)
+                                without_id=_ids_above(conn, version, after))
     return read_vectors(conn, where, params, limit, space.dim, limit=limit)
+
+
+def _ids_above(conn: Connection, version: int, after: int) -> bool:
+    """Whether ``version`` holds an ID of an item with an id above ``after`` (one probe of
+    the index of its item ids)."""
+    top = driver_rows(conn, "SELECT max(item_id) FROM assignments WHERE version_id = ?",
+                      (version,))[0][0]
+    return top is not None and top > after
 
 
 def assigned_through(conn: Connection, version: int) -> int | None:
@@ -268,8 +274,12 @@ def unassigned_ids(conn: Connection, space: Space, version: int, *, after: int =
                    among: list[int] | None = None) -> list[int]:
     """The live items of ``space`` with no ID in ``version`` and an id above ``after``
     (and, given ``among``, one of those), in id order: one anti-join over the partial
-    index, where a claim per batch would scan the catalog each time."""
-    where, params = _unassigned(conn, space, version, after)
+    index, where a claim per batch would scan the catalog each time. Above the version's
+    highest item id with an ID (where assign mostly looks) no item has one, and the list
+    needs no anti-join (100k items above 1M IDs: 0.15-0.22 -> 0.08-0.11 s); an ID given
+    there after this statement is caught by :func:`claim`."""
+    where, params = _unassigned(conn, space, version, after,
+                                without_id=_ids_above(conn, version, after))
     if among is not None:
         where += " AND i.id = ANY(CAST(%(among)s AS bigint[]))"
         params["among"] = pg_array(among)
@@ -314,11 +324,20 @@ def claim(conn: Connection, space: Space, version: int, ids: list[int]
     found, vectors = read_vectors(conn, f"{where} AND i.id = {any_of}",
                                   {**params, "ids": pg_array(mine)}, len(mine), space.dim)
     # those given IDs before this round's list was made, or by an assigner that committed
-    # since (it released its blocks then, and a new statement sees its IDs); asked by id:
-    # inside the reading statement the planner hashed the whole IDs table for it
-    sql = f"SELECT item_id FROM assignments WHERE version_id = %(v)s AND item_id = {any_of}"
+    # since (it released its blocks then, and a new statement sees its IDs); asked apart:
+    # inside the reading statement the planner hashed the whole IDs table for it. Where the
+    # ids are dense (as above the IDs all given) one range of the index holds no more IDs
+    # than there are ids, and is read faster than each id is looked up (50k ids on this
+    # VM's server: 0.11-0.15 -> 0.02-0.05 s)
+    if not found.size:
+        return found, vectors
+    if int(found[-1]) - int(found[0]) < 2 * found.size:
+        among, bounds = "BETWEEN %(lo)s AND %(hi)s", {"lo": int(found[0]), "hi": int(found[-1])}
+    else:
+        among, bounds = f"= {any_of}", {"ids": pg_array(found.tolist())}
+    sql = f"SELECT item_id FROM assignments WHERE version_id = %(v)s AND item_id {among}"
     with driver_cursor(conn, sql) as cur:
-        cur.execute(sql, {"v": version, "ids": pg_array(found.tolist())})
+        cur.execute(sql, {"v": version, **bounds})
         done = [r[0] for r in cur.fetchall()]
     if done:
         keep = ~np.isin(found, done)
