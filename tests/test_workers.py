@@ -43,6 +43,17 @@ def check_every_item_has_one_id(url: str, version: int, items: int) -> None:
     assert len({(r.code, r.disamb) for r in rows}) == items  # no ID shared
 
 
+def give_ids(conn, v, item_ids: list[int]) -> None:
+    """IDs in version ``v`` for ``item_ids``, as another assigner would write them (on
+    tuples of their own: number 1000 of the first codes)."""
+    from registry.store import assignments
+
+    n = len(item_ids)
+    packed = np.arange(n, dtype=np.int64) + v.space.pack(np.zeros((1, 3), int))[0]
+    assignments.write(conn, v.number, np.array(item_ids), packed,
+                      np.full(n, 1000, dtype=np.int64), incremental=True)
+
+
 def cli(url: str, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", url, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -186,7 +197,7 @@ def test_a_claim_leaves_out_items_given_an_id_since_they_were_listed(waiting, mi
     # (step 1), item by item where they are not (step 3)
     if not migrated_url.startswith("postgresql"):
         pytest.skip("SQLite: the writer lock keeps other assigners out of a batch")
-    from registry.store import assignments, items
+    from registry.store import items
 
     reg, v = waiting
     with reg._tx(write=False) as conn:
@@ -194,21 +205,19 @@ def test_a_claim_leaves_out_items_given_an_id_since_they_were_listed(waiting, mi
         wanted = items.unassigned_ids(conn, space, v.number)[:600:step]
     given = [wanted[0], wanted[7], wanted[-1]]
     with Registry(migrated_url) as other, other._tx(write=True) as conn:
-        packed = np.arange(3, dtype=np.int64) + v.space.pack(np.zeros((1, 3), int))[0]
-        assignments.write(conn, v.number, np.array(given), packed,
-                          np.full(3, 1000, dtype=np.int64), incremental=True)
+        give_ids(conn, v, given)
     with reg._tx(write=True) as conn:
         got, vectors = items.claim(conn, space, v.number, wanted)
     assert got.tolist() == [i for i in wanted if i not in given]
     assert vectors.shape == (len(wanted) - 3, space.dim)
 
 
-def test_the_list_of_items_without_an_id_leaves_out_those_above_the_rest_with_one(
+def test_the_list_of_items_without_an_id_leaves_out_ids_given_above_its_start(
         waiting, migrated_url):
-    # items above ``after`` hold IDs: the list must still look each one up
+    # some items above ``after`` hold IDs: the list must look each item up among them
     if not migrated_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's assign lists the items; SQLite's reads them batch by batch")
-    from registry.store import assignments, items
+    from registry.store import items
 
     reg, v = waiting
     with reg._tx(write=False) as conn:
@@ -217,9 +226,7 @@ def test_the_list_of_items_without_an_id_leaves_out_those_above_the_rest_with_on
         assert len(new) == NEW
     given = new[10:13]
     with reg._tx(write=True) as conn:
-        packed = np.arange(3, dtype=np.int64) + v.space.pack(np.zeros((1, 3), int))[0]
-        assignments.write(conn, v.number, np.array(given), packed,
-                          np.full(3, 1000, dtype=np.int64), incremental=True)
+        give_ids(conn, v, given)
     with reg._tx(write=False) as conn:
         assert items.unassigned_ids(conn, space, v.number) == new[:10] + new[13:]
         assert items.unassigned_ids(conn, space, v.number, after=new[5]) == \
