@@ -185,6 +185,28 @@ def test_uninitialised_database_is_refused(db_url):
         reg.versions()
 
 
+def test_a_new_sqlite_file_gets_16k_pages_and_an_older_one_keeps_its_own(tmp_path):
+    import sqlite3
+
+    def page_size(path) -> int:
+        with sqlite3.connect(path) as con:
+            return con.execute("PRAGMA page_size").fetchone()[0]
+
+    new, old = tmp_path / "new.db", tmp_path / "old.db"
+    with Registry(f"sqlite:///{new}") as reg:
+        reg.init()
+    assert page_size(new) == db.SQLITE_PAGE_SIZE == 16384
+    with sqlite3.connect(old) as con:  # a file made with 4 KB pages, already in WAL mode
+        con.execute("PRAGMA page_size = 4096")
+        con.execute("PRAGMA journal_mode = WAL")
+    with Registry(f"sqlite:///{old}") as reg:
+        reg.init()
+        reg.add(make_keys(40), make_vectors(40))
+        v = reg.train(codebook_size=[4, 4]).version
+        assert len(reg.get(make_keys(40), v.number)) == 40
+    assert page_size(old) == 4096
+
+
 def test_missing_sqlite_file_is_refused_and_not_created(tmp_path):
     path = tmp_path / "nope.db"
     with Registry(f"sqlite:///{path}") as reg, pytest.raises(DatabaseError, match="no registry"):

@@ -24,6 +24,7 @@ DEFAULT_URL = "sqlite:///registry.db"
 # what the Registry hands to the modules that run its actions: tx(write=...) -> a transaction
 Tx = Callable[..., AbstractContextManager[Connection]]
 SQLITE_BUSY_TIMEOUT_S = 60
+SQLITE_PAGE_SIZE = 16384  # bytes; for new files (see _sqlite_connect)
 
 
 def now() -> datetime:
@@ -97,6 +98,14 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     # Take transaction control away from the sqlite3 module: we issue BEGIN ourselves.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # a new file's page size, fixed once its first page is written (below, by WAL mode):
+    # an item row (a 384-d float32 embedding and its key) takes 1.6 KB, two to a 4 KB page
+    # with a fifth of it empty, ten to a 16 KB one. Measured at 1.1M items, against a file of
+    # 4 KB pages (both vacuumed): 2.10 against 2.36 GB; all vectors read in 1.76-2.08 against
+    # 2.29-2.47 s; 1M IDs of a new version written in 2.29-2.39 against 2.45-2.65 s; assign of
+    # 100k in 1.89-1.96 against 2.23-2.64 s; key -> ID p50 0.09 against 0.07-0.08 ms. An
+    # existing file keeps its page size (changing it takes a VACUUM out of WAL mode).
+    cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
     mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
