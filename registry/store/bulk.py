@@ -202,12 +202,12 @@ class _SqliteReader:
 
     def _sql(self, rows: str) -> tuple[str, str]:
         """The joined read of ``rows`` (FROM ... WHERE ... [ORDER BY ... LIMIT]: the ids, the
-        float32 blobs, how many rows are not float32 of the length, the last id) and the
-        same rows one by one."""
+        blobs, how many rows are not float32 of the length, the last id) and the same rows
+        one by one, which a piece with any such row is read again as (its joined blobs are
+        not used)."""
         ok = (f"coalesce(i.embedding_dtype = 'float32' AND length(i.embedding) = "
               f"{self.dim * 4}, 0)")
-        joined = ("SELECT group_concat(CASE WHEN ok THEN id END), "
-                  "CAST(group_concat(CASE WHEN ok THEN e END, x'') AS BLOB), sum(NOT ok), "
+        joined = ("SELECT group_concat(id), CAST(group_concat(e, x'') AS BLOB), sum(NOT ok), "
                   f"max(id) FROM (SELECT i.id AS id, i.embedding AS e, ({ok}) AS ok {rows})")
         return joined, f"SELECT i.id, i.embedding, i.embedding_dtype {rows}"
 
