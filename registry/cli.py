@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.exc import DBAPIError
 
+from . import __version__
 from . import formatting as fmt
 from .api import DEFAULT_BATCH, Registry
 from .errors import RegistryError
@@ -113,6 +114,8 @@ ARRAY_COMMANDS = frozenset({"add", "train", "assign", "diff", "drift", "stats", 
 
 
 @click.group(cls=RegistryGroup)
+@click.version_option(__version__, "--version", prog_name="registry",
+                      message="%(prog)s %(version)s")
 @click.option("--db", "db_url", default=None, metavar="URL",
               help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB "
                    "(default: $REGISTRY_DB, else sqlite:///registry.db).")
@@ -163,7 +166,7 @@ def init(reg: Registry, as_json: bool) -> None:
               show_default=True,
               help="How the model runs: torch, ONNX Runtime, or ONNX Runtime with int8 weights "
                    "(faster on CPU; its vectors form their own embedding space). ONNX needs "
-                   "pip install 'registry[onnx]'; the model is converted locally once.")
+                   "the onnx extra; the model is converted locally once.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
               show_default=True, help="How embeddings are stored (float16 halves the space).")
 @click.option("--reembed", is_flag=True,

@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, extra_hint
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
-INSTALL_HINT = ("text embedding needs the embed extra: pip install torch==2.13.0 "
-                "'registry[embed]' (or bring vectors with --vector)")
+INSTALL_HINT = (f"text embedding needs the embed extra: {extra_hint('embed', 'torch==2.13.0')} "
+                "(or bring vectors with --vector)")
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("torch", "onnx", "onnx-int8")
-ONNX_HINT = "the ONNX backends need the onnx extra: pip install 'registry[onnx]'"
+ONNX_HINT = f"the ONNX backends need the onnx extra: {extra_hint('onnx')}"
 # dynamic int8 quantisation for x86 CPUs with AVX2 (every x86-64 server of the last decade)
 INT8_CONFIG = "avx2"
 INT8_FILE = f"onnx/model_quint8_{INT8_CONFIG}.onnx"

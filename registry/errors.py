@@ -42,3 +42,10 @@ class StateError(RegistryError):
 
 class DatabaseError(RegistryError):
     """The database cannot be used: unreachable, not initialised, or at another schema."""
+
+
+def extra_hint(extra: str, first: str = "") -> str:
+    """How to install one of the package's extras, for an error's hint: from the checkout and
+    with its lock (the name `registry` on PyPI is another project's)."""
+    before = f"pip install -c constraints.txt {first} && " if first else ""
+    return f"{before}pip install -c constraints.txt -e '.[{extra}]' in the registry checkout"

@@ -241,8 +241,9 @@ def test_without_the_embed_extra_text_says_what_to_install(migrated_url, catalog
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "Error: --text: text embedding needs the embed extra: pip install torch==2.13.0 "
-        "'registry[embed]' (or bring vectors with --vector)"]
+        "Error: --text: text embedding needs the embed extra: pip install -c constraints.txt "
+        "torch==2.13.0 && pip install -c constraints.txt -e '.[embed]' in the registry checkout "
+        "(or bring vectors with --vector)"]
 
 
 def test_progress_bar_on_a_terminal_only(migrated_url, catalog_file):

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, extra_hint
 from .schema import HEAD, REVISIONS
 
 DEFAULT_URL = "sqlite:///registry.db"
@@ -91,7 +91,12 @@ def make_engine(url: str, *, create: bool = False, lookups_only: bool = False) -
     if lookups_only and parsed.drivername == "postgresql+psycopg" and \
             importlib.util.find_spec("psycopg2") is not None:
         parsed = parsed.set(drivername="postgresql+psycopg2")
-    return create_engine(parsed, pool_pre_ping=False)
+    try:
+        return create_engine(parsed, pool_pre_ping=False)
+    except ModuleNotFoundError as e:
+        # the drivers are the `postgresql` extra: a SQLite-only install has none
+        raise DatabaseError(f"PostgreSQL needs the postgresql extra ({e.name} is not installed): "
+                            f"{extra_hint('postgresql')}") from None
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
