@@ -41,14 +41,26 @@ class DiffReport:
 
 @dataclass
 class DriftReport:
+    """``drift`` is None when there is nothing to compare: no item was assigned into the
+    version after training (or the newer version was trained on no items)."""
+
     version: Version
     against: Version | None
-    drift: compare.Drift
+    drift: compare.Drift | None
+    reference: int = 0
 
     def to_dict(self) -> dict:
-        return {"version": self.version.number,
-                "against": None if self.against is None else self.against.number,
-                **self.drift.to_dict()}
+        head = {"version": self.version.number,
+                "against": None if self.against is None else self.against.number}
+        if self.drift is None:
+            return {**head, "reference_items": self.reference, "compared_items": 0,
+                    "verdict": None, "reasons": [NOTHING_TO_COMPARE]}
+        return {**head, **self.drift.to_dict()}
+
+
+NOTHING_TO_COMPARE = ("nothing to compare: no items were assigned into it after training "
+                      "(add new items and run `registry assign`, or compare it with a newer "
+                      "version: registry drift VERSION NEWER)")
 
 
 def related(a: Version, b: Version) -> bool:
@@ -137,14 +149,24 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
                     for n in (v.number, other.number)]
             vecs = [items.population_vectors(conn, n, False, len(p.item_ids), v.dim)[1]
                     for n, p in zip((v.number, other.number), pops, strict=True)]
+    if not len(pops[1].item_ids):
+        return DriftReport(v, other, None, reference=len(pops[0].item_ids))
     # the data's own codes (as the version encodes), not the stored ones: nearest-free moves
     # colliding items to free codes, which says nothing about how the data moved
     codes = [engine.encode(x, books, v.residual, v.beam) if len(x)
              else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
     errors = [_errors(x, c, books, v.residual) for x, c in zip(vecs, codes, strict=True)]
+    # two versions: the newer one's items include the older one's, counted once
+    shared = None if other is None else np.isin(np.asarray(pops[1].item_ids, dtype=np.int64),
+                                                np.asarray(pops[0].item_ids, dtype=np.int64))
     result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],
-                           error_b=errors[1], keys_a=pops[0].keys, keys_b=pops[1].keys)
+                           error_b=errors[1], keys_a=pops[0].keys, keys_b=pops[1].keys,
+                           also_in_a=shared)
     return DriftReport(v, other, result)
+
+
+# rows encoded at a time for the raw collision rate
+STATS_CHUNK = 65536
 
 
 @dataclass
@@ -166,10 +188,18 @@ def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -
         books = codebooks.read(conn, v.number)
         _, vectors = items.population_vectors(conn, v.number, None, len(pop.item_ids), v.dim)
     codes = v.space.unpack(pop.codes)
-    figures = {"items": len(pop.item_ids), **quality.headline(codes, v.space.sizes)}
-    figures["max_disambiguation"] = int(max(pop.disambs, default=0))
+    figures = {"items": len(pop.item_ids), "raw_collision_rate": 0.0,
+               **quality.headline(codes, v.space.sizes)}
+    figures["largest_disambiguation"] = int(max(pop.disambs, default=0))
+    figures["max_disambiguation"] = v.max_disambiguation
+    figures["vocabulary_tokens"] = v.vocabulary_size
     if len(pop.item_ids):
         x = engine.prepare(vectors, overwrite=True)
+        # of the codes the version's encoder gives the items now, before collision handling
+        # (the issued codes are after it); in pieces, so that no second copy of x is made
+        figures["raw_collision_rate"] = quality.collision_rate(np.concatenate([
+            engine.encode(x[at:at + STATS_CHUNK], books, v.residual, v.beam)
+            for at in range(0, len(x), STATS_CHUNK)]))
         if v.residual == "plain":
             figures["reconstruction_error"] = quality.reconstruction_error(
                 x, engine.decode(codes, books))

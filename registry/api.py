@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
-from .errors import InputError, NotFoundError, RegistryError, StateError
+from .errors import InputError, NotFoundError, StateError
 from .ids import parse_id
 from .store import db, lookups, versions
 from .store.versions import ACTIVE, Version
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .assigning import AssignResult
 
 MAX_LOOKUP_LIMIT = 10_000
+DEFAULT_LOOKUP_LIMIT = 20
 # items per assign transaction: larger batches write the code index in fewer, denser
 # commits (measured at 1M on SQLite: 9.4k items/s at 50k, 6.7k at 10k)
 DEFAULT_BATCH = 50_000
@@ -112,9 +113,51 @@ class IdRecord:
     disambiguation: int
     version: int
     removed: bool = False
+    metadata: dict | None = None  # only where asked for (``metadata=True``)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if self.metadata is None:
+            del out["metadata"]
+        return out
+
+
+@dataclass
+class GetResult(Sequence):
+    """The IDs of the keys asked for that have one in ``version``, in the order asked (it is
+    a sequence of them); ``unknown`` keys the registry does not hold, ``unassigned`` keys
+    that have no ID in the version yet (``registry assign`` gives them one)."""
+
+    version: int
+    records: list[IdRecord]
+    unknown: list[str]
+    unassigned: list[str]
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def complete(self) -> bool:
+        """Every key asked for has an ID."""
+        return not self.unknown and not self.unassigned
+
+    def problem(self) -> str | None:
+        """One line on the keys without an ID, or None."""
+        parts = []
+        if self.unknown:
+            parts.append(f"unknown key{'s' if len(self.unknown) > 1 else ''}: "
+                         f"{_shown(self.unknown)}")
+        if self.unassigned:
+            parts.append(f"no ID in version {self.version} yet for {_shown(self.unassigned)} "
+                         f"(run `registry assign --version {self.version}`)")
+        return "; ".join(parts) or None
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "items": [r.to_dict() for r in self.records],
+                "unknown": self.unknown, "unassigned": self.unassigned}
 
 
 @dataclass
@@ -124,10 +167,12 @@ class LookupResult:
     kind: str  # "id" or "prefix"
     records: list[IdRecord]
     more: bool
+    total: int | None = None  # items under a prefix in all, where counted
 
     def to_dict(self) -> dict:
         return {"query": self.query, "version": self.version, "kind": self.kind,
-                "items": [r.to_dict() for r in self.records], "more": self.more}
+                "items": [r.to_dict() for r in self.records], "more": self.more,
+                "total": self.total}
 
 
 @dataclass
@@ -203,15 +248,17 @@ class Registry:
 
     def add(self, keys: Sequence[str], vectors: np.ndarray | None = None, *,
             texts: Sequence[str] | None = None, metas: Sequence[dict | None] | None = None,
-            model: str | None = None, device: str = "cpu", batch_size: int = 64,
-            backend: str = "torch", dtype: str = "float32", reembed: bool = False,
-            source: str = "items",
-            commit_every: int = 2048,
+            model: str | None = None, vector_model: str | None = None,
+            device: str | None = None, batch_size: int | None = None,
+            backend: str | None = None, dtype: str = "float32", reembed: bool = False,
+            source: str = "items", commit_every: int = 2048,
             progress: catalog.Progress | None = None) -> catalog.AddResult:
         """Register items given as vectors, or as texts to embed with ``model`` (default
         all-MiniLM-L6-v2) on ``backend`` (torch, onnx or onnx-int8; see
-        :class:`registry.embed.Embedder`). Unchanged items are left alone and never embedded
-        twice."""
+        :class:`registry.embed.Embedder`). Vectors precomputed with a model can join the
+        items that model embedded here: ``vector_model`` names it (see
+        :func:`registry.embed.vector_space`). Unchanged items are left alone and never
+        embedded twice."""
         from .ingest import Incoming, check_vectors, unique_key
 
         if (vectors is None) == (texts is None):
@@ -238,47 +285,67 @@ class Registry:
                 raise InputError(f"{len(keys)} keys but vectors of shape {arr.shape}",
                                  source=source)
             incoming = Incoming(source, keys, metas, rows, vectors=arr)
-        return self._add(incoming, model=model, device=device, batch_size=batch_size,
-                         backend=backend, dtype=dtype, reembed=reembed,
+        return self._add(incoming, model=model, vector_model=vector_model, device=device,
+                         batch_size=batch_size, backend=backend, dtype=dtype, reembed=reembed,
                          commit_every=commit_every, progress=progress)
 
-    def add_file(self, path: str | Path, *, key: str = "key", text: str | None = None,
+    def add_file(self, path: str | Path, *, key: str | None = None, text: str | None = None,
                  vector: str | None = None, keys_file: str | Path | None = None,
-                 model: str | None = None, device: str = "cpu", batch_size: int = 64,
-                 backend: str = "torch", dtype: str = "float32", reembed: bool = False,
+                 model: str | None = None, vector_model: str | None = None,
+                 device: str | None = None, batch_size: int | None = None,
+                 backend: str | None = None, dtype: str = "float32", reembed: bool = False,
                  commit_every: int = 2048,
                  progress: catalog.Progress | None = None) -> catalog.AddResult:
-        """Register the rows of a JSONL / CSV / Parquet file with a key column and a text
-        column or template (``text``) or a vector column (``vector``), or of a .npy matrix
-        with a keys file. The whole file is checked before anything is written; embedding
-        and writing then go batch by batch."""
+        """Register the rows of a JSONL / CSV / Parquet file with a key column (``key``,
+        default ``key``) and a text column or template (``text``) or a vector column
+        (``vector``), or of a .npy matrix with a keys file. The whole file is checked before
+        anything is written; embedding and writing then go batch by batch."""
         from .ingest import read_file, read_npy
 
         if keys_file is not None:
+            for option, given in (("--key", key), ("--text", text), ("--vector", vector)):
+                if given is not None:
+                    raise InputError(f"{option} is for JSONL, CSV and Parquet files; a .npy "
+                                     "matrix is read with its --keys file alone",
+                                     source=option)
             incoming = read_npy(path, keys_file)
         else:
-            incoming = read_file(path, key, text=text, vector=vector)
-        return self._add(incoming, model=model, device=device, batch_size=batch_size,
-                         backend=backend, dtype=dtype, reembed=reembed,
+            incoming = read_file(path, "key" if key is None else key, text=text, vector=vector)
+        return self._add(incoming, model=model, vector_model=vector_model, device=device,
+                         batch_size=batch_size, backend=backend, dtype=dtype, reembed=reembed,
                          commit_every=commit_every, progress=progress)
 
-    def _add(self, incoming, *, model, device, batch_size, backend, dtype, reembed,
-             commit_every, progress) -> catalog.AddResult:
+    def _add(self, incoming, *, model, vector_model, device, batch_size, backend, dtype,
+             reembed, commit_every, progress) -> catalog.AddResult:
         from . import catalog
 
-        embedder = None
+        embedder = space = None
         if incoming.texts is not None:
             from .embed import Embedder
 
-            embedder = Embedder(model, device=device, batch_size=batch_size, backend=backend)
-        elif model is not None:
-            raise InputError("--model is for texts; vectors are stored as given",
-                             source="--model")
+            if vector_model is not None:
+                raise InputError("--vector-model is for vectors; texts are embedded with "
+                                 "--model", source="--vector-model")
+            embedder = Embedder(model, device="cpu" if device is None else device,
+                                batch_size=64 if batch_size is None else batch_size,
+                                backend="torch" if backend is None else backend)
+        else:
+            for option, given in (("--model", model), ("--device", device),
+                                  ("--batch-size", batch_size), ("--backend", backend)):
+                if given is not None:
+                    raise InputError(f"{option} is for texts to embed; vectors are stored as "
+                                     "given (--vector-model says which model made them)",
+                                     source=option)
+            if vector_model is not None:
+                from .embed import vector_space
+
+                space = vector_space(vector_model)
         if not 1 <= commit_every <= 1_000_000:
             raise InputError(f"commit batch must be between 1 and 1000000, got {commit_every}",
                              source="--commit-every")
-        return catalog.add(self._tx, incoming, embedder=embedder, dtype=dtype,
-                           reembed=reembed, commit_batch=commit_every, progress=progress)
+        return catalog.add(self._tx, incoming, embedder=embedder, vector_space=space,
+                           dtype=dtype, reembed=reembed, commit_batch=commit_every,
+                           progress=progress)
 
     def embeddings(self, keys: Sequence[str]) -> np.ndarray:
         """The stored embeddings of ``keys`` as float32 rows, in the order given."""
@@ -345,9 +412,9 @@ class Registry:
               seed: int = 0, residual: str | None = None, niter: int | None = None,
               refine: int | None = None, max_points_per_centroid: int = 256,
               from_version: str | int | None = None,
-              stickiness: float = 0.02, reason: str | None = None,
+              stickiness: float | None = None, reason: str | None = None,
               collisions: str | None = None, balance: float | None = None,
-              beam: int | None = None):
+              beam: int | None = None, max_disambiguation: int | None = None):
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
@@ -358,7 +425,10 @@ class Registry:
         per level, ``refine`` joint passes over levels 2..L and the ``beam`` width that
         encodes levels 2..L default to ``engine.DEFAULT_NITER``, ``engine.DEFAULT_REFINE``
         and ``engine.DEFAULT_BEAM`` (the last two: plain residuals, no balance; with
-        ``from_version`` no refinement, and the parent's beam).
+        ``from_version`` no refinement, and the parent's beam). ``max_disambiguation`` is
+        the largest disambiguation number the version may ever issue, which fixes its token
+        vocabulary (default: :func:`registry.ids.default_max_disambiguation`); an assign that
+        would need more is refused.
         """
         from . import training
 
@@ -367,7 +437,8 @@ class Registry:
             residual=residual, niter=niter, refine=refine,
             max_points_per_centroid=max_points_per_centroid,
             from_version=from_version, stickiness=stickiness, reason=reason,
-            collisions=collisions, balance=balance, beam=beam)
+            collisions=collisions, balance=balance, beam=beam,
+            max_disambiguation=max_disambiguation)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""
@@ -388,9 +459,13 @@ class Registry:
         versions.check_name(alias, "alias", source="--alias")
         with self._tx(write=True) as conn:
             v = versions.resolve(conn, version, lock=True)
-            if v.state != "frozen":
-                raise StateError(f"{v.label} is {v.state}; only a frozen version can be "
+            if v.state == "draft":
+                raise StateError(f"{v.label} is draft; only a frozen version can be "
                                  f"activated (run `registry freeze {v.number}` first)")
+            if v.state != "frozen":
+                raise StateError(f"{v.label} is {v.state} and cannot be activated again; "
+                                 "activate a frozen version (see `registry versions`) or "
+                                 "train a new one")
             if versions.by_name(conn, alias) is not None:
                 raise InputError(f"{alias!r} is a version name; pick another alias",
                                  source="--alias")
@@ -489,37 +564,48 @@ class Registry:
         return v
 
     @staticmethod
-    def _records(v: Version, rows: Sequence[lookups.Row]) -> list[IdRecord]:
+    def _records(v: Version, rows: Sequence[lookups.Row],
+                 metas: dict[str, dict | None] | None = None) -> list[IdRecord]:
         parts = v.space.id_parts((r.code, r.disamb) for r in rows)
-        return [IdRecord(r.key, text, codes, r.disamb, v.number, r.removed)
+        return [IdRecord(r.key, text, codes, r.disamb, v.number, r.removed,
+                         None if metas is None else (metas.get(r.key) or {}))
                 for r, (text, codes) in zip(rows, parts, strict=True)]
 
-    def get(self, keys: Sequence[str], version: str | int | None = None) -> list[IdRecord]:
-        """The ID of each key in the version (default: the active one)."""
+    def get(self, keys: Sequence[str], version: str | int | None = None, *,
+            metadata: bool = False) -> GetResult:
+        """The ID of each key in the version (default: the active one), in the order given;
+        the keys without one are listed apart (see :class:`GetResult`). ``metadata`` adds
+        each item's metadata to its record."""
         keys = list(keys)
         if not keys:
             raise InputError("give at least one key", source="get")
         with self._tx(write=False, snapshot=False) as conn:
             v = self._seen_version(conn, version)
             found = lookups.ids_of_keys(conn, v.number, keys)
-        unknown = [k for k in keys if k not in found]
-        if unknown:
-            raise NotFoundError("key" if len(unknown) == 1 else "keys", _shown(unknown))
-        without = [k for k in keys if found[k] is None]
-        if without:
-            raise RegistryError(f"no ID in {v.label} yet for {_shown(without)}: "
-                                f"run `registry assign --version {v.number}`")
-        return self._records(v, [found[k] for k in keys])
+            metas = lookups.metadata_of(conn, [k for k in keys if found.get(k)]) \
+                if metadata else None
+        rows = [found[k] for k in keys if found.get(k) is not None]
+        return GetResult(v.number, self._records(v, rows, metas),
+                         unknown=[k for k in keys if k not in found],
+                         unassigned=[k for k in keys if k in found and found[k] is None])
 
     def lookup(self, query: str, version: str | int | None = None, *,
-               limit: int = 20) -> LookupResult:
-        """A full ID gives its item; a prefix (``12`` or ``12-4``) the items under it."""
-        if not 1 <= limit <= MAX_LOOKUP_LIMIT:
+               limit: int | None = None, metadata: bool = False,
+               count: bool = False) -> LookupResult:
+        """A full ID gives its item; a prefix (``12`` or ``12-4``) the first ``limit``
+        (default 20) items under it and, with ``count``, how many there are in all (one
+        more index range read, where there are more than ``limit``). ``metadata`` adds
+        each item's metadata to its record."""
+        if limit is not None and not 1 <= limit <= MAX_LOOKUP_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_LOOKUP_LIMIT}, got {limit}",
                              source="--limit")
         with self._tx(write=False, snapshot=False) as conn:
             v = self._seen_version(conn, version)
             parsed = parse_id(query, v.space)
+            if parsed.is_full and limit is not None:
+                raise InputError(f"{query.strip()!r} is a full ID, which names one item: a "
+                                 "limit applies to a prefix", source="--limit")
+            limit = DEFAULT_LOOKUP_LIMIT if limit is None else limit
             if parsed.is_full:
                 row = lookups.by_id(conn, v.number, v.space.pack_one(parsed.codes),
                                     parsed.disambiguation)
@@ -529,8 +615,14 @@ class Registry:
             else:
                 lo, hi = v.space.prefix_range(parsed.codes)
                 rows, kind = lookups.by_range(conn, v.number, lo, hi, limit + 1), "prefix"
-        records = self._records(v, rows[:limit])
-        return LookupResult(query.strip(), v.number, kind, records, more=len(rows) > limit)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            total = None
+            if kind == "prefix" and count:
+                total = lookups.count_range(conn, v.number, lo, hi) if more else len(rows)
+            metas = lookups.metadata_of(conn, [r.key for r in rows]) if metadata else None
+        return LookupResult(query.strip(), v.number, kind, self._records(v, rows, metas),
+                            more=more, total=total)
 
     def export(self, version: str | int | None, path: str | Path, *, style: str = "ids",
                vocab: str | Path | None = None) -> ExportResult:
@@ -562,7 +654,10 @@ class Registry:
         rows = write_table(path, columns)
         tokens = 0
         if vocab is not None:
-            words = vocabulary(v.space.sizes, int(numbers.max()) if len(numbers) else 0)
+            # fixed when the version was trained (only a version from before the limit may
+            # have issued numbers above the limit its training figure gives it)
+            words = vocabulary(v.space.sizes, max(v.max_disambiguation,
+                                                  int(numbers.max(initial=0))))
             try:
                 Path(vocab).write_text("\n".join(words) + "\n", encoding="utf-8")
             except OSError as e:

@@ -184,7 +184,7 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     codes = engine.encode(vectors, books, v.residual, v.beam, kept=kept)
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
-    nearest_free = v.params.get("collisions", "suffix") == "nearest-free"
+    nearest_free = v.collisions == "nearest-free"
     known = None
     if nearest_free:
         known = issued.current(conn, v.number)
@@ -203,6 +203,15 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     if ask.any():
         first[ask] = assignments.first_free(conn, v.number, packed[ask])
     disamb = disambiguate(packed, first)
+    over = int(disamb.max(initial=-1))
+    if over > v.max_disambiguation:
+        # the version's vocabulary is fixed: an ID it cannot spell is never issued
+        raise StateError(
+            f"{int((disamb > v.max_disambiguation).sum())} new items would need "
+            f"disambiguation numbers up to {over}, above {v.label}'s limit of "
+            f"{v.max_disambiguation} (its token vocabulary): their code tuples are full. "
+            "Train a version with a larger code space (more codes per level, or more levels) "
+            "and move to it; nothing of this batch was written")
     assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
     if current.state != "draft":
         seals.grow(conn, v.number, item_ids, packed, disamb)

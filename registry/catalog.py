@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .embed import Embedder
+from .embed import Embedder, VectorSpace
 from .errors import InputError
 from .hooks import pause_point
 from .ingest import Incoming
@@ -75,15 +75,22 @@ def content_hash(text: str | None = None, vector: np.ndarray | None = None) -> s
 
 
 def _check_space(space: Space | None, model: str | None, dim: int | None,
-                 source: str) -> None:
+                 source: str, is_text: bool) -> None:
     """One registry, one embedding space: the items given must match the stored ones."""
     if space is None:
         return
     if space.model != model:
-        new = "vectors given by the user" if model is None else f"model {model}"
+        new = (f"model {model}" if model is not None else "vectors given without a model")
+        if not is_text and model is None and space.model is not None:
+            hint = (f"if these vectors come from {space.model}, say so with --vector-model "
+                    f"{space.model}")
+        elif is_text:
+            hint = "to move every item to this model, add with --reembed"
+        else:
+            hint = ("to move the registry to these vectors, add with --reembed a file that "
+                    "holds a vector for every item")
         raise InputError(f"the registry's items come from {space.description}, not {new}; "
-                         "one registry holds one embedding space: pass --reembed to "
-                         "re-embed every item", source=source)
+                         f"one registry holds one embedding space: {hint}", source=source)
     if dim is not None and space.dim != dim:
         raise InputError(f"vectors have dimension {dim}, but the registry's items have "
                          f"dimension {space.dim}", source=source)
@@ -149,9 +156,11 @@ def _batches(indices: list, size: int) -> Iterator[list]:
 
 
 def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
-        dtype: str = "float32", reembed: bool = False, commit_batch: int = 2048,
+        vector_space: VectorSpace | None = None, dtype: str = "float32",
+        reembed: bool = False, commit_batch: int = 2048,
         progress: Progress | None = None) -> AddResult:
-    """Store ``incoming`` (texts embedded with ``embedder``, or vectors as given)."""
+    """Store ``incoming``: texts embedded with ``embedder``, or vectors as given (from the
+    model ``vector_space`` names, when it is given)."""
     start = time.perf_counter()
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}",
@@ -166,8 +175,11 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
             raise InputError("vector holds numbers too large for float16 storage: use "
                              "--dtype float32", source=incoming.source,
                              row=incoming.rows[int(np.flatnonzero(too_big)[0])])
-    model = embedder.label if is_text else None
+    model = embedder.label if is_text else (vector_space.label if vector_space else None)
     dim = None if is_text else int(incoming.vectors.shape[1])
+    if vector_space is not None and vector_space.dim not in (None, dim):
+        raise InputError(f"vectors have dimension {dim}, but {vector_space.label} gives "
+                         f"vectors of dimension {vector_space.dim}", source=incoming.source)
     if is_text:
         hashes = [content_hash(text=t) for t in incoming.texts]
     else:
@@ -177,7 +189,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     with tx(write=False) as conn:
         # a re-embedding may find (and finish) a mix of spaces; otherwise there is one
         space = None if reembed else items.single_space(conn)
-        _check_space(space, model, dim, incoming.source)
+        _check_space(space, model, dim, incoming.source, is_text)
         if result.dim is None and space is not None:
             result.dim = space.dim
         known = items.existing(conn, incoming.keys)
@@ -186,8 +198,9 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     mine = set(incoming.keys)
     others = [o for o in others if o[1] not in mine]
     if others and not is_text:
-        raise InputError("--reembed with vectors cannot re-embed the items that are not in "
-                         "this file", source=incoming.source)
+        raise InputError(f"--reembed with vectors needs one for every item, and {len(others)} "
+                         f"items are not in this file (for example {others[0][1]!r}): add "
+                         "their vectors to it, or remove them first", source=incoming.source)
     missing = [key for _, key, text in others if text is None]
     if missing:
         raise InputError(f"{len(missing)} items have no text to re-embed (for example "

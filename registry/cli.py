@@ -17,21 +17,41 @@ from sqlalchemy.exc import DBAPIError
 from . import __version__
 from . import formatting as fmt
 from .api import DEFAULT_BATCH, Registry
-from .errors import RegistryError
+from .errors import InputError, NotFoundError, RegistryError
+
+
+class CommandError(click.ClickException):
+    """A failed command's one line: ``Error: ...`` on standard error, or under ``--json``
+    one JSON object there, ``{"error": KIND, "detail": MESSAGE}``."""
+
+    def __init__(self, kind: str, message: str, as_json: bool, exit_code: int = 1):
+        super().__init__(" ".join(message.split()))
+        self.kind, self.as_json, self.exit_code = kind, as_json, exit_code
+
+    def show(self, file=None) -> None:
+        if not self.as_json:
+            return super().show(file)
+        click.echo(json.dumps({"error": self.kind, "detail": self.message}), err=True)
 
 
 class RegistryGroup(click.Group):
-    """Translates the library's errors, once, into click's one-line errors."""
+    """Translates the library's errors, once, into click's one-line errors (JSON ones for a
+    command given ``--json``, usage errors included)."""
 
     def invoke(self, ctx: click.Context):
+        as_json = "--json" in ctx.args  # the command's arguments: parsed after this
         try:
             return super().invoke(ctx)
         except RegistryError as e:
-            raise click.ClickException(" ".join(str(e).split())) from None
+            raise CommandError(e.code, str(e), as_json) from None
         except DBAPIError as e:
             # not a user error, but still one line: the database refused something
             first = (str(e.orig).strip().splitlines() or [type(e.orig).__name__])[0]
-            raise click.ClickException(f"database error: {first}") from None
+            raise CommandError("database", f"database error: {first}", as_json) from None
+        except click.UsageError as e:
+            if not as_json:
+                raise
+            raise CommandError("usage", e.format_message(), True, e.exit_code) from None
 
 
 class SizesType(click.ParamType):
@@ -53,6 +73,12 @@ class SizesType(click.ParamType):
 def _json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print the result as JSON instead of text.")(f)
+
+
+def _metadata_option(f: Callable) -> Callable:
+    return click.option("--metadata", "-m", is_flag=True,
+                        help="Show each item's metadata (the columns its file had beside the "
+                             "key and text).")(f)
 
 
 def _version_option(f: Callable) -> Callable:
@@ -145,8 +171,8 @@ def init(reg: Registry, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--key", "key_col", default="key", show_default=True, metavar="COL",
-              help="Column holding each item's unique key.")
+@click.option("--key", "key_col", default=None, metavar="COL",
+              help="Column holding each item's unique key [default: key].")
 @click.option("--text", default=None, metavar="COL_OR_TEMPLATE",
               help="Column holding each item's text, or a template over columns such as "
                    "'{title}. {description}'. The text is embedded with --model.")
@@ -156,17 +182,21 @@ def init(reg: Registry, as_json: bool) -> None:
               type=click.Path(dir_okay=False, path_type=str),
               help="For a .npy matrix: a text file with one key per row of the matrix.")
 @click.option("--model", default=None, metavar="NAME_OR_PATH",
-              help="A local sentence-transformers model folder [default: the bundled "
-                   "all-MiniLM-L6-v2]. Nothing is downloaded.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the model runs.")
-@click.option("--batch-size", type=int, default=64, show_default=True,
-              help="Texts per model call.")
-@click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch",
-              show_default=True,
-              help="How the model runs: torch, ONNX Runtime, or ONNX Runtime with int8 weights "
-                   "(faster on CPU; its vectors form their own embedding space). ONNX needs "
-                   "the onnx extra; the model is converted locally once.")
+              help="For --text: a local sentence-transformers model folder [default: the "
+                   "bundled all-MiniLM-L6-v2]. Nothing is downloaded.")
+@click.option("--vector-model", default=None, metavar="NAME_OR_PATH",
+              help="For vectors: the model they come from (all-MiniLM-L6-v2, a local model "
+                   "folder, or any name), so that they join the items that model embedded; "
+                   "checked against its dimension where its files are here.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="For --text: where the model runs [default: cpu].")
+@click.option("--batch-size", type=int, default=None,
+              help="For --text: texts per model call [default: 64].")
+@click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default=None,
+              help="For --text: how the model runs: torch, ONNX Runtime, or ONNX Runtime with "
+                   "int8 weights (faster on CPU; its vectors form their own embedding space) "
+                   "[default: torch]. ONNX needs the onnx extra; the model is converted "
+                   "locally once.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
               show_default=True, help="How embeddings are stored (float16 halves the space).")
 @click.option("--reembed", is_flag=True,
@@ -176,9 +206,11 @@ def init(reg: Registry, as_json: bool) -> None:
               help="Items embedded and written per transaction.")
 @_json_option
 @pass_registry
-def add(reg: Registry, file: str, key_col: str, text: str | None, vector_col: str | None,
-        keys_file: str | None, model: str | None, device: str, batch_size: int, backend: str,
-        dtype: str, reembed: bool, commit_every: int, as_json: bool) -> None:
+def add(reg: Registry, file: str, key_col: str | None, text: str | None,
+        vector_col: str | None, keys_file: str | None, model: str | None,
+        vector_model: str | None, device: str | None, batch_size: int | None,
+        backend: str | None, dtype: str, reembed: bool, commit_every: int,
+        as_json: bool) -> None:
     """Add or update items from FILE (JSONL, JSONL.GZ, CSV, Parquet, or .npy with --keys).
 
     The whole file is checked first: a bad row stores nothing. Unchanged items are left
@@ -187,8 +219,8 @@ def add(reg: Registry, file: str, key_col: str, text: str | None, vector_col: st
     """
     with _progress(not as_json, "embedding") as bar:
         r = reg.add_file(file, key=key_col, text=text, vector=vector_col, keys_file=keys_file,
-                         model=model, device=device, batch_size=batch_size, backend=backend,
-                         dtype=dtype,
+                         model=model, vector_model=vector_model, device=device,
+                         batch_size=batch_size, backend=backend, dtype=dtype,
                          reembed=reembed, commit_every=commit_every, progress=bar)
     _emit(as_json, r.to_dict(), lambda: fmt.add(r))
 
@@ -198,17 +230,20 @@ def add(reg: Registry, file: str, key_col: str, text: str | None, vector_col: st
 @click.option("--file", "keys_file", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Remove the keys in this file: one per line, or the --key column of a "
                    "JSONL / CSV / Parquet file.")
-@click.option("--key", "key_col", default="key", show_default=True, metavar="COL",
-              help="Key column of --file when it is a catalog file.")
+@click.option("--key", "key_col", default=None, metavar="COL",
+              help="Key column of --file when it is a catalog file [default: key].")
 @_json_option
 @pass_registry
-def remove(reg: Registry, keys: tuple[str, ...], keys_file: str | None, key_col: str,
+def remove(reg: Registry, keys: tuple[str, ...], keys_file: str | None, key_col: str | None,
            as_json: bool) -> None:
     """Remove items by KEY: they keep their IDs in existing versions, which are never given
     to another item, but get none in new versions. Adding them again brings them back."""
     from .ingest import read_keys
 
-    wanted = list(keys) + (read_keys(keys_file, key_col) if keys_file else [])
+    if key_col is not None and keys_file is None:
+        raise InputError("--key names the key column of --file; give --file too, or leave "
+                         "--key out", source="--key")
+    wanted = list(keys) + (read_keys(keys_file, key_col or "key") if keys_file else [])
     r = reg.remove(wanted)
     _emit(as_json, r.to_dict(), lambda: (
         f"removed {r.removed} items" + (f" ({r.already_removed} were already removed)"
@@ -259,29 +294,36 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--from", "from_version", default=None, metavar="VERSION",
               help="Start from VERSION's codebooks and keep its items' IDs wherever the data "
                    "allows (stable retraining).")
-@click.option("--stickiness", type=float, default=0.02, show_default=True,
+@click.option("--stickiness", type=float, default=None,
               help="With --from: an item keeps its code while that centroid is within this "
-                   "share of the nearest one's squared distance.")
+                   "share of the nearest one's squared distance [default: 0.02].")
 @click.option("--collisions", type=click.Choice(["nearest-free", "suffix"]), default=None,
               help="Items on a taken code tuple: move to the nearest free code under the same "
                    "prefix (nearest-free, the default), or only number them (suffix).")
 @click.option("--balance", type=float, default=None, metavar="SLACK",
               help="Balanced codebooks: no code takes more than (1 + SLACK) times its even "
                    "share of the items (e.g. 0.25).")
+@click.option("--max-disambiguation", type=int, default=None, metavar="D",
+              help="The largest disambiguation number the version may ever issue: its token "
+                   "vocabulary ends with <x_D>, and an assign that would need more is refused "
+                   "[default: the last level's size - 1, or twice what training needs if "
+                   "more].")
 @click.option("--reason", default=None, help="Why, for the event log.")
 @_json_option
 @pass_registry
 def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
           residual: str | None, niter: int | None, refine: int | None,
           beam: int | None, max_points_per_centroid: int,
-          from_version: str | None, stickiness: float, collisions: str | None,
-          balance: float | None, reason: str | None, as_json: bool) -> None:
+          from_version: str | None, stickiness: float | None, collisions: str | None,
+          balance: float | None, max_disambiguation: int | None, reason: str | None,
+          as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter, refine=refine,
                   max_points_per_centroid=max_points_per_centroid,
                   from_version=from_version, stickiness=stickiness, reason=reason,
-                  collisions=collisions, balance=balance, beam=beam)
+                  collisions=collisions, balance=balance, beam=beam,
+                  max_disambiguation=max_disambiguation)
     _emit(as_json, r.to_dict(), lambda: fmt.train(r))
 
 
@@ -370,24 +412,31 @@ def assign(reg: Registry, version: str | None, batch_size: int, workers: int,
 @cli.command()
 @click.argument("keys", nargs=-1, required=True)
 @_version_option
+@_metadata_option
 @_json_option
 @pass_registry
-def get(reg: Registry, keys: tuple[str, ...], version: str | None, as_json: bool) -> None:
-    """Print the ID of each KEY."""
-    records = reg.get(keys, version)
-    _emit(as_json, [r.to_dict() for r in records], lambda: fmt.get(records))
+def get(reg: Registry, keys: tuple[str, ...], version: str | None, metadata: bool,
+        as_json: bool) -> None:
+    """Print the ID of each KEY. Keys without one are named on standard error, after the
+    others are printed, and the exit status is then 1."""
+    r = reg.get(keys, version, metadata=metadata)
+    _emit(as_json, r.to_dict(), lambda: fmt.get(r))
+    if not r.complete:
+        raise NotFoundError("keys", None, message=r.problem())
 
 
 @cli.command()
 @click.argument("query", metavar="ID_OR_PREFIX")
 @_version_option
-@click.option("--limit", "-n", type=int, default=20, show_default=True,
-              help="Most items to list for a prefix.")
+@click.option("--limit", "-n", type=int, default=None,
+              help="Most items to list for a prefix [default: 20].")
+@_metadata_option
 @_json_option
 @pass_registry
-def lookup(reg: Registry, query: str, version: str | None, limit: int, as_json: bool) -> None:
+def lookup(reg: Registry, query: str, version: str | None, limit: int | None, metadata: bool,
+           as_json: bool) -> None:
     """Find the item with a full ID (12-4-9-0), or the items under a prefix (12, 12-4)."""
-    r = reg.lookup(query, version, limit=limit)
+    r = reg.lookup(query, version, limit=limit, metadata=metadata, count=True)
     _emit(as_json, r.to_dict(), lambda: fmt.lookup(r))
 
 
@@ -522,7 +571,7 @@ def _write_html(path: str, page: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(page)
     except OSError as e:
-        raise click.ClickException(f"{path}: cannot write: {e.strerror}") from None
+        raise InputError(f"cannot write: {e.strerror}", source=path) from None
 
 
 

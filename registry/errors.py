@@ -8,7 +8,10 @@ from __future__ import annotations
 
 
 class RegistryError(Exception):
-    """Base class of every error the registry reports to its user."""
+    """Base class of every error the registry reports to its user. ``code`` names its kind
+    for machines (``registry ... --json`` prints ``{"error": code, "detail": message}``)."""
+
+    code = "error"
 
 
 class InputError(RegistryError):
@@ -16,6 +19,8 @@ class InputError(RegistryError):
 
     ``source`` names the file (or option) and ``row`` the 1-based row, when known.
     """
+
+    code = "input"
 
     def __init__(self, message: str, *, source: str | None = None, row: int | None = None):
         self.source = source
@@ -28,20 +33,27 @@ class InputError(RegistryError):
 
 
 class NotFoundError(RegistryError):
-    """A version, alias, item key or ID that does not exist."""
+    """A version, alias, item key or ID that does not exist (``message`` replaces the
+    sentence made of the others, for several kinds at once)."""
 
-    def __init__(self, kind: str, what: object, hint: str = ""):
+    code = "not_found"
+
+    def __init__(self, kind: str, what: object, hint: str = "", *, message: str | None = None):
         self.kind = kind
         self.what = what
-        super().__init__(f"unknown {kind}: {what!s}" + (f" ({hint})" if hint else ""))
+        super().__init__(message or f"unknown {kind}: {what!s}" + (f" ({hint})" if hint else ""))
 
 
 class StateError(RegistryError):
     """An action that the current state forbids, e.g. changing a frozen version."""
 
+    code = "state"
+
 
 class DatabaseError(RegistryError):
     """The database cannot be used: unreachable, not initialised, or at another schema."""
+
+    code = "database"
 
 
 def extra_hint(extra: str, first: str = "") -> str:

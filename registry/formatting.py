@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 
@@ -51,11 +52,12 @@ def train(r) -> str:
     sizes = v.params["codebook_sizes"]
     lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
              f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
-             f"collision rate {r.collision_rate:.4f}, semantic-unique share "
-             f"{v.stats.get('semantic_unique_share', 0):.2%} ({v.params.get('collisions')}"
-             f"{', moved ' + str(v.stats['moved']) if v.stats.get('moved') else ''}), "
-             f"largest disambiguation number {v.stats.get('max_disambiguation', 0)}, "
-             f"{r.seconds:.2f} s"]
+             f"raw collision rate {r.raw_collision_rate:.4f} (nearest codes, before "
+             f"collision handling); semantic-unique share "
+             f"{v.stats.get('semantic_unique_share', 0):.2%} after {v.params.get('collisions')}"
+             f"{' (moved ' + str(v.stats['moved']) + ')' if v.stats.get('moved') else ''}, "
+             f"largest disambiguation number {v.largest_disambiguation} (at most "
+             f"{v.max_disambiguation} ever: {v.vocabulary_size} tokens), {r.seconds:.2f} s"]
     if "reconstruction_error" in v.stats:
         lines.append(f"relative reconstruction error {v.stats['reconstruction_error']:.4f}")
     stable = v.stats.get("stability")
@@ -85,18 +87,28 @@ def assign(r) -> str:
     return f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"
 
 
-def get(records) -> str:
-    return "\n".join(f"{r.key}\t{r.id}" + ("\t(removed)" if r.removed else "")
-                     for r in records)
+def _meta(rec) -> str:
+    return "" if rec.metadata is None else "\t" + json.dumps(rec.metadata, ensure_ascii=False,
+                                                             sort_keys=True)
+
+
+def get(r) -> str:
+    """Tab-separated key, ID, (removed), metadata; nothing for keys without an ID."""
+    return "\n".join(f"{rec.key}\t{rec.id}" + ("\t(removed)" if rec.removed else "")
+                     + _meta(rec) for rec in r.records)
 
 
 def lookup(r) -> str:
     if not r.records:
         return f"no items under {r.query} in version {r.version}"
-    lines = [f"{rec.id}\t{rec.key}" + ("\t(removed)" if rec.removed else "")
+    lines = [f"{rec.id}\t{rec.key}" + ("\t(removed)" if rec.removed else "") + _meta(rec)
              for rec in r.records]
     if r.more:
-        lines.append(f"... more under {r.query}; raise --limit to see them")
+        total = "" if r.total is None else f"{r.total} items under {r.query} in all; "
+        lines.append(f"... {total}raise --limit to see more")
+    elif r.kind == "prefix":
+        lines.append(f"{len(r.records)} item{'s' if len(r.records) != 1 else ''} under "
+                     f"{r.query}")
     return "\n".join(lines)
 
 
@@ -104,12 +116,12 @@ def versions(rows) -> str:
     if not rows:
         return "no versions yet: run `registry train`"
     return table(
-        ["version", "name", "state", "aliases", "levels x k", "residual", "collisions",
-         "items", "unique", "created"],
+        ["version", "name", "state", "aliases", "levels x k", "max d", "tokens", "residual",
+         "collisions", "items now", "unique at train", "created"],
         [[s.version.number, s.version.name or "-", s.version.state,
           ",".join(s.version.aliases) or "-",
-          "x".join(map(str, s.version.params["codebook_sizes"])), s.version.residual,
-          s.version.params.get("collisions", "suffix"), s.items,
+          "x".join(map(str, s.version.space.sizes)), s.version.max_disambiguation,
+          s.version.vocabulary_size, s.version.residual, s.version.collisions, s.items,
           pct(s.version.stats.get("semantic_unique_share")),
           s.version.created_at.strftime("%Y-%m-%d %H:%M")] for s in rows])
 
@@ -137,6 +149,9 @@ def diff(r) -> str:
 
 def drift(r) -> str:
     d = r.drift
+    if d is None:
+        return (f"version {r.version.number} (trained on {r.reference} items): "
+                + r.to_dict()["reasons"][0])
     what = (f"version {r.against.number}'s training items against version "
             f"{r.version.number}'s" if r.against else
             f"{d.compared} items assigned into version {r.version.number} after training, "
@@ -147,7 +162,8 @@ def drift(r) -> str:
     lines = [what, table(["level", "JS divergence", "noise floor", "ratio"], rows),
              "quantisation error ratio "
              + ("-" if d.error_ratio is None else f"{d.error_ratio:.3f}")
-             + f"; collision rate {d.collision_before:.4f} -> {d.collision_after:.4f}"]
+             + f"; raw collision rate (nearest codes, before collision handling) "
+             f"{d.collision_before:.4f} -> {d.collision_after:.4f}"]
     for title, group in (("grew most", d.grew), ("shrank most", d.shrank)):
         if group:
             lines.append(f"level-1 codes that {title}:")
@@ -163,10 +179,14 @@ def drift(r) -> str:
 
 def stats(r) -> str:
     f = r.figures
-    lines = [f"version {r.version.number}: {f['items']} items, collision rate "
-             f"{f['collision_rate']:.4f}, semantic-unique share {f['semantic_unique_share']:.2%}, "
-             f"largest bucket {f['largest_bucket']}, bucket-size Gini {f['bucket_gini']:.3f}, "
-             f"largest disambiguation number {f['max_disambiguation']}"]
+    lines = [f"version {r.version.number}: {f['items']} items",
+             f"raw collision rate {f['raw_collision_rate']:.4f} (nearest codes, before "
+             f"collision handling); after {r.version.collisions}: semantic-unique share "
+             f"{f['semantic_unique_share']:.2%}, largest bucket {f['largest_bucket']}, "
+             f"bucket-size Gini {f['bucket_gini']:.3f}",
+             f"largest disambiguation number {f['largest_disambiguation']} of at most "
+             f"{f['max_disambiguation']} (the version's limit: a vocabulary of "
+             f"{f['vocabulary_tokens']} tokens)"]
     if "reconstruction_error" in f:
         lines.append(f"relative reconstruction error {f['reconstruction_error']:.4f}")
     agree = f.get("neighbourhood_agreement", [])

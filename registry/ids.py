@@ -29,6 +29,9 @@ MAX_CODEBOOK_SIZE = 65536
 # Packed codes live in a signed 64-bit column; keep a bit of headroom.
 MAX_CODE_SPACE = 2**62
 MAX_DISAMBIGUATION = 2**31 - 1
+# the most a version's limit may be (the largest disambiguation number it may issue): one
+# token each in its vocabulary
+MAX_DISAMBIGUATION_LIMIT = 65535
 
 _ID_TEXT = re.compile(r"[0-9]{1,10}(?:-[0-9]{1,10})*")
 
@@ -217,9 +220,17 @@ def format_tokens(codes: np.ndarray, disambiguation: np.ndarray) -> list[str]:
             for row in full.tolist()]
 
 
+def default_max_disambiguation(sizes: tuple[int, ...], largest: int) -> int:
+    """The largest disambiguation number a version may issue unless told otherwise: as many
+    disambiguation tokens as its last level has codes, or twice the numbers its training
+    needed (``largest``) where that is more."""
+    return max(sizes[-1] - 1, 2 * largest + 1)
+
+
 def vocabulary(sizes: tuple[int, ...], max_disambiguation: int) -> list[str]:
-    """Every token a version can emit: each level's codes, then disambiguation numbers
-    0..max_disambiguation."""
+    """Every token a version can emit, in this order: level 1's codes ``<a_0>`` ..
+    ``<a_{k1-1}>``, then each further level's, then the disambiguation numbers 0 ..
+    ``max_disambiguation`` (a version's limit, fixed when it is trained)."""
     out = [f"<{_LETTERS[i]}_{c}>" for i, k in enumerate(sizes) for c in range(k)]
     out += [f"<{_LETTERS[len(sizes)]}_{d}>" for d in range(max_disambiguation + 1)]
     return out

@@ -102,6 +102,10 @@ def file_format(path: Path) -> str:
                           ("npy", (".npy",))):
         if name.endswith(suffixes):
             return fmt
+    if name.endswith(".npz"):
+        raise InputError("a NumPy .npz archive holds several arrays: save the one matrix with "
+                         "numpy.save as .npy, with its keys in a text file (--keys)",
+                         source=str(path))
     raise InputError("unknown file type: use .jsonl, .jsonl.gz, .csv, .csv.gz, .parquet or "
                      ".npy", source=str(path))
 
@@ -350,10 +354,16 @@ def read_npy(path: str | Path, keys_path: str | Path) -> Incoming:
     path, keys_path = Path(path), Path(keys_path)
     _check_file(path)
     _check_file(keys_path)
+    if file_format(path) != "npy":
+        raise InputError("--keys goes with a .npy matrix; a JSONL, CSV or Parquet file "
+                         "names its key column with --key", source=str(path))
     try:
         matrix = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise InputError(f"not a readable .npy array ({e})", source=str(path)) from None
+    if not isinstance(matrix, np.ndarray):  # an .npz archive under a .npy name
+        raise InputError("not a .npy array but an archive of several: save the one matrix "
+                         "with numpy.save", source=str(path))
     vectors = check_vectors(matrix, str(path))
     keys_source = str(keys_path)
     lines = _text_lines(keys_path)

@@ -1,7 +1,8 @@
 """Quality figures of a version's codes, one definition each (see DESIGN.md, "Metrics").
 
-- collision rate = 1 - distinct code tuples / N, before disambiguation;
-- semantic-unique share = items whose code tuple no other item has / N;
+- raw collision rate = 1 - distinct code tuples / N of the nearest codes, before any collision
+  handling (nearest-free moves, disambiguation numbers);
+- semantic-unique share = items whose issued code tuple no other item has / N, after handling;
 - largest bucket and the Gini coefficient of bucket sizes (0: all tuples equally full);
 - per level: used codes / k, and perplexity exp(-sum p log p) of code usage;
 - relative reconstruction error = sum ||x - x_hat||^2 / sum ||x - mean||^2 (plain residuals);
@@ -32,7 +33,8 @@ def _buckets(codes: np.ndarray) -> np.ndarray:
 
 
 def collision_rate(codes: np.ndarray) -> float:
-    """1 - distinct code tuples / N, before disambiguation.
+    """1 - distinct code tuples / N: the raw collision rate of nearest codes, before any
+    collision handling.
 
     ``codes`` is either (N, L) code tuples or (N,) packed codes; both give the same figure.
     """
@@ -110,11 +112,12 @@ def prefix_purity(codes: np.ndarray, labels: np.ndarray, depth: int = 1) -> floa
 
 
 def headline(codes: np.ndarray, sizes: tuple[int, ...]) -> dict:
-    """The cheap figures stored with a version at train time."""
+    """The cheap figures of codes as issued (after collision handling), stored with a version
+    at train time. The raw collision rate is a figure of the nearest codes, before handling:
+    see :func:`collision_rate`."""
     buckets = _buckets(codes)
     n = int(buckets.sum())
-    return {"collision_rate": 0.0 if n == 0 else 1.0 - buckets.size / n,
-            "semantic_unique_share": 0.0 if n == 0 else float((buckets == 1).sum()) / n,
+    return {"semantic_unique_share": 0.0 if n == 0 else float((buckets == 1).sum()) / n,
             "largest_bucket": int(buckets.max()) if n else 0,
             "bucket_gini": gini(buckets),
             "levels": level_usage(codes, sizes)}

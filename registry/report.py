@@ -4,6 +4,7 @@ scripts and nothing fetched, so that the file opens anywhere."""
 from __future__ import annotations
 
 import html
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -26,39 +27,84 @@ def _page(title: str, body: str) -> str:
             f"{body}<p><small>written by registry, {stamp}</small></p></body></html>")
 
 
+# a figure: 12, -0.5, 3.1x, 12.50%, 0.1234 / 0.2, or "-" for none; anything else is text
+_FIGURE = re.compile(r"-|[-+]?[0-9][0-9.,]*(?:%|x)?(?: / [-+]?[0-9][0-9.,]*(?:%|x)?)?")
+
+
 def _table(headers: list[str], rows: list[list[object]]) -> str:
+    """Figures right-aligned, text (such as package names, which may start with a digit:
+    389-ds-base) left-aligned."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join("<tr>" + "".join(
-        f"<td{' class=l' if isinstance(c, str) and not c[:1].isdigit() else ''}>"
+        f"<td{'' if _FIGURE.fullmatch(str(c)) else ' class=l'}>"
         f"{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def bars(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str, width: int = 1000,
          height: int = 160) -> str:
-    """Two code-usage histograms side by side, code by code, as one SVG."""
+    """Two code-usage histograms side by side, code by code, as one SVG: a y axis of shares
+    with grid lines, the codes along the x axis, and each bar's share on hover (and printed
+    above it where there are few codes)."""
     k = max(len(a), len(b))
     a = np.pad(a, (0, k - len(a)))
     b = np.pad(b, (0, k - len(b)))
-    top = float(max(a.max(initial=0), b.max(initial=0))) or 1.0
-    slot = width / k
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height + 20}' "
-             f"role='img'><title>share of items per code: {html.escape(label_a)} vs "
-             f"{html.escape(label_b)}</title>"]
+    top = _nice_top(float(max(a.max(initial=0), b.max(initial=0))))
+    left, below, above = 48, 34, 14  # room for the axis labels and the values over the bars
+    plot = width - left - 4
+    slot = plot / k
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
+             f"height='{height + below + above}' role='img' font-size='11'><title>share of "
+             f"items per code: {html.escape(label_a)} vs {html.escape(label_b)}</title>"]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = above + height * (1 - tick)
+        parts.append(f"<line x1='{left}' x2='{width - 4}' y1='{y:.1f}' y2='{y:.1f}' "
+                     f"stroke='{'#999' if tick == 0 else '#e4e4e4'}'/>"
+                     f"<text x='{left - 4}' y='{y + 4:.1f}' text-anchor='end'>"
+                     f"{tick * top:.{_decimals(top)}%}</text>")
     for i in range(k):
         for j, (v, colour) in enumerate(((a[i], _A), (b[i], _B))):
             h = height * float(v) / top
-            x = i * slot + j * slot / 2
+            x = left + i * slot + j * slot / 2
             w = max(slot / 2 - 0.3, 0.3)
-            parts.append(f"<rect x='{x:.2f}' y='{height - h:.2f}' width='{w:.2f}' "
-                         f"height='{h:.2f}' fill='{colour}'><title>code {i}: {float(v):.2%}"
+            parts.append(f"<rect x='{x:.2f}' y='{above + height - h:.2f}' width='{w:.2f}' "
+                         f"height='{h:.2f}' fill='{colour}'><title>code {i}, "
+                         f"{html.escape(label_a if j == 0 else label_b)}: {float(v):.2%}"
                          f"</title></rect>")
-    parts.append(f"<text x='0' y='{height + 15}' font-size='11'>code 0</text>"
-                 f"<text x='{width}' y='{height + 15}' font-size='11' text-anchor='end'>"
-                 f"code {k - 1}</text></svg>")
+            if k <= 16:
+                parts.append(f"<text x='{x + w / 2:.1f}' y='{above + height - h - 3:.1f}' "
+                             f"text-anchor='middle' font-size='9'>{float(v):.1%}</text>")
+    step = max(1, _nice_step(k))
+    for i in range(0, k, step):
+        x = left + (i + 0.5) * slot
+        parts.append(f"<text x='{x:.1f}' y='{above + height + 14}' text-anchor='middle'>"
+                     f"{i}</text>")
+    parts.append(f"<text x='{left + plot / 2:.1f}' y='{above + height + 30}' "
+                 "text-anchor='middle'>code</text></svg>")
     legend = (f"<div class=legend><span style='background:{_A}'></span>{html.escape(label_a)}"
               f"<span style='background:{_B}'></span>{html.escape(label_b)}</div>")
     return legend + "".join(parts)
+
+
+def _nice_top(x: float) -> float:
+    """The y axis's top: the largest share rounded up to 1, 2 or 5 times a power of ten."""
+    if x <= 0:
+        return 1.0
+    power = 10 ** np.floor(np.log10(x))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= x))
+
+
+def _decimals(top: float) -> int:
+    """Decimals of the percentage labels that show the axis's quarter steps exactly."""
+    quarter = top * 25  # in per cent
+    return next(d for d in range(6) if abs(round(quarter * 10**d) - quarter * 10**d) < 1e-6)
+
+
+def _nice_step(k: int) -> int:
+    """Every how many codes an x axis label goes: about 16 labels."""
+    raw = k / 16
+    return int(next(m for m in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+                    if m >= raw))
 
 
 def diff_html(r) -> str:
@@ -86,6 +132,11 @@ def diff_html(r) -> str:
 
 def drift_html(r) -> str:
     d = r.drift
+    if d is None:
+        reason = html.escape(r.to_dict()["reasons"][0])
+        return _page(f"registry drift: version {r.version.number}",
+                     f"<p class='verdict'>verdict: none</p><p>Version {r.version.number} was "
+                     f"trained on {r.reference} items; {reason}.</p>")
     subject = (f"version {r.against.number}'s training items" if r.against
                else f"{d.compared} items assigned after training")
     rows = [[lvl + 1, f"{js:.4f}", f"{fl:.4f}", f"{js / fl:.1f}x" if fl > 0 else "-"]
@@ -95,8 +146,9 @@ def drift_html(r) -> str:
             + (f"<p>{html.escape('; '.join(d.reasons))}</p>" if d.reasons else "")
             + f"<p>{html.escape(subject)} against the {d.reference} items version "
             f"{r.version.number} was trained on. Quantisation error ratio: "
-            f"{'-' if d.error_ratio is None else f'{d.error_ratio:.3f}'}; collision rate "
-            f"{d.collision_before:.4f} &rarr; {d.collision_after:.4f}.</p>"
+            f"{'-' if d.error_ratio is None else f'{d.error_ratio:.3f}'}; raw collision rate "
+            f"(nearest codes, before collision handling) {d.collision_before:.4f} &rarr; "
+            f"{d.collision_after:.4f}.</p>"
             + _table(["level", "JS divergence", "noise floor", "ratio"], rows)
             + f"<p><small>Thresholds: watch above {t['js_vs_floor_watch']}x and retrain above "
             f"{t['js_vs_floor_retrain']}x the noise floor; quantisation error ratio watch above "

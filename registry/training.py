@@ -13,7 +13,14 @@ import numpy as np
 from . import engine
 from .errors import InputError, StateError
 from .hooks import pause_point
-from .ids import CodeSpace, check_sizes, disambiguate, disambiguate_keeping
+from .ids import (
+    MAX_DISAMBIGUATION_LIMIT,
+    CodeSpace,
+    check_sizes,
+    default_max_disambiguation,
+    disambiguate,
+    disambiguate_keeping,
+)
 from .quality import headline
 from .store import assignments, codebooks, db, items, lookups, versions
 from .store.db import Tx
@@ -21,6 +28,9 @@ from .store.versions import Version
 
 # a warm start needs few rounds; more only let the centroids wander off
 WARM_NITER = 5
+# with --from: an item keeps its code while that centroid is within this share of the
+# nearest one's squared distance
+DEFAULT_STICKINESS = 0.02
 
 
 @dataclass
@@ -29,7 +39,7 @@ class TrainSummary:
 
     version: Version
     items: int
-    collision_rate: float
+    raw_collision_rate: float
     seconds: float
     warnings: list[str] = field(default_factory=list)
 
@@ -37,7 +47,9 @@ class TrainSummary:
         return {"version": self.version.to_dict(), "items": self.items,
                 "levels": len(self.version.params["codebook_sizes"]),
                 "codebook_sizes": self.version.params["codebook_sizes"],
-                "collision_rate": self.collision_rate, "seconds": self.seconds,
+                "raw_collision_rate": self.raw_collision_rate,
+                "semantic_unique_share": self.version.stats["semantic_unique_share"],
+                "seconds": self.seconds,
                 "warnings": self.warnings}
 
 
@@ -60,9 +72,9 @@ def train(tx: Tx, *, levels: int | None = None,
           seed: int = 0, residual: str | None = None, niter: int | None = None,
           refine: int | None = None, max_points_per_centroid: int = 256,
           from_version: str | int | None = None,
-          stickiness: float = 0.02, reason: str | None = None,
+          stickiness: float | None = None, reason: str | None = None,
           collisions: str | None = None, balance: float | None = None,
-          beam: int | None = None) -> TrainSummary:
+          beam: int | None = None, max_disambiguation: int | None = None) -> TrainSummary:
     """Train a new draft version on every live item and give each item an ID in it.
 
     With ``from_version`` the new version starts from that version's codebooks and its
@@ -72,9 +84,18 @@ def train(tx: Tx, *, levels: int | None = None,
     start = time.perf_counter()
     if name is not None:
         versions.check_name(name)
+    if stickiness is not None and from_version is None:
+        raise InputError("stickiness applies to a retrain from another version: add --from "
+                         "VERSION, or leave it out", source="--stickiness")
+    stickiness = DEFAULT_STICKINESS if stickiness is None else stickiness
     if not 0 <= stickiness <= 10:
         raise InputError(f"stickiness must be between 0 and 10, got {stickiness}",
                          source="--stickiness")
+    if max_disambiguation is not None and \
+            not 0 <= max_disambiguation <= MAX_DISAMBIGUATION_LIMIT:
+        raise InputError(f"the disambiguation limit must be between 0 and "
+                         f"{MAX_DISAMBIGUATION_LIMIT}, got {max_disambiguation}",
+                         source="--max-disambiguation")
     with tx(write=False) as conn:
         if name is not None and (clash := versions.by_name(conn, name)) is not None:
             raise StateError(f"{clash.label} already exists and is {clash.state}: its "
@@ -117,8 +138,18 @@ def train(tx: Tx, *, levels: int | None = None,
         disamb = disambiguate(packed)
     else:
         disamb = disambiguate_keeping(packed, old_packed, old_disamb)
+    largest = int(disamb.max())
     stats = {**result.stats, **headline(result.codes, params.codebook_sizes),
-             "max_disambiguation": int(disamb.max())}
+             "largest_disambiguation": largest}
+    # the version's vocabulary: every ID it will ever issue ends in one of <x_0>..<x_limit>
+    limit = default_max_disambiguation(params.codebook_sizes, largest) \
+        if max_disambiguation is None else max_disambiguation
+    if largest > limit:
+        raise InputError(f"training gives disambiguation numbers up to {largest}, above the "
+                         f"limit of {limit}: raise the limit or train with a larger code "
+                         "space (more codes per level, or more levels)",
+                         source="--max-disambiguation")
+    stored_params = {**params.to_dict(), "max_disambiguation": limit}
     if parent is not None:
         had = old_packed >= 0
         same = np.cumsum(result.codes[had] != keep[had], axis=1) == 0
@@ -130,7 +161,7 @@ def train(tx: Tx, *, levels: int | None = None,
     pause_point("train-trained")
     with tx(write=True) as conn:
         now = db.now()
-        number = versions.create(conn, name=name, params=params.to_dict(), dim=space.dim,
+        number = versions.create(conn, name=name, params=stored_params, dim=space.dim,
                                  embedding_model=space.model,
                                  parent=None if parent is None else parent.number,
                                  stats=stats, now=now)
@@ -139,11 +170,11 @@ def train(tx: Tx, *, levels: int | None = None,
         pause_point("train-written")
         versions.log_event(conn, "train", now, version=number,
                            other=None if parent is None else parent.number,
-                           params=params.to_dict(), reason=reason)
+                           params=stored_params, reason=reason)
         version = versions.get(conn, number)
         # ANALYZE counts the rows this transaction wrote
         assignments.refresh_statistics(conn, number, len(item_ids))
-    return TrainSummary(version, len(item_ids), stats["collision_rate"],
+    return TrainSummary(version, len(item_ids), stats["raw_collision_rate"],
                         round(time.perf_counter() - start, 3), stats.get("warnings", []))
 
 
@@ -174,7 +205,7 @@ def train_params(parent: Version | None, levels, codebook_size, seed, residual, 
         beam = parent.beam  # new items are encoded as the parent's were
     if collisions is None:
         collisions = "nearest-free" if parent is None else \
-            parent.params.get("collisions", "suffix")
+            parent.collisions
     return engine.TrainParams(sizes, niter=niter, seed=seed,
                               max_points_per_centroid=max_points_per_centroid,
                               residual=residual or "plain", collisions=collisions,

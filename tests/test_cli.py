@@ -50,7 +50,7 @@ def test_whole_flow_with_json_on_every_command(run, tmp_path):
     assert run("add", new_vecs, "--keys", new_keys).exit_code == 0
     assign = json.loads(run("assign", "--json").output)
     assert assign["assigned"] == 40
-    got = json.loads(run("get", "item00000", "item00539", "--json").output)
+    got = json.loads(run("get", "item00000", "item00539", "--json").output)["items"]
     assert [g["key"] for g in got] == ["item00000", "item00539"]
     prefix = "-".join(map(str, got[0]["codes"][:2]))
     found = json.loads(run("lookup", prefix, "--limit", "500", "--json").output)
@@ -127,6 +127,26 @@ def test_user_errors_are_one_line_and_change_nothing(run, ready, migrated_url, a
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert message in lines[0]
     assert dump(migrated_url) == before
+    # under --json, the error is JSON too: one object on stderr, and nothing on stdout but
+    # what get found (none of the keys)
+    result = run(*args, "--json")
+    assert result.exit_code == 1
+    assert result.stdout == "" or json.loads(result.stdout)["items"] == []
+    error = json.loads(result.stderr)
+    assert set(error) == {"error", "detail"} and message in error["detail"]
+    assert error["error"] in ("input", "not_found", "state", "database")
+    assert dump(migrated_url) == before
+
+
+def test_usage_errors_under_json_are_json(run, ready):
+    for args in (["get", "--json", "--bogus"], ["lookup", "--json"],
+                 ["train", "--residual", "odd", "--json"]):
+        result = run(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        error = json.loads(result.stderr)
+        assert error["error"] == "usage" and error["detail"]
+    plain = run("get", "--bogus")
+    assert plain.exit_code == 2 and "No such option" in plain.stderr
 
 
 def test_wrong_dimension_nan_and_duplicates_in_files(run, ready, migrated_url):

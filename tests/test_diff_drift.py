@@ -100,9 +100,40 @@ def test_drift_between_versions_and_reports(trained, run, tmp_path, migrated_url
     text = run("diff", "1", "bigger", "--html", str(tmp_path / "diff.html")).output
     assert "churn after alignment" in text and "was not trained from version 1" in text
     assert (tmp_path / "diff.html").read_text().count("<svg") == 3
-    text = run("drift", "1").output
-    assert "verdict: ok" in text and "only 0 new items" in text
     assert _frozen_rows(migrated_url) == frozen
+
+
+def test_drift_between_versions_counts_shared_items_once(trained):
+    """The newer version's items include the older one's: the raw collision rate after is
+    that of the whole catalog under the older codebooks, each item once (it was computed
+    over both populations stacked, each shared item colliding with itself)."""
+    from registry import engine
+    from registry.quality import collision_rate
+
+    reg, v1 = trained
+    reg.add(make_keys(200, start=600), make_vectors(200, seed=8))
+    reg.train(codebook_size=[8, 4, 4], name="bigger")
+    r = reg.drift("1", "bigger")
+    books = reg.codebooks(1)
+    everything = reg.embeddings(make_keys(800))
+    first = reg.embeddings(make_keys(600))
+    assert r.drift.collision_before == pytest.approx(
+        collision_rate(engine.encode(first, books, v1.residual, v1.beam)))
+    assert r.drift.collision_after == pytest.approx(
+        collision_rate(engine.encode(everything, books, v1.residual, v1.beam)))
+
+
+def test_drift_with_no_new_items_says_so_and_prints_no_figures(trained, run, tmp_path):
+    text = run("drift", "1", "--html", str(tmp_path / "drift.html")).output
+    assert "nothing to compare" in text and "registry assign" in text
+    assert not any(word in text for word in ("noise floor", "ratio", "shrank", "grew",
+                                             "verdict: ok", "0.0"))
+    out = json.loads(run("drift", "1", "--json").output)
+    assert out["compared_items"] == 0 and out["reference_items"] == 600
+    assert out["verdict"] is None and "nothing to compare" in out["reasons"][0]
+    assert "js_divergence" not in out and "noise_floor" not in out
+    page = (tmp_path / "drift.html").read_text()
+    assert "nothing to compare" in page and "<svg" not in page
 
 
 @pytest.mark.parametrize("args, message", [

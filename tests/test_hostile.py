@@ -165,7 +165,7 @@ def test_keys_with_metacharacters_round_trip(migrated_url, tmp_path, key):
         assert rec.key == key
         assert key in [r.key for r in reg.lookup(rec.id, 1).records]
     out = json.loads(invoke(migrated_url, "get", key, "--version", "1", "--json").output)
-    assert out[0]["key"] == key
+    assert out["items"][0]["key"] == key
     assert invoke(migrated_url, "get", key.replace(key[:1], "x", 1) + "?", "--version",
                   "1").exit_code == 1  # no pattern matching: only the exact key
 

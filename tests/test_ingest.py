@@ -138,6 +138,16 @@ def _bad_files(tmp_path):
     (tmp_path / "obj.npy").write_bytes(b"\x93NUMPY garbage")
     cases.append((tmp_path / "obj.npy", ("--keys", str(tmp_path / "short.txt")),
                   "not a readable .npy array"))
+    np.savez(tmp_path / "arrays.npz", a=VECS)
+    cases.append((tmp_path / "arrays.npz", ("--keys", str(tmp_path / "short.txt")),
+                  "arrays.npz: a NumPy .npz archive holds several arrays: save the one matrix "
+                  "with numpy.save as .npy"))
+    cases.append((tmp_path / "arrays.npz", (), "a NumPy .npz archive holds several arrays"))
+    (tmp_path / "archive.npy").write_bytes((tmp_path / "arrays.npz").read_bytes())
+    cases.append((tmp_path / "archive.npy", ("--keys", str(tmp_path / "short.txt")),
+                  "not a .npy array but an archive of several"))
+    cases.append((tmp_path / "ok.jsonl", ("--keys", str(tmp_path / "short.txt")),
+                  "--keys goes with a .npy matrix"))
     return cases
 
 

@@ -143,8 +143,10 @@ def test_retire_keeps_a_version_readable_and_closed(two_active, migrated_url):
     assert {r.key: r.id for r in reg.get(keys[:500], 1)} == ids  # still readable
     assert reg.lookup(ids["item00000"], 1).records[0].key == "item00000"
     before = dump(migrated_url)
-    with pytest.raises(StateError, match="retired"):
+    with pytest.raises(StateError, match="retired and cannot be activated again") as refused:
         reg.activate(1)
+    # the hint leads somewhere that works: freezing a retired version is refused too
+    assert "freeze" not in str(refused.value) and "registry versions" in str(refused.value)
     with pytest.raises(StateError, match="retired; no new IDs"):
         reg.assign(1)
     with pytest.raises(StateError, match="retired; only a frozen"):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from registry import InputError, NotFoundError
+
+from .conftest import make_keys, make_vectors
 
 
 def test_full_id_finds_its_item(trained):
@@ -57,10 +61,31 @@ def test_bad_lookups(trained, query, error, message):
         reg.lookup(query)
 
 
+def test_get_gives_what_it_finds_and_names_the_rest(trained, run):
+    reg, _ = trained
+    reg.add(["late"], make_vectors(1, seed=8))
+    r = reg.get(["item00001", "a", "late", "item00002", "b"])
+    assert [x.key for x in r] == ["item00001", "item00002"] and len(r) == 2
+    assert (r.unknown, r.unassigned, r.complete) == (["a", "b"], ["late"], False)
+    assert r.problem() == ("unknown keys: 'a', 'b'; no ID in version 1 yet for 'late' (run "
+                           "`registry assign --version 1`)")
+    assert reg.get(["item00001"]).complete
+    # the command prints what it found, names the rest on stderr and exits 1
+    done = run("get", "item00001", "a", "item00002")
+    assert done.exit_code == 1
+    assert done.stdout.splitlines() == [f"item0000{i}\t{x.id}" for i, x in
+                                        zip((1, 2), reg.get(["item00001", "item00002"]),
+                                            strict=True)]
+    assert done.stderr == "Error: unknown key: 'a'\n"
+    out = run("get", "item00001", "a", "--json")
+    assert out.exit_code == 1
+    body = json.loads(out.stdout)
+    assert [x["key"] for x in body["items"]] == ["item00001"] and body["unknown"] == ["a"]
+    assert json.loads(out.stderr) == {"error": "not_found", "detail": "unknown key: 'a'"}
+
+
 def test_get_errors(trained):
     reg, _ = trained
-    with pytest.raises(NotFoundError, match="unknown keys: 'a', 'b'"):
-        reg.get(["item00001", "a", "b"])
     with pytest.raises(InputError, match="at least one key"):
         reg.get([])
     with pytest.raises(InputError, match="limit must be"):
@@ -116,7 +141,7 @@ def test_export_tokens_and_vocabulary(trained, tmp_path, run):
     c1, c2, c3 = rec.codes
     assert rows[0]["tokens"] == f"<a_{c1}><b_{c2}><c_{c3}><d_{rec.disambiguation}>"
     vocab = (tmp_path / "vocab.txt").read_text().split()
-    top = v.stats["max_disambiguation"]
+    top = v.max_disambiguation  # the limit fixed at train, not the largest issued
     assert vocab[:8] == [f"<a_{i}>" for i in range(8)]
     assert vocab[8:12] == [f"<b_{i}>" for i in range(4)]
     assert vocab[-1] == f"<d_{top}>" and len(vocab) == 8 + 4 + 4 + top + 1 == result["tokens"]
@@ -126,3 +151,46 @@ def test_export_tokens_and_vocabulary(trained, tmp_path, run):
     assert bad.exit_code == 1 and "unknown output type" in bad.output
     missing = run("export", "-o", str(tmp_path / "no" / "x.csv"))
     assert missing.exit_code == 1 and "folder does not exist" in missing.output
+
+
+def test_metadata_in_get_and_lookup(reg, run):
+    rows = [{"key": f"pkg{i}", "title": f"package number {i}",
+             "section": ["libs", "games"][i % 2]} for i in range(40)]
+    reg.add([r["key"] for r in rows], make_vectors(40), metas=[
+        {"title": r["title"], "section": r["section"]} for r in rows])
+    reg.train(codebook_size=[4, 4])
+    reg.freeze(1)
+    reg.activate(1)
+    got = reg.get(["pkg3", "pkg4"], metadata=True)
+    assert [x.metadata for x in got] == [{"title": "package number 3", "section": "games"},
+                                        {"title": "package number 4", "section": "libs"}]
+    assert reg.get(["pkg3"])[0].metadata is None  # only where asked for
+    text = run("get", "pkg3", "--metadata").stdout
+    assert text.split("\t")[2].strip() == '{"section": "games", "title": "package number 3"}'
+    out = json.loads(run("get", "pkg3", "-m", "--json").stdout)
+    assert out["items"][0]["metadata"]["title"] == "package number 3"
+    assert "metadata" not in json.loads(run("get", "pkg3", "--json").stdout)["items"][0]
+    prefix = str(got[0].codes[0])
+    listed = json.loads(run("lookup", prefix, "--metadata", "--json").stdout)
+    assert listed["items"] and all(set(x["metadata"]) == {"title", "section"}
+                                   for x in listed["items"])
+
+
+def test_lookup_says_how_many_items_lie_under_a_prefix(trained, run):
+    reg, _ = trained
+    rec = reg.get(["item00000"])[0]
+    prefix = str(rec.codes[0])
+    under = [x for x in reg.get(make_keys(600)) if x.codes[0] == rec.codes[0]]
+    assert len(under) > 3
+    r = reg.lookup(prefix, limit=3, count=True)
+    assert (len(r.records), r.more, r.total) == (3, True, len(under))
+    assert reg.lookup(prefix, limit=3).total is None  # the API counts when asked
+    text = run("lookup", prefix, "--limit", "3").stdout
+    assert text.splitlines()[-1] == (f"... {len(under)} items under {prefix} in all; raise "
+                                     "--limit to see more")
+    everything = run("lookup", prefix, "--limit", "1000").stdout.splitlines()
+    assert everything[-1] == f"{len(under)} items under {prefix}"
+    assert json.loads(run("lookup", prefix, "--json").stdout)["total"] == len(under)
+    # a limit does nothing for a full ID: refused
+    full = run("lookup", rec.id, "--limit", "5")
+    assert full.exit_code == 1 and "is a full ID" in full.stderr

@@ -159,7 +159,8 @@ def test_postgresql_without_its_drivers_names_the_extra(tmp_path):
                               capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 1
         assert "Traceback" not in done.stderr
-        assert done.stderr.startswith("Error: PostgreSQL needs the postgresql extra ("), \
-            done.stderr
-        assert done.stderr.endswith("is not installed): pip install -c constraints.txt -e "
-                                    "'.[postgresql]' in the registry checkout\n")
+        message = json.loads(done.stderr)["detail"] if "--json" in command else \
+            done.stderr.removeprefix("Error: ").rstrip("\n")
+        assert message.startswith("PostgreSQL needs the postgresql extra ("), done.stderr
+        assert message.endswith("is not installed): pip install -c constraints.txt -e "
+                                "'.[postgresql]' in the registry checkout")

@@ -112,8 +112,7 @@ def test_removed_items_keep_their_ids_but_leave_new_versions(trained_text):
     assert [x.key for x in reg.items(status="removed").rows] == ["vim", "nano"]
     v2 = reg.train(codebook_size=[2, 2], name="two").version
     assert reg.versions()[-1].items == 6
-    with pytest.raises(Exception, match="no ID in version 2 .* for 'vim'"):
-        reg.get(["vim"], v2.number)
+    assert reg.get(["vim"], v2.number).unassigned == ["vim"]
     # adding them again brings them back, without embedding them again
     back = reg.add_file(path, text="{key}: {title}")
     assert (back.restored, back.embedded) == (2, 0)
@@ -151,18 +150,55 @@ def test_another_model_needs_reembed(reg, tmp_path, migrated_url):
     other = tmp_path / "my-model"
     shutil.copytree(resolve_model(None).path, other)
     before = dump(migrated_url)
-    with pytest.raises(InputError, match="come from model all-MiniLM-L6-v2 .* pass --reembed"):
+    with pytest.raises(InputError, match="come from model all-MiniLM-L6-v2 .* add with "
+                                         "--reembed"):
         reg.add(["c"], texts=["a database"], model=str(other))
-    with pytest.raises(InputError, match="come from model all-MiniLM-L6-v2"):
+    with pytest.raises(InputError, match="come from model all-MiniLM-L6-v2 .* if these vectors "
+                                         "come from all-MiniLM-L6-v2, say so with "
+                                         "--vector-model all-MiniLM-L6-v2"):
         reg.add(["d"], make_vectors(1, dim=384))
     assert dump(migrated_url) == before
     r = reg.add(["c"], texts=["a database"], model=str(other), reembed=True)
     assert (r.added, r.reembedded, r.embedded) == (1, 2, 3)
     assert {x.model for x in reg.items().rows} == {str(other.resolve())}
-    # vectors given by the user cannot be re-embedded
-    reg2_keys = ["v1"]
-    with pytest.raises(InputError, match="cannot re-embed"):
-        reg.add(reg2_keys, make_vectors(1, dim=384), reembed=True)
+    # vectors cannot re-embed items they do not cover: the hint says what to do
+    with pytest.raises(InputError, match="--reembed with vectors needs one for every item, "
+                                         "and 3 items are not in this file .* add their vectors"):
+        reg.add(["v1"], make_vectors(1, dim=384), reembed=True)
+    # ... and when they do, the registry moves to them
+    keys = ["a", "b", "c"]
+    moved = reg.add(keys, make_vectors(3, dim=384), reembed=True)
+    assert (moved.changed, moved.embedded) == (3, 3)
+    assert {x.model for x in reg.items().rows} == {None}
+
+
+def test_vectors_from_the_model_of_the_texts_join_them(reg, run, tmp_path, migrated_url):
+    """Precomputed vectors say which model made them: they then share the space of the
+    items that model embedded here (checked against its dimension)."""
+    reg.add(["vim", "nano"], texts=["vim: Vi IMproved", "nano: small editor"])
+    stored = reg.embeddings(["vim"])
+    before = dump(migrated_url)
+    with pytest.raises(InputError, match="dimension 16, but all-MiniLM-L6-v2 gives vectors "
+                                         "of dimension 384"):
+        reg.add(["x"], make_vectors(1, dim=16), vector_model="all-MiniLM-L6-v2")
+    with pytest.raises(InputError, match="--vector-model is for vectors"):
+        reg.add(["x"], texts=["x"], vector_model="all-MiniLM-L6-v2")
+    assert dump(migrated_url) == before
+    r = reg.add(["emacs"], stored + 0.01, vector_model="sentence-transformers/all-MiniLM-L6-v2")
+    assert r.added == 1 and r.model == "all-MiniLM-L6-v2"
+    assert {x.model for x in reg.items().rows} == {"all-MiniLM-L6-v2"}
+    assert reg.train(codebook_size=[2]).items == 3
+    # the same from a .npy matrix on the command line
+    np.save(tmp_path / "m.npy", stored + 0.02)
+    (tmp_path / "k.txt").write_text("ed\n")
+    done = run("add", str(tmp_path / "m.npy"), "--keys", str(tmp_path / "k.txt"),
+               "--vector-model", "all-MiniLM-L6-v2", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["model"] == "all-MiniLM-L6-v2"
+    # a model known by name only (an API's) is a space of its own
+    with pytest.raises(InputError, match="not model text-embedding-3-small; .* add with "
+                                         "--reembed a file that holds a vector for every item"):
+        reg.add(["y"], make_vectors(1, dim=384), vector_model="text-embedding-3-small")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -3,11 +3,18 @@ failing or refused train leaves the database exactly as it was."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from registry import InputError, StateError, engine
-from registry.ids import CodeSpace, disambiguate, disambiguate_keeping
+from registry.ids import (
+    CodeSpace,
+    default_max_disambiguation,
+    disambiguate,
+    disambiguate_keeping,
+)
 
 from .conftest import dump, fail_inserts, make_keys, make_vectors, partitions
 
@@ -31,13 +38,13 @@ def test_train_gives_every_item_a_unique_id(reg, catalog):
     expected = engine.encode(vectors, reg.codebooks(1), beam=v.beam)
     np.testing.assert_array_equal(_codes(reg, keys, 1), expected)
     packed = CodeSpace((8, 4, 4)).pack(expected)
-    assert summary.collision_rate == pytest.approx(1 - len(np.unique(packed)) / 600)
+    assert summary.raw_collision_rate == pytest.approx(1 - len(np.unique(packed)) / 600)
     # disambiguation numbers count 0, 1, 2, ... within each code tuple
     by_code: dict[tuple, list[int]] = {}
     for r in records:
         by_code.setdefault(tuple(r.codes), []).append(r.disambiguation)
     assert all(sorted(d) == list(range(len(d))) for d in by_code.values())
-    assert v.stats["max_disambiguation"] == max(max(d) for d in by_code.values())
+    assert v.largest_disambiguation == max(max(d) for d in by_code.values())
 
 
 def test_versions_are_numbered_and_same_seed_gives_same_ids(reg, catalog):
@@ -61,7 +68,8 @@ def test_train_params_are_kept_with_the_version(reg, catalog):
     assert v.params == {"codebook_sizes": [16, 4], "seed": 9, "residual": "normalized",
                         "niter": 7, "max_points_per_centroid": 64,
                         "collisions": "nearest-free", "balance": None, "refine": 0,
-                        "beam": 1}
+                        "beam": 1, "max_disambiguation": default_max_disambiguation(
+                            (16, 4), v.largest_disambiguation)}
     assert v.dim == 16 and "reconstruction_error" not in v.stats
 
 
@@ -162,3 +170,17 @@ def test_a_warm_train_numbers_ids_as_its_parent_left_them(reg, catalog):
     got = np.array([r.disambiguation for r in new])
     np.testing.assert_array_equal(got, disambiguate_keeping(packed, old_packed, old_disamb))
     assert ((got > 0) & (packed == old_packed)).any()  # kept numbers above 0 among them
+
+
+def test_a_code_space_too_small_for_the_catalog_is_warned_about_with_sizes_that_fit(reg, run):
+    reg.add(make_keys(600), make_vectors(600))
+    out = json.loads(run("train", "-k", "4,4", "--json").output)
+    small = [w for w in out["warnings"] if "code space" in w]
+    assert len(small) == 1
+    # 8 tuples per item wanted: 4,800 -> 128 x 128, or 4 x 4 with five more levels of 4
+    assert "16 tuples (4 x 4) for 600 items, fewer than 2 per item" in small[0]
+    assert "128,128 (16,384 tuples) or 4,4,4,4,4,4,4 (16,384 tuples)" in small[0]
+    text = run("train", "-k", "4,4").output
+    assert "warning: the code space has 16 tuples" in text
+    roomy = json.loads(run("train", "-k", "64,64", "--json").output)
+    assert not any("code space" in w for w in roomy["warnings"])

@@ -96,6 +96,24 @@ def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str
     return out
 
 
+def count_range(conn: Connection, version: int, lo: int, hi: int) -> int:
+    """How many IDs of ``version`` have a packed code in [lo, hi]: an index range count."""
+    return int(driver_rows(conn, "SELECT count(*) FROM assignments WHERE version_id = ? AND "
+                                 "code >= ? AND code <= ?", (version, lo, hi))[0][0])
+
+
+def metadata_of(conn: Connection, keys: Sequence[str]) -> dict[str, dict | None]:
+    """key -> the metadata kept with the item (the columns its file had beside the key and
+    text), for those of ``keys`` that exist. Not on the hot path: asked for explicitly."""
+    keys = storable(keys)
+    out: dict[str, dict | None] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        part = keys[start:start + IN_CHUNK]
+        out.update(conn.execute(select(items.c.key, items.c.meta)
+                                .where(items.c.key.in_(part))).all())
+    return out
+
+
 def by_id(conn: Connection, version: int, code: int, disamb: int) -> Row | None:
     rows = _fetch(conn, _ID, (version, code, disamb))
     return _row(rows[0]) if rows else None

@@ -10,7 +10,7 @@ from functools import cached_property
 from sqlalchemy import Connection, func, insert, select, text, update
 
 from ..errors import InputError, NotFoundError, StateError
-from ..ids import CodeSpace
+from ..ids import CodeSpace, default_max_disambiguation
 from .lookups import driver_rows
 from .schema import aliases, assignments, events, versions
 
@@ -49,6 +49,32 @@ class Version:
         return int(self.params.get("beam", 1))
 
     @property
+    def largest_disambiguation(self) -> int:
+        """The largest disambiguation number training gave (a figure of the train)."""
+        return int(self.stats.get("largest_disambiguation",
+                                  self.stats.get("max_disambiguation", 0)))
+
+    @property
+    def max_disambiguation(self) -> int:
+        """The largest disambiguation number the version may ever issue: its vocabulary ends
+        with that token. Fixed when the version is trained; versions trained before the limit
+        existed take the default rule over their training's figure, which never changes."""
+        if "max_disambiguation" in self.params:
+            return int(self.params["max_disambiguation"])
+        return default_max_disambiguation(self.space.sizes, self.largest_disambiguation)
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Tokens in the version's vocabulary (:func:`registry.ids.vocabulary`): every code
+        of every level and each disambiguation number up to its limit."""
+        return sum(self.space.sizes) + self.max_disambiguation + 1
+
+    @property
+    def collisions(self) -> str:
+        """How collisions are handled (versions before nearest-free: suffix)."""
+        return self.params.get("collisions", "suffix")
+
+    @property
     def label(self) -> str:
         return f"version {self.number}" + (f" ({self.name})" if self.name else "")
 
@@ -57,7 +83,8 @@ class Version:
             "version": self.number, "name": self.name, "state": self.state,
             "aliases": self.aliases, "params": self.params, "dim": self.dim,
             "embedding_model": self.embedding_model, "parent": self.parent,
-            "stats": self.stats,
+            "stats": self.stats, "max_disambiguation": self.max_disambiguation,
+            "vocabulary_tokens": self.vocabulary_size,
             "created_at": _iso(self.created_at), "frozen_at": _iso(self.frozen_at),
             "retired_at": _iso(self.retired_at),
         }
