@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine
 
 from .errors import InputError, NotFoundError, StateError
+from .hooks import pause_point
 from .ids import parse_id
 from .store import db, lookups, versions
 from .store.versions import ACTIVE, Version
@@ -414,7 +415,8 @@ class Registry:
               from_version: str | int | None = None,
               stickiness: float | None = None, reason: str | None = None,
               collisions: str | None = None, balance: float | None = None,
-              beam: int | None = None, max_disambiguation: int | None = None):
+              beam: int | None = None, max_disambiguation: int | None = None,
+              allocation_block: int | None = None):
         """Train a new draft version on every live item and give each item an ID in it.
 
         With ``from_version`` the new version starts from that version's codebooks and its
@@ -428,7 +430,8 @@ class Registry:
         ``from_version`` no refinement, and the parent's beam). ``max_disambiguation`` is
         the largest disambiguation number the version may ever issue, which fixes its token
         vocabulary (default: :func:`registry.ids.default_max_disambiguation`); an assign that
-        would need more is refused.
+        would need more is refused. ``allocation_block``: new items get IDs this many
+        consecutive item ids at a time (default 8192; see :func:`registry.assigning.block_end`).
         """
         from . import training
 
@@ -438,7 +441,7 @@ class Registry:
             max_points_per_centroid=max_points_per_centroid,
             from_version=from_version, stickiness=stickiness, reason=reason,
             collisions=collisions, balance=balance, beam=beam,
-            max_disambiguation=max_disambiguation)
+            max_disambiguation=max_disambiguation, allocation_block=allocation_block)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""
@@ -493,36 +496,73 @@ class Registry:
             versions.log_event(conn, "retire", now, version=v.number, reason=reason)
             return StateChange(versions.get(conn, v.number), "retire", changed=True)
 
+    def delete(self, version: str | int, *, reason: str | None = None) -> StateChange:
+        """Delete a draft that was a mistake: its codebooks and IDs, never published, go;
+        its number is never given again, and the history keeps its train and this delete.
+        Frozen and retired versions are never deleted."""
+        with self._tx(write=True) as conn:
+            v = versions.resolve(conn, version, lock=True)
+            if v.state != "draft":
+                raise StateError(f"{v.label} is {v.state}: its IDs were published, and a "
+                                 "frozen or retired version is never deleted (retire it "
+                                 "instead)" if v.state == "frozen" else
+                                 f"{v.label} is retired: its IDs were published, and it is "
+                                 "never deleted")
+            trained_from = versions.children(conn, v.number)
+            if trained_from:
+                raise StateError(f"version {trained_from[0]} was trained from {v.label}: "
+                                 "delete that draft first (a frozen one keeps its parent)")
+            versions.delete_draft(conn, v.number)
+            versions.log_event(conn, "delete", db.now(), version=v.number,
+                               params={"name": v.name} if v.name else None, reason=reason)
+        return StateChange(v, "delete", changed=True)
+
     def rollback(self, to: str | int | None = None, *, alias: str = ACTIVE,
                  reason: str | None = None) -> RollbackResult:
-        """Point ``alias`` back at the version it pointed at before (or at ``to``), then give
-        the items registered since that version was trained IDs in it. Nothing is deleted;
+        """Point ``alias`` back at the version it pointed at before (or at ``to``). The items
+        registered since that version was trained get their IDs in it first, batch by batch,
+        and the alias moves last, so that its readers never see the version with live items
+        missing; items that arrive meanwhile get theirs right after. Nothing is deleted;
         rolling forward again is another ``activate``."""
+        with self._tx(write=False) as conn:
+            current, target = self._rollback_target(conn, alias, to)
+        assigned = self.assign(target.number).assigned
+        pause_point("rollback-assigned")
         with self._tx(write=True) as conn:
-            number = versions.alias_target(conn, alias)
-            if number is None:
-                raise NotFoundError("alias", alias, "nothing to roll back")
-            current = versions.get(conn, number)
-            if to is None:
-                previous = versions.activated_from(conn, alias, number)
-                if previous is None:
-                    raise StateError(f"{alias} has pointed at {current.label} since it was "
-                                     "first set: there is nothing to roll back to (use --to)")
-                target = versions.get(conn, previous, lock=True)
-            else:
-                target = versions.resolve(conn, to, lock=True)
-            if target.number == current.number:
-                raise StateError(f"{alias} already points at {target.label}")
-            if target.state != "frozen":
-                raise StateError(f"{target.label} is {target.state}; only a frozen version can "
-                                 "be rolled back to")
+            now_at, target = self._rollback_target(conn, alias, to, lock=True)
+            if now_at.number != current.number:
+                raise StateError(f"{alias} moved to {now_at.label} while rolling back; "
+                                 "nothing was changed but the new IDs: run the rollback again")
             now = db.now()
             versions.set_alias(conn, alias, target.number, now)
             versions.log_event(conn, "rollback", now, version=target.number,
                                other=current.number, params={"alias": alias}, reason=reason)
-        assigned = self.assign(target.number)
-        return RollbackResult(self.version(target.number), current.number, alias,
-                              assigned.assigned)
+        # items added while the first assign ran (usually none)
+        assigned += self.assign(target.number).assigned
+        return RollbackResult(self.version(target.number), current.number, alias, assigned)
+
+    @staticmethod
+    def _rollback_target(conn: Connection, alias: str, to: str | int | None, *,
+                         lock: bool = False) -> tuple[Version, Version]:
+        """(the version ``alias`` points at, the one a rollback moves it to), checked."""
+        number = versions.alias_target(conn, alias)
+        if number is None:
+            raise NotFoundError("alias", alias, "nothing to roll back")
+        current = versions.get(conn, number)
+        if to is None:
+            previous = versions.activated_from(conn, alias, number)
+            if previous is None:
+                raise StateError(f"{alias} has pointed at {current.label} since it was "
+                                 "first set: there is nothing to roll back to (use --to)")
+            target = versions.get(conn, previous, lock=lock)
+        else:
+            target = versions.resolve(conn, to, lock=lock)
+        if target.number == current.number:
+            raise StateError(f"{alias} already points at {target.label}")
+        if target.state != "frozen":
+            raise StateError(f"{target.label} is {target.state}; only a frozen version can "
+                             "be rolled back to")
+        return current, target
 
     def history(self, version: str | int | None = None, *, limit: int = 50) -> list:
         """The event log, newest first: train, freeze, activate, assign, retire, rollback."""
@@ -559,7 +599,7 @@ class Registry:
         if v is None:
             v = None if number is None else versions.get(conn, number)
             if v is None:
-                raise versions.not_found(ref)
+                raise versions.not_found(conn, ref)
             self._seen[number] = v
         return v
 

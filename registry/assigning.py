@@ -17,6 +17,8 @@ Existing IDs are never touched; a rerun picks up whatever an interrupted run lef
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -50,6 +52,14 @@ class AssignResult:
     def to_dict(self) -> dict:
         return {"version": self.version.number, "assigned": self.assigned,
                 "batches": self.batches, "seconds": self.seconds}
+
+
+def block_end(v: Version, item_id: int) -> int:
+    """The first item id of the allocation block after ``item_id``'s: IDs are allocated a
+    block of ``v.allocation_block`` consecutive item ids at a time, in id order (see
+    :func:`_allocate`), and a batch holds whole blocks, so that which items contend for a
+    code tuple together never depends on the batch size."""
+    return (int(item_id) // v.allocation_block + 1) * v.allocation_block
 
 
 def check(batch_size: int, workers: int) -> None:
@@ -118,8 +128,11 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                     if first is None:
                         return
                     after, first_round = first - 1, False
-                item_ids, vectors = items.next_unassigned(conn, space, v.number, after,
-                                                          batch_size)
+                # the batch ends with a whole allocation block
+                last = items.nth_unassigned(conn, space, v.number, after, batch_size)
+                item_ids, vectors = items.next_unassigned(
+                    conn, space, v.number, after, batch_size + v.allocation_block,
+                    below=None if last is None else block_end(v, last))
                 if len(item_ids) == 0:
                     return
                 after = int(item_ids[-1])
@@ -141,9 +154,12 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                     top = max(top, pending[-1])
                     pos, missed, first_round, claimed_in_round = 0, [], False, False
             if pending:
-                wanted = pending[pos:pos + batch_size]
+                # up to batch_size items, then on to the end of the last one's block
+                last = pending[min(pos + batch_size, len(pending)) - 1]
+                end = bisect.bisect_left(pending, block_end(v, last))
+                wanted = pending[pos:end]
                 item_ids, vectors = items.claim(conn, space, v.number, wanted)
-                pos += batch_size
+                pos = end
                 if len(item_ids) < len(wanted):
                     missed += sorted(set(wanted).difference(item_ids.tolist()))
                 if len(item_ids):
@@ -189,11 +205,18 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     if nearest_free:
         known = issued.current(conn, v.number)
         taken = collisions.Occupancy(v.space, known)
-        codes, _ = collisions.nearest_free(
-            lambda rows: engine.prepare(vectors[rows], overwrite=True), codes, books,
-            v.residual, v.space, taken,
-            products=collisions.up_products(kept.products, codes, books)
-            if kept.products else None, residual_sq=kept.residual_sq)
+        products = collisions.up_products(kept.products, codes, books) \
+            if kept.products else None
+        # block by block, in id order, each seeing the tuples the ones before it took
+        blocks = np.asarray(item_ids) // v.allocation_block
+        starts = [0, *(np.flatnonzero(blocks[1:] != blocks[:-1]) + 1).tolist(), len(blocks)]
+        for lo, hi in itertools.pairwise(starts):
+            codes[lo:hi], _ = collisions.nearest_free(
+                lambda rows, lo=lo: engine.prepare(vectors[rows + lo], overwrite=True),
+                codes[lo:hi], books, v.residual, v.space, taken,
+                products=None if products is None else
+                (lambda rows, lo=lo: products(rows + lo)),
+                residual_sq=None if kept.residual_sq is None else kept.residual_sq[lo:hi])
     packed = v.space.pack(codes)
     # with the version's codes all known here, only a code already issued needs its largest
     # number from the database; the others start at 0

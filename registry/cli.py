@@ -308,6 +308,10 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
                    "vocabulary ends with <x_D>, and an assign that would need more is refused "
                    "[default: the last level's size - 1, or twice what training needs if "
                    "more].")
+@click.option("--allocation-block", type=int, default=None, metavar="N",
+              help="New items get their IDs N consecutive item ids at a time, in id order, "
+                   "so that one assigner's IDs never depend on its --batch-size; smaller "
+                   "blocks spread a small backlog over more assign workers [default: 8192].")
 @click.option("--reason", default=None, help="Why, for the event log.")
 @_json_option
 @pass_registry
@@ -315,15 +319,15 @@ def train(reg: Registry, levels: int | None, codebook_size, name: str | None, se
           residual: str | None, niter: int | None, refine: int | None,
           beam: int | None, max_points_per_centroid: int,
           from_version: str | None, stickiness: float | None, collisions: str | None,
-          balance: float | None, max_disambiguation: int | None, reason: str | None,
-          as_json: bool) -> None:
+          balance: float | None, max_disambiguation: int | None,
+          allocation_block: int | None, reason: str | None, as_json: bool) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
     r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
                   residual=residual, niter=niter, refine=refine,
                   max_points_per_centroid=max_points_per_centroid,
                   from_version=from_version, stickiness=stickiness, reason=reason,
                   collisions=collisions, balance=balance, beam=beam,
-                  max_disambiguation=max_disambiguation)
+                  max_disambiguation=max_disambiguation, allocation_block=allocation_block)
     _emit(as_json, r.to_dict(), lambda: fmt.train(r))
 
 
@@ -360,6 +364,18 @@ def activate(reg: Registry, version: str, alias: str, reason: str | None,
 def retire(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
     """Retire VERSION: it stays readable but gets no new IDs and cannot be activated."""
     r = reg.retire(version, reason=reason)
+    _emit(as_json, r.to_dict(), lambda: fmt.change(r))
+
+
+@cli.command()
+@click.argument("version")
+@click.option("--reason", default=None, help="Why, for the event log.")
+@_json_option
+@pass_registry
+def delete(reg: Registry, version: str, reason: str | None, as_json: bool) -> None:
+    """Delete a draft VERSION made by mistake, with its codebooks and IDs (never published).
+    Frozen and retired versions are never deleted; the history keeps the draft's events."""
+    r = reg.delete(version, reason=reason)
     _emit(as_json, r.to_dict(), lambda: fmt.change(r))
 
 

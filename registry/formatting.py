@@ -14,6 +14,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
@@ -71,6 +75,9 @@ def train(r) -> str:
 
 
 def change(r) -> str:
+    if r.action == "delete":
+        return f"deleted draft {r.version.label}: its codebooks and IDs are gone, its " \
+               f"number {r.version.number} is never given again"
     if r.action in ("freeze", "retire"):
         done = {"freeze": "froze", "retire": "retired"}[r.action]
         state = {"freeze": "frozen", "retire": "retired"}[r.action]
@@ -107,8 +114,7 @@ def lookup(r) -> str:
         total = "" if r.total is None else f"{r.total} items under {r.query} in all; "
         lines.append(f"... {total}raise --limit to see more")
     elif r.kind == "prefix":
-        lines.append(f"{len(r.records)} item{'s' if len(r.records) != 1 else ''} under "
-                     f"{r.query}")
+        lines.append(f"{plural(len(r.records), 'item')} under {r.query}")
     return "\n".join(lines)
 
 
@@ -219,9 +225,10 @@ BY_STEP = {"init": init, "add": add, "train": train, "freeze": change,
 def verify(report) -> str:
     """One line per violation and its rows, or one line saying all is well."""
     if report.ok:
-        return (f"ok: {report.versions} versions, {report.ids} IDs; checked "
+        return (f"ok: {plural(report.versions, 'version')}, {plural(report.ids, 'ID')}; "
+                "checked "
                 + ", ".join(report.checks))
-    lines = [f"{len(report.violations)} violations:"]
+    lines = [f"{plural(len(report.violations), 'violation')}:"]
     for v in report.violations:
         lines.append(f"  [{v.check}] {v.message}")
         lines += ["      " + ", ".join(f"{k}={val}" for k, val in row.items()) for row in v.rows]

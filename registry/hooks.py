@@ -5,8 +5,9 @@ environment lookup.
 
 The points: ``train-trained`` (codes computed, nothing written), ``train-written`` (a new
 version written, not committed), ``add-written`` (a batch of items written, not committed),
-``add-committed`` (after each committed batch), ``assign-claimed`` (a batch claimed) and
-``assign-written`` (its IDs written, not committed)."""
+``add-committed`` (after each committed batch), ``assign-claimed`` (a batch claimed),
+``assign-written`` (its IDs written, not committed) and ``rollback-assigned`` (the version
+rolled back to has its new IDs, the alias has not moved yet)."""
 
 from __future__ import annotations
 

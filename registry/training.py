@@ -74,7 +74,8 @@ def train(tx: Tx, *, levels: int | None = None,
           from_version: str | int | None = None,
           stickiness: float | None = None, reason: str | None = None,
           collisions: str | None = None, balance: float | None = None,
-          beam: int | None = None, max_disambiguation: int | None = None) -> TrainSummary:
+          beam: int | None = None, max_disambiguation: int | None = None,
+          allocation_block: int | None = None) -> TrainSummary:
     """Train a new draft version on every live item and give each item an ID in it.
 
     With ``from_version`` the new version starts from that version's codebooks and its
@@ -91,6 +92,11 @@ def train(tx: Tx, *, levels: int | None = None,
     if not 0 <= stickiness <= 10:
         raise InputError(f"stickiness must be between 0 and 10, got {stickiness}",
                          source="--stickiness")
+    if allocation_block is not None and \
+            not 1 <= allocation_block <= versions.MAX_ALLOCATION_BLOCK:
+        raise InputError(f"the allocation block must be between 1 and "
+                         f"{versions.MAX_ALLOCATION_BLOCK} item ids, got {allocation_block}",
+                         source="--allocation-block")
     if max_disambiguation is not None and \
             not 0 <= max_disambiguation <= MAX_DISAMBIGUATION_LIMIT:
         raise InputError(f"the disambiguation limit must be between 0 and "
@@ -149,7 +155,9 @@ def train(tx: Tx, *, levels: int | None = None,
                          f"limit of {limit}: raise the limit or train with a larger code "
                          "space (more codes per level, or more levels)",
                          source="--max-disambiguation")
-    stored_params = {**params.to_dict(), "max_disambiguation": limit}
+    stored_params = {**params.to_dict(), "max_disambiguation": limit,
+                     "allocation_block": versions.DEFAULT_ALLOCATION_BLOCK
+                     if allocation_block is None else allocation_block}
     if parent is not None:
         had = old_packed >= 0
         same = np.cumsum(result.codes[had] != keep[had], axis=1) == 0

@@ -82,10 +82,12 @@ def catalog():
 def trained(reg, catalog):
     """A registry holding the catalog, version 1 (8x4x4) trained, frozen and active. Its
     code space is crowded on purpose (128 tuples for 600 items): its disambiguation limit
-    leaves room for the tests that assign a thousand more."""
+    leaves room for the tests that assign a thousand more, and it allocates IDs 64 item ids
+    at a time, so that a few hundred new items are assigned in several batches."""
     keys, vectors = catalog
     reg.add(keys, vectors)
-    summary = reg.train(codebook_size=[8, 4, 4], seed=3, name="v1", max_disambiguation=1000)
+    summary = reg.train(codebook_size=[8, 4, 4], seed=3, name="v1", max_disambiguation=1000,
+                        allocation_block=64)
     reg.freeze(1)
     reg.activate(1)
     return reg, summary.version

@@ -90,19 +90,20 @@ def test_a_failed_batch_leaves_nothing_half_assigned_and_a_rerun_finishes(traine
     reg, _ = trained
     new_keys = make_keys(100, start=600)
     reg.add(new_keys, make_vectors(100, seed=4))
-    # item ids are 1-based: this is the 70th new item, in the third batch of 30
+    # item ids are 1-based: this is the 70th new item. A batch of 30 ends with its last
+    # item's allocation block of 64 ids: the first holds 601..639, the second 640..700
     fail_inserts(migrated_url, "assignments", "NEW.item_id = 670")
     with pytest.raises(Exception, match="boom"):
         reg.assign(batch_size=30)
     eng = create_engine(migrated_url)
     with eng.begin() as conn:
-        # batches 1 and 2 (items 601..660) were committed; batch 3 left no row at all
+        # batch 1 (items 601..639) was committed; batch 2 left no row at all
         assigned = conn.execute(text("SELECT item_id FROM assignments WHERE incremental "
                                      "ORDER BY item_id")).scalars().all()
-        assert assigned == list(range(601, 661))
+        assert assigned == list(range(601, 640))
     eng.dispose()
     drop_failing_trigger(migrated_url, "assignments")
-    assert reg.assign(batch_size=30).assigned == 40
+    assert reg.assign(batch_size=30).assigned == 61
     assert len({r.id for r in reg.get(make_keys(700))}) == 700
 
 
@@ -243,3 +244,23 @@ def test_items_without_an_id_are_looked_for_above_the_ids_all_given(trained, mig
     assert {r.key for r in reg.get(keys[:3], v2.number)} == set(keys[:3])
     assert through(v2.number) == item_id(make_keys(1, start=629)[0])
     assert reg.assign(v.number).assigned == 30
+
+
+def test_one_assigners_ids_do_not_depend_on_its_batch_size(reg):
+    """IDs are allocated a block of item ids at a time, in id order, and a batch holds whole
+    blocks: two identical versions assigned the same new items in batches of 50 and of the
+    default size give every item the same ID (the items span two blocks)."""
+    reg.add(make_keys(600), make_vectors(600))
+    for name in ("a", "b"):
+        reg.train(codebook_size=[8, 8, 8], seed=3, name=name, max_disambiguation=1000)
+        reg.freeze(name)
+    assert reg.codebooks("a")[2].tobytes() == reg.codebooks("b")[2].tobytes()
+    new = make_keys(9000, start=600, prefix="new")
+    reg.add(new, make_vectors(9000, seed=4))
+    small = reg.assign("a", batch_size=50)
+    assert (small.assigned, small.batches) == (9000, 2)  # whole blocks: ids 1..8191, 8192..
+    reg.assign("b")
+    ids_a = {r.key: r.id for r in reg.get(new, "a")}
+    ids_b = {r.key: r.id for r in reg.get(new, "b")}
+    assert ids_a == ids_b
+    assert len(set(ids_a.values())) == 9000

@@ -208,3 +208,16 @@ def test_database_errors_are_one_line(run, ready, migrated_url):
     assert result.exit_code == 1
     assert result.output.startswith("Error: database error: ") and "boom" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_small_hints(run, ready, tmp_path):
+    """A mistyped version name gets a suggestion; a bare file name as --db gets the SQLite
+    URL it meant; one version is not "1 versions"."""
+    typo = run("get", "item00001", "--version", "frist")
+    assert typo.exit_code == 1 and "did you mean 'first'?" in typo.stderr
+    far = run("get", "item00001", "--version", "zzzz")
+    assert "see `registry versions`" in far.stderr and "did you mean" not in far.stderr
+    bare = run("versions", url="r1.db")
+    assert bare.exit_code == 1
+    assert "not a database URL: 'r1.db' (for a SQLite file, sqlite:///r1.db)" in bare.stderr
+    assert run("verify").output.startswith("ok: 1 version, 500 IDs;")

@@ -87,3 +87,29 @@ def test_a_killed_assign_loses_and_duplicates_nothing(trained, migrated_url, tmp
     records = reg.get(make_keys(900), v.number)
     assert len({r.id for r in records}) == 900
     assert_clean(reg)
+
+
+@pytest.mark.parametrize("point", ["assign-written", "rollback-assigned"])
+def test_a_killed_rollback_leaves_the_alias_where_it_was(trained, migrated_url, tmp_path,
+                                                         point):
+    """A rollback gives the older version its missing IDs before it moves the alias: killed
+    on the way, readers of the alias still see the version it pointed at, whose items all
+    have IDs; run again, it finishes."""
+    reg, _ = trained
+    reg.add(make_keys(100, start=600), make_vectors(100, seed=5))
+    reg.train(codebook_size=[8, 4, 4], name="v2", max_disambiguation=1000)
+    reg.freeze("v2")
+    reg.activate("v2")
+    reg.add(make_keys(50, start=700), make_vectors(50, seed=6))  # new since both
+    reg.assign("v2")
+    killed_at(migrated_url, point, tmp_path, "rollback", "--reason", "worse")
+    assert reg.version("active").name == "v2"
+    assert reg.get(make_keys(750)).complete  # the alias's version: every item has an ID
+    given = reg.get(make_keys(750), 1)
+    assert len(given) == (750 if point == "rollback-assigned" else 600)
+    assert_clean(reg)
+    out = rerun(migrated_url, "rollback", "--reason", "worse")
+    assert out["version"]["version"] == 1 and out["previous"] == 2
+    assert out["assigned"] == 750 - len(given)
+    assert reg.get(make_keys(750)).complete and reg.version("active").number == 1
+    assert_clean(reg)

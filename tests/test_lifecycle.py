@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 
 from registry import InputError, NotFoundError, StateError
 
-from .conftest import dump
+from .conftest import dump, partitions
 
 
 def _events(url):
@@ -106,9 +106,10 @@ def test_rollback_then_assign_gives_ids_in_the_old_version_and_loses_nothing(
     assert len(now_one) == 600 and len(set(now_one.values())) == 600
     assert all(now_one[k] == v for k, v in in_one.items())  # nothing moved
     assert {x.key: x.id for x in reg.get(keys[:550], 2)} == in_two  # nothing lost
-    assert reg.history(limit=1)[0].action == "assign"
-    assert [(e.action, e.version, e.other, e.reason) for e in reg.history(limit=3)][1:] == \
-        [("rollback", 1, 2, "v2 recommends badly"), ("activate", 2, 1, None)]
+    # the IDs are given first, the alias moves last
+    assert [(e.action, e.version, e.other, e.reason) for e in reg.history(limit=3)] == \
+        [("rollback", 1, 2, "v2 recommends badly"), ("assign", 1, None, None),
+         ("activate", 2, 1, None)]
     # rolling back again walks further back: version 1 was the first, so there is nothing
     with pytest.raises(StateError, match="nothing to roll back to"):
         reg.rollback()
@@ -166,3 +167,35 @@ def test_history_command(two_active, run):
     assert {e["action"] for e in events} == {"train", "freeze", "activate"}
     assert run("rollback", "--json").exit_code == 0
     assert "active -> version 2" in run("rollback", "--to", "2").output
+
+
+def test_a_mistaken_draft_can_be_deleted_and_its_number_is_never_reused(trained, run,
+                                                                         migrated_url):
+    reg, _ = trained
+    before = dump(migrated_url)
+    draft = reg.train(codebook_size=[4, 4], name="oops").version
+    assert draft.number == 2
+    out = json.loads(run("delete", "oops", "--reason", "wrong sizes", "--json").output)
+    assert (out["action"], out["changed"], out["version"]["version"]) == ("delete", True, 2)
+    after = dump(migrated_url)
+    assert {t: rows for t, rows in after.items() if t != "events"} == \
+        {t: rows for t, rows in before.items() if t != "events"}  # its rows are all gone
+    assert "assignments_v2" not in partitions(migrated_url)  # PostgreSQL: dropped
+    assert [s.version.number for s in reg.versions()] == [1]
+    events = reg.history(limit=2)
+    assert [(e.action, e.version, e.reason) for e in events] == [
+        ("delete", 2, "wrong sizes"), ("train", 2, None)]
+    # the number stays taken: the next version is 3, and 2 is unknown from now on
+    assert reg.train(codebook_size=[4, 4], name="oops").version.number == 3
+    with pytest.raises(NotFoundError):
+        reg.version(2)
+    # published versions are never deleted; nor is a draft another was trained from
+    reg.train(from_version=3, name="child")
+    for ref, message in ((1, "version 1 .v1. is frozen: its IDs were published"),
+                         (3, "version 4 was trained from version 3")):
+        with pytest.raises(StateError, match=message):
+            reg.delete(ref)
+    text = run("delete", "1")
+    assert text.exit_code == 1 and "retire it instead" in text.stderr
+    assert reg.delete("child").changed and reg.delete(3).changed
+    assert reg.verify().ok

@@ -69,7 +69,7 @@ def test_train_params_are_kept_with_the_version(reg, catalog):
                         "niter": 7, "max_points_per_centroid": 64,
                         "collisions": "nearest-free", "balance": None, "refine": 0,
                         "beam": 1, "max_disambiguation": default_max_disambiguation(
-                            (16, 4), v.largest_disambiguation)}
+                            (16, 4), v.largest_disambiguation), "allocation_block": 8192}
     assert v.dim == 16 and "reconstruction_error" not in v.stats
 
 

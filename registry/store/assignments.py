@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from ..errors import NotFoundError, StateError
 from . import db, seals
@@ -45,6 +45,15 @@ def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarr
     order = np.lexsort((columns["disamb"], columns["code"]))
     columns = {name: a[order] for name, a in columns.items()}
     return insert_arrays(conn, assignments, columns)
+
+
+def drop(conn: Connection, version: int) -> None:
+    """Every ID of a draft ``version`` (the caller checked it is one: the guards refuse the
+    IDs of any other). PostgreSQL drops its partition; SQLite deletes its rows."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {partition(version)}")
+    else:
+        conn.execute(delete(assignments).where(assignments.c.version_id == version))
 
 
 def partition(version: int) -> str:

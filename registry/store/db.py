@@ -75,8 +75,10 @@ def make_engine(url: str, *, create: bool = False, lookups_only: bool = False) -
     try:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
-    except exc.ArgumentError as e:
-        raise DatabaseError(f"not a database URL: {url!r} ({e})") from None
+    except exc.ArgumentError:
+        hint = (f"for a SQLite file, sqlite:///{url}" if "://" not in url else
+                "use sqlite:///FILE or postgresql://USER@HOST/DB")
+        raise DatabaseError(f"not a database URL: {url!r} ({hint})") from None
     if backend not in ("sqlite", "postgresql"):
         raise DatabaseError(f"unsupported database {backend!r}: use sqlite:///FILE or "
                             "postgresql://USER@HOST/DB")

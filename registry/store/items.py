@@ -197,12 +197,25 @@ def live_vectors(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def next_unassigned(conn: Connection, space: Space, version: int, after: int,
-                    limit: int) -> tuple[np.ndarray, np.ndarray]:
+                    limit: int, *, below: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 vectors) of up to ``limit`` live items of ``space`` with no ID in
-    ``version`` and an id above ``after``, in id order (SQLite: the writer lock keeps other
-    assigners out while the caller gives them IDs)."""
+    ``version`` and an id above ``after`` (and below ``below``), in id order (SQLite: the
+    writer lock keeps other assigners out while the caller gives them IDs)."""
     where, params = _unassigned(conn, space, version, after)
+    if below is not None:
+        where += f" AND i.id < {_param(conn, 'below')}"
+        params["below"] = below
     return read_vectors(conn, where, params, limit, space.dim, limit=limit)
+
+
+def nth_unassigned(conn: Connection, space: Space, version: int, after: int,
+                   n: int) -> int | None:
+    """The id of the ``n``-th (1-based) live item of ``space`` with no ID in ``version`` and
+    an id above ``after``, None when there are fewer: where a batch of ``n`` would end. The
+    ids only, in the order of the partial index: no item row is read."""
+    where, params = _unassigned(conn, space, version, after)
+    return conn.exec_driver_sql(f"SELECT i.id {where} ORDER BY i.id LIMIT 1 OFFSET "
+                                f"{int(n) - 1}", params).scalar()
 
 
 def assigned_through(conn: Connection, version: int) -> int | None:
