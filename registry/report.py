@@ -13,7 +13,7 @@ _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
-text-align:right}th{background:#f3f3f3}td.l{text-align:left}
+text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
 .verdict{font-size:1.2em;font-weight:600}.ok{color:#1a7f37}.watch{color:#9a6700}
 .retrain{color:#cf222e}.legend span{display:inline-block;width:1em;height:.8em;margin:0 .3em}
 """
@@ -34,10 +34,14 @@ _FIGURE = re.compile(r"-|[-+]?[0-9][0-9.,]*(?:%|x)?(?: / [-+]?[0-9][0-9.,]*(?:%|
 def _table(headers: list[str], rows: list[list[object]]) -> str:
     """Figures right-aligned, text (such as package names, which may start with a digit:
     389-ds-base) left-aligned."""
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(
-        f"<td{'' if _FIGURE.fullmatch(str(c)) else ' class=l'}>"
-        f"{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    def side(cell: object) -> str:
+        return "" if _FIGURE.fullmatch(str(cell)) else " class=l"
+
+    # a header sits over its column as the column's first cell does
+    head = "".join(f"<th{side(rows[0][i]) if rows else ''}>{html.escape(str(h))}</th>"
+                   for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{side(c)}>{html.escape(str(c))}</td>" for c in r)
+                   + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -207,3 +207,17 @@ def test_frozen_versions_are_untouched_by_every_lifecycle_command(trained, run, 
     assert len([i for i in after["ids"] if i[0] == 1]) == 700
     assert reg.history(limit=20)[-1].action == "train"
     assert any(e.reason == "growth" for e in reg.history(limit=20))
+
+
+def test_report_tables_align_text_left_and_charts_have_axes():
+    from registry.report import _table, bars
+
+    page = _table(["code", "share", "examples"], [[3, "12.50%", "389-ds-base, 0ad, 2048"]])
+    assert "<td>3</td><td>12.50%</td><td class=l>389-ds-base, 0ad, 2048</td>" in page
+    assert "<th>code</th><th>share</th><th class=l>examples</th>" in page
+    svg = bars(np.array([0.5, 0.3, 0.2]), np.array([0.1, 0.6, 0.3]), "before", "after")
+    # a y axis of shares up to a round top (60% -> 100%), code numbers under the bars and
+    # each share printed over its bar where there are few codes
+    assert all(f">{tick}</text>" in svg for tick in ("0%", "25%", "50%", "75%", "100%"))
+    assert all(f">{code}</text>" in svg for code in (0, 1, 2)) and ">code</text>" in svg
+    assert ">60.0%</text>" in svg and "<title>code 1, after: 60.00%</title>" in svg
