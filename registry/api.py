@@ -512,6 +512,9 @@ class Registry:
             if trained_from:
                 raise StateError(f"version {trained_from[0]} was trained from {v.label}: "
                                  "delete that draft first (a frozen one keeps its parent)")
+            from .store import assignments
+
+            assignments.drop(conn, v.number)
             versions.delete_draft(conn, v.number)
             versions.log_event(conn, "delete", db.now(), version=v.number,
                                params={"name": v.name} if v.name else None, reason=reason)

@@ -239,11 +239,8 @@ def set_state(conn: Connection, number: int, state: str, now: datetime) -> None:
 
 
 def delete_draft(conn: Connection, number: int) -> None:
-    """Delete a draft and everything of it: its IDs and codebooks (the caller holds its lock
-    and checked that it is a draft that no version was trained from)."""
-    from . import assignments as ids  # numpy: not for the read-only commands
-
-    ids.drop(conn, number)
+    """Delete a draft and its codebooks; its IDs go first (:func:`.assignments.drop`). The
+    caller holds its lock and checked that it is a draft that no version was trained from."""
     conn.execute(delete(codebooks).where(codebooks.c.version_id == number))
     conn.execute(delete(versions).where(versions.c.id == number))
 
