@@ -165,10 +165,6 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
     return DriftReport(v, other, result)
 
 
-# rows encoded at a time for the raw collision rate
-STATS_CHUNK = 65536
-
-
 @dataclass
 class StatsReport:
     version: Version
@@ -198,8 +194,8 @@ def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -
         # of the codes the version's encoder gives the items now, before collision handling
         # (the issued codes are after it); in pieces, so that no second copy of x is made
         figures["raw_collision_rate"] = quality.collision_rate(np.concatenate([
-            engine.encode(x[at:at + STATS_CHUNK], books, v.residual, v.beam)
-            for at in range(0, len(x), STATS_CHUNK)]))
+            engine.encode(x[at:at + engine.ENCODE_CHUNK], books, v.residual, v.beam)
+            for at in range(0, len(x), engine.ENCODE_CHUNK)]))
         if v.residual == "plain":
             figures["reconstruction_error"] = quality.reconstruction_error(
                 x, engine.decode(codes, books))

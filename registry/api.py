@@ -6,13 +6,12 @@ inside the methods that need them, so that ``get``, ``lookup`` and ``versions`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from .errors import InputError, NotFoundError, StateError
 from .hooks import pause_point
@@ -83,14 +82,24 @@ class StateChange:
 
 @dataclass
 class RollbackResult:
+    """The alias moved back to ``version`` from ``previous``, with the IDs given in it first;
+    ``full``: items left without one (see :class:`registry.assigning.AssignResult`)."""
+
     version: Version
     previous: int
     alias: str
     assigned: int
+    full: int = 0
 
     def to_dict(self) -> dict:
         return {"alias": self.alias, "version": self.version.to_dict(),
-                "previous": self.previous, "assigned": self.assigned}
+                "previous": self.previous, "assigned": self.assigned, "full": self.full}
+
+    def problem(self) -> str | None:
+        """One line on the items left without an ID, or None."""
+        from .assigning import left_out
+
+        return left_out(self.version, self.full)
 
 
 @dataclass
@@ -127,12 +136,15 @@ class IdRecord:
 class GetResult(Sequence):
     """The IDs of the keys asked for that have one in ``version``, in the order asked (it is
     a sequence of them); ``unknown`` keys the registry does not hold, ``unassigned`` keys
-    that have no ID in the version yet (``registry assign`` gives them one)."""
+    of live items that have no ID in the version yet (``registry assign`` gives them one),
+    ``removed`` keys of items removed before they had one there (they never will; adding
+    them again brings them back)."""
 
     version: int
     records: list[IdRecord]
     unknown: list[str]
     unassigned: list[str]
+    removed: list[str] = field(default_factory=list)
 
     def __getitem__(self, i):
         return self.records[i]
@@ -143,7 +155,7 @@ class GetResult(Sequence):
     @property
     def complete(self) -> bool:
         """Every key asked for has an ID."""
-        return not self.unknown and not self.unassigned
+        return not self.unknown and not self.unassigned and not self.removed
 
     def problem(self) -> str | None:
         """One line on the keys without an ID, or None."""
@@ -154,11 +166,17 @@ class GetResult(Sequence):
         if self.unassigned:
             parts.append(f"no ID in version {self.version} yet for {_shown(self.unassigned)} "
                          f"(run `registry assign --version {self.version}`)")
+        if self.removed:
+            parts.append(f"removed item{'s' if len(self.removed) > 1 else ''} without an ID "
+                         f"in version {self.version}: {_shown(self.removed)} (add "
+                         f"{'them' if len(self.removed) > 1 else 'it'} again to bring "
+                         f"{'them' if len(self.removed) > 1 else 'it'} back)")
         return "; ".join(parts) or None
 
     def to_dict(self) -> dict:
         return {"version": self.version, "items": [r.to_dict() for r in self.records],
-                "unknown": self.unknown, "unassigned": self.unassigned}
+                "unknown": self.unknown, "unassigned": self.unassigned,
+                "removed": self.removed}
 
 
 @dataclass
@@ -200,18 +218,15 @@ class Registry:
         (``get``, ``lookup``, ``versions``): on PostgreSQL they connect through the lighter
         psycopg2 where installed, and every write is refused.
         """
-        self.url = db.normalise_url(url or db.default_url())
-        self._lookups_only = lookups_only
-        self._engine: Engine | None = None
-        self._schema_ok = False
+        self._db = db.Database(url, lookups_only=lookups_only)
+        self.url = self._db.url
+        self._tx = self._db.tx
         # versions seen by get/lookup, by number: only their immutable fields (number,
         # params, codes space) are used from here, so a state change elsewhere is harmless
         self._seen: dict[int, Version] = {}
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self._db.close()
 
     def __enter__(self) -> Registry:
         return self
@@ -219,30 +234,11 @@ class Registry:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @contextmanager
-    def _tx(self, *, write: bool, snapshot: bool = True) -> Iterator[Connection]:
-        if write and self._lookups_only:
-            raise StateError("this Registry was opened for lookups only: open another one "
-                             "to change anything")
-        if self._engine is None:
-            self._engine = db.make_engine(self.url, lookups_only=self._lookups_only)
-        with db.transaction(self._engine, write=write, snapshot=snapshot) as conn:
-            if not self._schema_ok:
-                db.check_schema(conn)
-                self._schema_ok = True
-            yield conn
-
     # -- schema ----------------------------------------------------------------------------
 
     def init(self) -> InitResult:
         """Create the schema in a new database, or upgrade an older one."""
-        self.close()
-        engine = db.make_engine(self.url, create=True)
-        try:
-            before, after = db.migrate(engine)
-        finally:
-            engine.dispose()
-        self._schema_ok = False
+        before, after = self._db.migrate()
         return InitResult(db.describe_url(self.url), before, after)
 
     # -- items -------------------------------------------------------------------------------
@@ -327,9 +323,7 @@ class Registry:
             if vector_model is not None:
                 raise InputError("--vector-model is for vectors; texts are embedded with "
                                  "--model", source="--vector-model")
-            embedder = Embedder(model, device="cpu" if device is None else device,
-                                batch_size=64 if batch_size is None else batch_size,
-                                backend="torch" if backend is None else backend)
+            embedder = Embedder(model, device=device, batch_size=batch_size, backend=backend)
         else:
             for option, given in (("--model", model), ("--device", device),
                                   ("--batch-size", batch_size), ("--backend", backend)):
@@ -508,10 +502,15 @@ class Registry:
                                  "instead)" if v.state == "frozen" else
                                  f"{v.label} is retired: its IDs were published, and it is "
                                  "never deleted")
-            trained_from = versions.children(conn, v.number)
-            if trained_from:
-                raise StateError(f"version {trained_from[0]} was trained from {v.label}: "
-                                 "delete that draft first (a frozen one keeps its parent)")
+            children = [versions.get(conn, n) for n in versions.children(conn, v.number)]
+            published = [c for c in children if c.state != "draft"]
+            if published:
+                raise StateError(f"{published[0].label} was trained from {v.label} and is "
+                                 f"{published[0].state}: a published version keeps its "
+                                 "parent (retire this draft instead)")
+            if children:
+                raise StateError(f"{children[0].label} was trained from {v.label}: delete "
+                                 "that draft first")
             from .store import assignments
 
             assignments.drop(conn, v.number)
@@ -529,7 +528,7 @@ class Registry:
         rolling forward again is another ``activate``."""
         with self._tx(write=False) as conn:
             current, target = self._rollback_target(conn, alias, to)
-        assigned = self.assign(target.number).assigned
+        first = self.assign(target.number)
         pause_point("rollback-assigned")
         with self._tx(write=True) as conn:
             now_at, target = self._rollback_target(conn, alias, to, lock=True)
@@ -541,8 +540,9 @@ class Registry:
             versions.log_event(conn, "rollback", now, version=target.number,
                                other=current.number, params={"alias": alias}, reason=reason)
         # items added while the first assign ran (usually none)
-        assigned += self.assign(target.number).assigned
-        return RollbackResult(self.version(target.number), current.number, alias, assigned)
+        then = self.assign(target.number)
+        return RollbackResult(self.version(target.number), current.number, alias,
+                              first.assigned + then.assigned, then.full)
 
     @staticmethod
     def _rollback_target(conn: Connection, alias: str, to: str | int | None, *,
@@ -567,13 +567,20 @@ class Registry:
                              "be rolled back to")
         return current, target
 
-    def history(self, version: str | int | None = None, *, limit: int = 50) -> list:
-        """The event log, newest first: train, freeze, activate, assign, retire, rollback."""
+    def history(self, version: str | int | None = None, *,
+                limit: int = 50) -> list[versions.Event]:
+        """The event log, newest first: train, freeze, activate, assign, retire, rollback,
+        delete; ``version`` (a number, name or alias, or the number of a deleted draft) keeps
+        that version's."""
         if not 1 <= limit <= MAX_LOOKUP_LIMIT:
             raise InputError(f"limit must be between 1 and {MAX_LOOKUP_LIMIT}, got {limit}",
                              source="--limit")
         with self._tx(write=False) as conn:
-            number = None if version is None else versions.resolve(conn, version).number
+            number = None
+            if version is not None:
+                number = versions.deleted_number(conn, version)
+                if number is None:
+                    number = versions.resolve(conn, version).number
             return versions.history(conn, number, limit)
 
     def assign(self, version: str | int | None = None, *, batch_size: int = DEFAULT_BATCH,
@@ -625,12 +632,13 @@ class Registry:
         with self._tx(write=False, snapshot=False) as conn:
             v = self._seen_version(conn, version)
             found = lookups.ids_of_keys(conn, v.number, keys)
-            metas = lookups.metadata_of(conn, [k for k in keys if found.get(k)]) \
-                if metadata else None
-        rows = [found[k] for k in keys if found.get(k) is not None]
+            rows = [found[k] for k in keys if k in found and found[k].code is not None]
+            metas = lookups.metadata_of(conn, [r.key for r in rows]) if metadata else None
+        without = [found[k] for k in keys if k in found and found[k].code is None]
         return GetResult(v.number, self._records(v, rows, metas),
                          unknown=[k for k in keys if k not in found],
-                         unassigned=[k for k in keys if k in found and found[k] is None])
+                         unassigned=[r.key for r in without if not r.removed],
+                         removed=[r.key for r in without if r.removed])
 
     def lookup(self, query: str, version: str | int | None = None, *,
                limit: int | None = None, metadata: bool = False,
@@ -697,10 +705,7 @@ class Registry:
         rows = write_table(path, columns)
         tokens = 0
         if vocab is not None:
-            # fixed when the version was trained (only a version from before the limit may
-            # have issued numbers above the limit its training figure gives it)
-            words = vocabulary(v.space.sizes, max(v.max_disambiguation,
-                                                  int(numbers.max(initial=0))))
+            words = vocabulary(v.space.sizes, v.max_disambiguation)
             try:
                 Path(vocab).write_text("\n".join(words) + "\n", encoding="utf-8")
             except OSError as e:

@@ -42,16 +42,34 @@ MAX_WORKERS = 64
 
 @dataclass
 class AssignResult:
-    """What an assign did: the version, items given an ID, batches, seconds."""
+    """What an assign did: the version, items given an ID, batches, seconds; ``full``: items
+    left without one because their code tuple is full (an ID there would need a
+    disambiguation number above the version's limit, a token outside its vocabulary)."""
 
     version: Version
     assigned: int
     batches: int
     seconds: float
+    full: int = 0
 
     def to_dict(self) -> dict:
         return {"version": self.version.number, "assigned": self.assigned,
-                "batches": self.batches, "seconds": self.seconds}
+                "batches": self.batches, "seconds": self.seconds, "full": self.full}
+
+    def problem(self) -> str | None:
+        """One line on the items left without an ID, or None."""
+        return left_out(self.version, self.full)
+
+
+def left_out(v: Version, full: int) -> str | None:
+    """One line on ``full`` items left without an ID in ``v``, or None for none."""
+    if not full:
+        return None
+    return (f"{full} new item{'s' if full != 1 else ''} got no ID in {v.label}: their code "
+            "tuples are full (an ID there would need a disambiguation number above the "
+            f"version's limit of {v.max_disambiguation}, outside its vocabulary). Train a "
+            "version with a larger code space (more codes per level, or more levels) and move "
+            "to it")
 
 
 def block_end(v: Version, item_id: int) -> int:
@@ -85,7 +103,7 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
         raise InputError(f"the items' embeddings come from {space.description}, not from "
                          f"{trained_on.description} that {v.label} was trained on: "
                          "train a new version", source="assign")
-    total = batches = 0
+    total = batches = full = 0
     if space is None:
         return AssignResult(v, 0, 0, round(time.perf_counter() - start, 3))
     issued = _Issued()
@@ -93,8 +111,9 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
     with closing(_batches(tx, v, space, batch_size)) as claimed:
         for conn, item_ids, vectors in claimed:
             pause_point("assign-claimed")
-            _allocate(conn, v, books, item_ids, vectors, issued)
-            total += len(item_ids)
+            left = _allocate(conn, v, books, item_ids, vectors, issued)
+            total += len(item_ids) - left
+            full += left
             batches += 1
             # released before the next batch is read, which then reuses their memory
             # instead of faulting in fresh pages (see registry.allocator): the second of two
@@ -103,7 +122,7 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
     if total:
         with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
             assignments.refresh_statistics(conn, v.number, total)
-    return AssignResult(v, total, batches, round(time.perf_counter() - start, 3))
+    return AssignResult(v, total, batches, round(time.perf_counter() - start, 3), full)
 
 
 def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterator[tuple]:
@@ -195,7 +214,9 @@ class _Issued:
         self.count += packed.size
 
 
-def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> None:
+def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> int:
+    """Give the batch's items IDs and write them; how many were left without one (their
+    tuples are full at the version's disambiguation limit)."""
     kept = engine.Kept()  # what the encoder computed that nearest-free starts from
     codes = engine.encode(vectors, books, v.residual, v.beam, kept=kept)
     # holding the version row serialises ID allocation between assigners
@@ -226,15 +247,12 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     if ask.any():
         first[ask] = assignments.first_free(conn, v.number, packed[ask])
     disamb = disambiguate(packed, first)
-    over = int(disamb.max(initial=-1))
-    if over > v.max_disambiguation:
-        # the version's vocabulary is fixed: an ID it cannot spell is never issued
-        raise StateError(
-            f"{int((disamb > v.max_disambiguation).sum())} new items would need "
-            f"disambiguation numbers up to {over}, above {v.label}'s limit of "
-            f"{v.max_disambiguation} (its token vocabulary): their code tuples are full. "
-            "Train a version with a larger code space (more codes per level, or more levels) "
-            "and move to it; nothing of this batch was written")
+    # the version's vocabulary is fixed: an ID it cannot spell is never issued. Numbers count
+    # up within a tuple, so the items left out are each full tuple's last comers
+    fits = disamb <= v.max_disambiguation
+    left = int((~fits).sum())
+    if left:
+        item_ids, packed, disamb = item_ids[fits], packed[fits], disamb[fits]
     assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
     if current.state != "draft":
         seals.grow(conn, v.number, item_ids, packed, disamb)
@@ -242,19 +260,20 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> No
     if nearest_free:
         issued.add(packed)  # an error from here on ends the run, and this cache with it
     versions.log_event(conn, "assign", db.now(), version=v.number,
-                       params={"items": len(item_ids)})
+                       params={"items": len(item_ids), **({"full": left} if left else {})})
+    return left
 
 
-def _worker(url: str, version: int, batch_size: int) -> tuple[int, int] | str:
-    """One worker process: (assigned, batches), or the error's message."""
-    from .api import Registry
+def _worker(url: str, version: int, batch_size: int) -> tuple[int, int, int] | RegistryError:
+    """One worker process: (assigned, batches, full), or the error it met."""
+    from .store.db import Database
 
     try:
-        with Registry(url) as reg:
-            r = reg.assign(version, batch_size=batch_size)
-        return r.assigned, r.batches
+        with Database(url) as database:
+            r = assign(database.tx, version, batch_size)
+        return r.assigned, r.batches, r.full
     except RegistryError as e:
-        return str(e)
+        return e  # pickled back whole: its class and message
 
 
 def assign_parallel(tx: Tx, url: str, version: str | int | None, batch_size: int,
@@ -268,8 +287,8 @@ def assign_parallel(tx: Tx, url: str, version: str | int | None, batch_size: int
     # spawn, not fork: a forked child would share this process's database connections
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         done = pool.starmap(_worker, [(url, v.number, batch_size)] * workers)
-    errors = [d for d in done if isinstance(d, str)]
+    errors = [d for d in done if isinstance(d, RegistryError)]
     if errors:
-        raise RegistryError(errors[0])
+        raise errors[0]
     return AssignResult(v, sum(d[0] for d in done), sum(d[1] for d in done),
-                        round(time.perf_counter() - start, 3))
+                        round(time.perf_counter() - start, 3), sum(d[2] for d in done))

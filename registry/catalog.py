@@ -44,6 +44,7 @@ class AddResult:
     model: str | None = None
     dim: int | None = None
     seconds: float = 0.0
+    texts: bool = False  # texts embedded here, not vectors given (from ``model`` or not)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -84,6 +85,10 @@ def _check_space(space: Space | None, model: str | None, dim: int | None,
         if not is_text and model is None and space.model is not None:
             hint = (f"if these vectors come from {space.model}, say so with --vector-model "
                     f"{space.model}")
+        elif is_text and space.model is None:
+            hint = (f"if the stored vectors come from {model}, add them again with "
+                    f"--vector-model {model} --reembed; to embed every item with it instead, "
+                    "add their texts with --reembed")
         elif is_text:
             hint = "to move every item to this model, add with --reembed"
         else:
@@ -184,7 +189,8 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
         hashes = [content_hash(text=t) for t in incoming.texts]
     else:
         hashes = [content_hash(vector=v) for v in incoming.vectors]
-    result = AddResult(incoming.source, len(incoming.keys), model=model, dim=dim)
+    result = AddResult(incoming.source, len(incoming.keys), model=model, dim=dim,
+                       texts=is_text)
 
     with tx(write=False) as conn:
         # a re-embedding may find (and finish) a mix of spaces; otherwise there is one

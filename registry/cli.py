@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from . import __version__
 from . import formatting as fmt
 from .api import DEFAULT_BATCH, Registry
-from .errors import InputError, NotFoundError, RegistryError
+from .errors import InputError, NotFoundError, RegistryError, StateError
 
 
 class CommandError(click.ClickException):
@@ -246,8 +246,8 @@ def remove(reg: Registry, keys: tuple[str, ...], keys_file: str | None, key_col:
     wanted = list(keys) + (read_keys(keys_file, key_col or "key") if keys_file else [])
     r = reg.remove(wanted)
     _emit(as_json, r.to_dict(), lambda: (
-        f"removed {r.removed} items" + (f" ({r.already_removed} were already removed)"
-                                        if r.already_removed else "")))
+        f"removed {fmt.plural(r.removed, 'item')}" + (
+            f" ({r.already_removed} were already removed)" if r.already_removed else "")))
 
 
 @cli.command(name="items")
@@ -305,9 +305,9 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
                    "share of the items (e.g. 0.25).")
 @click.option("--max-disambiguation", type=int, default=None, metavar="D",
               help="The largest disambiguation number the version may ever issue: its token "
-                   "vocabulary ends with <x_D>, and an assign that would need more is refused "
-                   "[default: the last level's size - 1, or twice what training needs if "
-                   "more].")
+                   "vocabulary ends with <x_D>, and an item whose ID would need more gets none "
+                   "[default: the last level's size - 1, or 2L + 1 for L the largest training "
+                   "gives, if more].")
 @click.option("--allocation-block", type=int, default=None, metavar="N",
               help="New items get their IDs N consecutive item ids at a time, in id order, "
                    "so that one assigner's IDs never depend on its --batch-size; smaller "
@@ -391,20 +391,21 @@ def rollback(reg: Registry, to: str | None, alias: str, reason: str | None,
     """Point `active` back at the version it pointed at before (or --to VERSION) and give
     the items added since that version was trained IDs in it. Nothing is deleted."""
     r = reg.rollback(to, alias=alias, reason=reason)
-    _emit(as_json, r.to_dict(), lambda: (
-        f"{r.alias} -> {r.version.label} (was version {r.previous}); "
-        f"assigned {r.assigned} new items in it"))
+    _emit(as_json, r.to_dict(), lambda: fmt.rollback(r))
+    if r.full:
+        raise StateError(f"rolled back, but {r.problem()}")
 
 
 @cli.command()
 @click.option("--version", "-v", "version", default=None, metavar="VERSION",
-              help="Only the events of this version.")
+              help="Only the events of this version (a deleted draft's by its number).")
 @click.option("--limit", "-n", type=int, default=50, show_default=True,
               help="Most events to show.")
 @_json_option
 @pass_registry
 def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> None:
-    """Show the event log, newest first: train, freeze, activate, assign, retire, rollback."""
+    """Show the event log, newest first: train, freeze, activate, assign, retire, rollback,
+    delete."""
     events = reg.history(version, limit=limit)
     _emit(as_json, [e.to_dict() for e in events], lambda: fmt.history(events))
 
@@ -412,7 +413,10 @@ def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> No
 @cli.command()
 @_version_option
 @click.option("--batch-size", type=int, default=DEFAULT_BATCH, show_default=True,
-              help="Items per transaction (and per claim, with several workers).")
+              help="Items per transaction (and per claim, with several workers), then on to "
+                   "the end of the last one's allocation block (8192 item ids unless the "
+                   "version was trained with another --allocation-block): one assigner's IDs "
+                   "never depend on it.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Assigner processes sharing the work: in parallel on PostgreSQL (as are "
                    "assigners started on other hosts), one batch at a time on SQLite.")
@@ -423,6 +427,8 @@ def assign(reg: Registry, version: str | None, batch_size: int, workers: int,
     """Give every live item that has no ID in the version one, without retraining."""
     r = reg.assign(version, batch_size=batch_size, workers=workers)
     _emit(as_json, r.to_dict(), lambda: fmt.assign(r))
+    if r.full:
+        raise StateError(r.problem())
 
 
 @cli.command()
@@ -436,7 +442,8 @@ def get(reg: Registry, keys: tuple[str, ...], version: str | None, metadata: boo
     """Print the ID of each KEY. Keys without one are named on standard error, after the
     others are printed, and the exit status is then 1."""
     r = reg.get(keys, version, metadata=metadata)
-    _emit(as_json, r.to_dict(), lambda: fmt.get(r))
+    if as_json or r.records:
+        _emit(as_json, r.to_dict(), lambda: fmt.get(r))
     if not r.complete:
         raise NotFoundError("keys", None, message=r.problem())
 

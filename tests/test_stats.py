@@ -74,3 +74,20 @@ def test_stats_command_and_stored_headline(trained, run):
     assert "%" in run("versions").output.splitlines()[1]
     bad = run("stats", "--sample", "1")
     assert bad.exit_code == 1 and "sample must be" in bad.output
+
+
+@pytest.mark.parametrize("residual", ["plain", "normalized"])
+def test_a_warm_starts_raw_collision_rate_is_of_the_nearest_codes(reg, residual):
+    """A retrain --from keeps earlier codes where it can: its raw collision rate is still
+    one of the codes the version's encoder gives (as stats measures it), not of the kept."""
+    from .conftest import make_keys, make_vectors
+
+    reg.add(make_keys(600), make_vectors(600))
+    reg.train(codebook_size=[8, 4, 4], seed=1, residual=residual, name="one")
+    reg.add(make_keys(200, start=600), make_vectors(200, seed=9) + 0.3)
+    summary = reg.train(from_version="one", name="two")
+    v = summary.version
+    x = reg.embeddings(make_keys(800))
+    raw = quality.collision_rate(engine.encode(x, reg.codebooks("two"), v.residual, v.beam))
+    assert summary.raw_collision_rate == pytest.approx(raw)
+    assert reg.stats("two", sample=50).figures["raw_collision_rate"] == pytest.approx(raw)

@@ -112,7 +112,10 @@ def test_removed_items_keep_their_ids_but_leave_new_versions(trained_text):
     assert [x.key for x in reg.items(status="removed").rows] == ["vim", "nano"]
     v2 = reg.train(codebook_size=[2, 2], name="two").version
     assert reg.versions()[-1].items == 6
-    assert reg.get(["vim"], v2.number).unassigned == ["vim"]
+    missing = reg.get(["vim"], v2.number)
+    assert (missing.unassigned, missing.removed) == ([], ["vim"])
+    assert missing.problem() == ("removed item without an ID in version 2: 'vim' (add it "
+                                 "again to bring it back)")
     # adding them again brings them back, without embedding them again
     back = reg.add_file(path, text="{key}: {title}")
     assert (back.restored, back.embedded) == (2, 0)
@@ -195,6 +198,12 @@ def test_vectors_from_the_model_of_the_texts_join_them(reg, run, tmp_path, migra
                "--vector-model", "all-MiniLM-L6-v2", "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["model"] == "all-MiniLM-L6-v2"
+    np.save(tmp_path / "m2.npy", stored + 0.03)
+    (tmp_path / "k2.txt").write_text("joe\n")
+    text = run("add", str(tmp_path / "m2.npy"), "--keys", str(tmp_path / "k2.txt"),
+               "--vector-model", "all-MiniLM-L6-v2").stdout
+    assert "(all-MiniLM-L6-v2, dimension 384)" in text and "stored 1 vector in" in text
+    assert "embedded" not in text  # no text was embedded
     # a model known by name only (an API's) is a space of its own
     with pytest.raises(InputError, match="not model text-embedding-3-small; .* add with "
                                          "--reembed a file that holds a vector for every item"):

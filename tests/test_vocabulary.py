@@ -7,11 +7,10 @@ import json
 
 import pytest
 
-from registry import StateError
 from registry.errors import InputError
 from registry.ids import default_max_disambiguation
 
-from .conftest import dump, make_keys, make_vectors
+from .conftest import make_keys, make_vectors
 
 
 def _vocab(run, version, path) -> list[str]:
@@ -47,8 +46,10 @@ def test_a_frozen_versions_vocabulary_never_grows(reg, run, tmp_path):
     assert largest < stats["largest_disambiguation"] <= v.max_disambiguation
 
 
-def test_an_assign_that_would_need_a_token_outside_the_vocabulary_is_refused(
+def test_items_that_would_need_a_token_outside_the_vocabulary_get_no_id(
         reg, run, migrated_url, tmp_path):
+    """An ID a version cannot spell is never issued: the items whose tuples are full are
+    left without one (and named), the others get theirs; the vocabulary stays."""
     reg.add(make_keys(600), make_vectors(600))
     largest = reg.train(codebook_size=[4, 4], collisions="suffix").version.largest_disambiguation
     # a limit below what training needs is refused, and nothing is written
@@ -61,15 +62,21 @@ def test_an_assign_that_would_need_a_token_outside_the_vocabulary_is_refused(
     assert v.max_disambiguation == largest
     reg.freeze("tight")
     vocab = _vocab(run, "tight", tmp_path / "vocab.txt")
-    reg.add(make_keys(300, start=600), make_vectors(300, seed=2))
-    before = dump(migrated_url)
-    with pytest.raises(StateError, match=f"above version {v.number} \\(tight\\)'s limit of "
-                                         f"{largest}"):
-        reg.assign("tight")
-    assert dump(migrated_url) == before
-    result = run("assign", "-v", "tight")
-    assert result.exit_code == 1 and "Train a version with a larger code space" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    new = make_keys(300, start=600)
+    reg.add(new, make_vectors(300, seed=2))
+    r = reg.assign("tight")
+    assert r.full > 0 and r.assigned + r.full == 300 and r.assigned > 0
+    got = reg.get(new, "tight")
+    assert len(got) == r.assigned and len(got.unassigned) == r.full
+    assert max(x.disambiguation for x in got) <= largest
+    # the command says so in one line after its result, and exits 1
+    result = run("assign", "-v", "tight", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["full"] == r.full
+    error = json.loads(result.stderr)
+    assert error["error"] == "state" and f"{r.full} new items got no ID" in error["detail"]
+    assert "Train a version with a larger code space" in error["detail"]
     assert _vocab(run, "tight", tmp_path / "again.txt") == vocab
+    assert reg.verify().ok
     bad = run("train", "--max-disambiguation", "-1")
     assert bad.exit_code == 1 and "--max-disambiguation" in bad.output

@@ -235,3 +235,18 @@ def test_the_list_of_items_without_an_id_leaves_out_ids_given_above_its_start(
         assert items.unassigned_ids(conn, space, v.number, after=new[5]) == \
             new[6:10] + new[13:]
         assert items.unassigned_ids(conn, space, v.number, after=new[12]) == new[13:]
+
+
+def test_a_workers_error_keeps_its_kind(trained, migrated_url):
+    """An error met in a worker process comes back as itself: under --json its kind is the
+    library's (state, here), not a bare error."""
+    reg, v = trained
+    reg.train(codebook_size=[8, 4, 4], name="other")
+    reg.freeze("other")
+    reg.activate("other")
+    reg.retire(v.number)
+    done = cli(migrated_url, "assign", "-v", str(v.number), "--workers", "2", "--json")
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 1 and out == ""
+    assert json.loads(err) == {"error": "state", "detail": f"{v.label} is retired; no new IDs "
+                                                           "are given in it"}

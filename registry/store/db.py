@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
-from ..errors import DatabaseError, extra_hint
+from ..errors import DatabaseError, StateError, extra_hint
 from .schema import HEAD, REVISIONS
 
 DEFAULT_URL = "sqlite:///registry.db"
@@ -84,6 +84,9 @@ def make_engine(url: str, *, create: bool = False, lookups_only: bool = False) -
                             "postgresql://USER@HOST/DB")
     if backend == "sqlite":
         path = _sqlite_path(url)
+        if path is not None and not path.parent.is_dir():
+            raise DatabaseError(f"no folder {path.parent} for the database file {path.name}: "
+                                "make it first, or name a file in a folder that exists")
         if path is not None and not create and not path.exists():
             raise DatabaseError(f"no registry database at {path}: run `registry init` first")
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
@@ -160,6 +163,59 @@ def transaction(engine: Engine, *, write: bool, snapshot: bool = True
     except (exc.OperationalError, exc.InterfaceError) as e:
         raise DatabaseError(f"database {describe_url(str(engine.url))}: "
                             f"{_first_line(e)}") from None
+
+
+class Database:
+    """One registry database as the library's actions use it: an engine made on first use,
+    and transactions that check the schema once. ``tx`` is what the modules that run the
+    actions take (:data:`Tx`).
+
+    ``lookups_only``: for short-lived processes that only read IDs and versions; on
+    PostgreSQL they connect through the lighter psycopg2 where installed (see
+    :func:`make_engine`), and every write is refused.
+    """
+
+    def __init__(self, url: str | None = None, *, lookups_only: bool = False):
+        self.url = normalise_url(url or default_url())
+        self.lookups_only = lookups_only
+        self._engine: Engine | None = None
+        self._schema_ok = False
+
+    @contextmanager
+    def tx(self, *, write: bool, snapshot: bool = True) -> Iterator[Connection]:
+        """One transaction (see :func:`transaction`)."""
+        if write and self.lookups_only:
+            raise StateError("this Registry was opened for lookups only: open another one "
+                             "to change anything")
+        if self._engine is None:
+            self._engine = make_engine(self.url, lookups_only=self.lookups_only)
+        with transaction(self._engine, write=write, snapshot=snapshot) as conn:
+            if not self._schema_ok:
+                check_schema(conn)
+                self._schema_ok = True
+            yield conn
+
+    def migrate(self) -> tuple[str | None, str | None]:
+        """Create or upgrade the schema (see :func:`migrate`), on an engine of its own that
+        may create the SQLite file."""
+        self.close()
+        engine = make_engine(self.url, create=True)
+        try:
+            return migrate(engine)
+        finally:
+            engine.dispose()
+            self._schema_ok = False
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # autovacuum's own threshold for inserts (autovacuum_vacuum_insert_threshold)

@@ -22,8 +22,8 @@ class Row(NamedTuple):
     """One issued ID: packed code, disambiguation number, the item's key and whether the
     item was removed (a tuple: a prefix listing builds a hundred of these per call)."""
 
-    code: int
-    disamb: int
+    code: int | None
+    disamb: int | None
     key: str
     removed: bool
 
@@ -84,15 +84,15 @@ def _fetch(conn: Connection, template: str, params: tuple, **parts: str) -> list
                        params)
 
 
-def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, Row | None]:
-    """key -> Row in ``version`` for those of ``keys`` that have an ID there; keys that
-    exist without an ID map to None."""
-    out: dict[str, Row | None] = {}
+def ids_of_keys(conn: Connection, version: int, keys: Sequence[str]) -> dict[str, Row]:
+    """key -> Row in ``version`` for those of ``keys`` that exist; the Row of an item
+    without an ID there has None for its code and number (and says whether it is removed)."""
+    out: dict[str, Row] = {}
     keys = storable(keys)
     for start in range(0, len(keys), IN_CHUNK):
         part = keys[start:start + IN_CHUNK]
         for r in _fetch(conn, _KEYS, (version, *part), keys=", ".join(["?"] * len(part))):
-            out[r[2]] = None if r[0] is None else _row(r)
+            out[r[2]] = _row(r)
     return out
 
 

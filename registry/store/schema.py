@@ -29,7 +29,8 @@ from sqlalchemy import (
 
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
                               "0004_seals_and_guards", "0005_assignment_partitions",
-                              "0006_covering_id_index", "0007_not_live_index")
+                              "0006_covering_id_index", "0007_not_live_index",
+                              "0008_vocabulary_limits")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"

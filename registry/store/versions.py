@@ -10,7 +10,7 @@ from functools import cached_property
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from ..errors import InputError, NotFoundError, StateError
-from ..ids import CodeSpace, default_max_disambiguation
+from ..ids import CodeSpace
 from .lookups import driver_rows
 from .schema import aliases, assignments, codebooks, events, versions
 
@@ -56,17 +56,14 @@ class Version:
     @property
     def largest_disambiguation(self) -> int:
         """The largest disambiguation number training gave (a figure of the train)."""
-        return int(self.stats.get("largest_disambiguation",
-                                  self.stats.get("max_disambiguation", 0)))
+        return int(self.stats.get("largest_disambiguation", 0))
 
     @property
     def max_disambiguation(self) -> int:
         """The largest disambiguation number the version may ever issue: its vocabulary ends
-        with that token. Fixed when the version is trained; versions trained before the limit
-        existed take the default rule over their training's figure, which never changes."""
-        if "max_disambiguation" in self.params:
-            return int(self.params["max_disambiguation"])
-        return default_max_disambiguation(self.space.sizes, self.largest_disambiguation)
+        with that token. Fixed when the version is trained (migration 0008 fixed it for the
+        versions from before)."""
+        return int(self.params["max_disambiguation"])
 
     @property
     def vocabulary_size(self) -> int:
@@ -243,6 +240,16 @@ def delete_draft(conn: Connection, number: int) -> None:
     caller holds its lock and checked that it is a draft that no version was trained from."""
     conn.execute(delete(codebooks).where(codebooks.c.version_id == number))
     conn.execute(delete(versions).where(versions.c.id == number))
+
+
+def deleted_number(conn: Connection, ref: str | int) -> int | None:
+    """The number ``ref`` names if it is that of a deleted draft (its events remain)."""
+    ref = str(ref).strip()
+    if not (ref.isascii() and ref.isdigit() and len(ref) < 10):
+        return None
+    found = conn.execute(select(events.c.version_id).where(
+        events.c.action == "delete", events.c.version_id == int(ref))).first()
+    return None if found is None else int(ref)
 
 
 def children(conn: Connection, number: int) -> list[int]:
