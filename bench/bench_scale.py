@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import clustered_vectors, database, machine, record, table
 
 from registry import Registry
-from registry.api import DEFAULT_BATCH
+from registry.defaults import ASSIGN_BATCH as DEFAULT_BATCH
 
 DIM, SIZES = 384, (256, 256, 256)
 TRAIN_RATIO, TRAIN_RSS_GB = 1.2, 2.5

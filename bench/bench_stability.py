@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import debian, machine, record, table
 
 from registry import engine
+from registry.defaults import WARM_NITER
 from registry.engine import TrainParams
-from registry.training import WARM_NITER
 
 SHIFTED_SECTIONS = ("libdevel", "python", "perl", "haskell", "rust", "golang")
 STICKINESS = 0.02  # the command line's default

@@ -175,8 +175,12 @@ class StatsReport:
 
 
 def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -> StatsReport:
-    """Every quality figure of a version (see :mod:`registry.quality`), over all its items."""
+    """Every quality figure of a version (see :mod:`registry.quality`), over all its items;
+    neighbourhood agreement over ``sample`` of them."""
     from . import quality
+
+    if not 10 <= sample <= 100_000:
+        raise InputError(f"sample must be between 10 and 100000, got {sample}", param="sample")
 
     with tx(write=False) as conn:
         v = versions.resolve(conn, ref)

@@ -32,7 +32,7 @@ from .hooks import pause_point
 from .ids import disambiguate
 from .store import assignments, codebooks, db, items, seals, versions
 from .store.db import Tx
-from .store.versions import Version
+from .store.versions import State, Version
 
 # a worker that finds nothing to claim while other assigners still hold unassigned items
 # waits this long before looking again: one of them may die and release its batch
@@ -80,13 +80,22 @@ def block_end(v: Version, item_id: int) -> int:
     return (int(item_id) // v.allocation_block + 1) * v.allocation_block
 
 
+def run(tx: Tx, url: str, version: str | int | None, batch_size: int,
+        workers: int) -> AssignResult:
+    """Assign in this process, or in ``workers`` processes (see :func:`assign_parallel`)."""
+    check(batch_size, workers)
+    if workers > 1:
+        return assign_parallel(tx, url, version, batch_size, workers)
+    return assign(tx, version, batch_size)
+
+
 def check(batch_size: int, workers: int) -> None:
     if not 1 <= batch_size <= 1_000_000:
         raise InputError(f"batch size must be between 1 and 1000000, got {batch_size}",
-                         source="--batch-size")
+                         param="batch_size")
     if not 1 <= workers <= MAX_WORKERS:
         raise InputError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}",
-                         source="--workers")
+                         param="workers")
 
 
 def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
@@ -94,7 +103,7 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
     start = time.perf_counter()
     with tx(write=False) as conn:
         v = versions.resolve(conn, version)
-        if v.state == "retired":
+        if v.state == State.RETIRED:
             raise StateError(f"{v.label} is retired; no new IDs are given in it")
         books = codebooks.read(conn, v.number)
         space = items.single_space(conn)
@@ -138,7 +147,7 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
     while True:
         with tx(write=True) as conn:
             current = versions.get(conn, v.number)
-            if current is None or current.state == "retired":
+            if current is None or current.state == State.RETIRED:
                 raise StateError(f"{v.label} was retired while assigning")
             if conn.dialect.name != "postgresql":
                 # SQLite runs one writer at a time: the next unassigned items by id
@@ -254,7 +263,7 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> in
     if left:
         item_ids, packed, disamb = item_ids[fits], packed[fits], disamb[fits]
     assignments.write(conn, v.number, item_ids, packed, disamb, incremental=True)
-    if current.state != "draft":
+    if current.state != State.DRAFT:
         seals.grow(conn, v.number, item_ids, packed, disamb)
     pause_point("assign-written")
     if nearest_free:

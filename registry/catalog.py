@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .embed import Embedder, VectorSpace
-from .errors import InputError
+from . import defaults
+from .embed import Embedder, VectorSpace, vector_space
+from .errors import InputError, NotFoundError, listed
 from .hooks import pause_point
 from .ingest import Incoming
-from .store import db, items
+from .store import db, items, versions
 from .store.db import Tx
 from .store.items import Space, Stored
 
 DTYPES = ("float32", "float16")
+# the most items `items` lists
+MAX_LISTED = 10_000
 Progress = Callable[[int, int], None]
 
 
@@ -83,16 +87,16 @@ def _check_space(space: Space | None, model: str | None, dim: int | None,
     if space.model != model:
         new = (f"model {model}" if model is not None else "vectors given without a model")
         if not is_text and model is None and space.model is not None:
-            hint = (f"if these vectors come from {space.model}, say so with --vector-model "
+            hint = (f"if these vectors come from {space.model}, say so with `vector_model` "
                     f"{space.model}")
         elif is_text and space.model is None:
             hint = (f"if the stored vectors come from {model}, add them again with "
-                    f"--vector-model {model} --reembed; to embed every item with it instead, "
-                    "add their texts with --reembed")
+                    f"`vector_model` {model} and `reembed`; to embed every item with it "
+                    "instead, add their texts with `reembed`")
         elif is_text:
-            hint = "to move every item to this model, add with --reembed"
+            hint = "to move every item to this model, add with `reembed`"
         else:
-            hint = ("to move the registry to these vectors, add with --reembed a file that "
+            hint = ("to move the registry to these vectors, add with `reembed` a file that "
                     "holds a vector for every item")
         raise InputError(f"the registry's items come from {space.description}, not {new}; "
                          f"one registry holds one embedding space: {hint}", source=source)
@@ -160,6 +164,172 @@ def _batches(indices: list, size: int) -> Iterator[list]:
         yield indices[start:start + size]
 
 
+@dataclass
+class RemoveResult:
+    """Items a remove tombstoned, and those it found removed already."""
+
+    removed: int
+    already_removed: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ItemsReport:
+    """Counts of items (live, removed, and changed or new since ``since`` when asked) and the
+    first ones of ``status``."""
+
+    counts: dict[str, int]
+    rows: list[items.Listed]
+    status: str
+    since: int | None
+    what: str
+
+    def to_dict(self) -> dict:
+        return {"counts": self.counts, "status": self.status, "since_version": self.since,
+                "items": [{"key": r.key, "removed": r.removed, "model": r.model, "dim": r.dim,
+                           "dtype": r.dtype, "meta": r.meta,
+                           "created_at": r.created_at.isoformat(),
+                           "updated_at": r.updated_at.isoformat()} for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How an add embeds and stores: ``model`` and its ``device``, ``batch_size`` and
+    ``backend`` for texts (None: :class:`registry.embed.Embedder`'s defaults), the model
+    vectors come from (``vector_model``), the stored ``dtype``, whether to embed every item
+    again (``reembed``), and the items written per transaction (``commit_every``)."""
+
+    model: str | None = None
+    vector_model: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    backend: str | None = None
+    dtype: str = "float32"
+    reembed: bool = False
+    commit_every: int = defaults.COMMIT_EVERY
+
+
+def given(keys: Sequence[str], vectors: np.ndarray | None, texts: Sequence[str] | None,
+          metas: Sequence[dict | None] | None, source: str) -> Incoming:
+    """Items handed over in Python (not read from a file), checked as a file's rows are."""
+    from .ingest import TextSpec, unique_key
+    from .vectors import check_vectors
+
+    if (vectors is None) == (texts is None):
+        raise InputError("give either `vectors` or `texts`", source=source)
+    seen: dict[str, int] = {}
+    keys = [unique_key(seen, k, source, row) for row, k in enumerate(keys, start=1)]
+    metas = list(metas) if metas is not None else [None] * len(keys)
+    if len(metas) != len(keys):
+        raise InputError(f"{len(keys)} keys but {len(metas)} metadata entries", source=source)
+    rows = list(range(1, len(keys) + 1))
+    if texts is not None:
+        spec = TextSpec("text", None, ("text",))
+        texts = [spec.render({"text": t}, source, row)
+                 for row, t in zip(rows, texts, strict=False)]
+        if len(texts) != len(keys):
+            raise InputError(f"{len(keys)} keys but {len(texts)} texts", source=source)
+        return Incoming(source, keys, metas, rows, texts=texts)
+    arr = check_vectors(vectors, source)
+    if arr.shape[0] != len(keys):
+        raise InputError(f"{len(keys)} keys but vectors of shape {arr.shape}", source=source)
+    return Incoming(source, keys, metas, rows, vectors=arr)
+
+
+def from_file(path: str | Path, *, key: str | None, text: str | None, vector: str | None,
+              keys_file: str | Path | None) -> Incoming:
+    """The rows of a JSONL / CSV / Parquet file, or of a .npy matrix and its keys file."""
+    from .ingest import read_file, read_npy
+
+    if keys_file is not None:
+        for param, value in (("key", key), ("text", text), ("vector", vector)):
+            if value is not None:
+                raise InputError("is for JSONL, CSV and Parquet files; a .npy matrix is read "
+                                 "with its `keys_file` alone", param=param)
+        return read_npy(path, keys_file)
+    return read_file(path, "key" if key is None else key, text=text, vector=vector)
+
+
+def add_incoming(tx: Tx, incoming: Incoming, options: EmbedOptions,
+                 progress: Progress | None = None) -> AddResult:
+    """Check that ``options`` fit what was given (an option that would do nothing is
+    refused), then :func:`add`."""
+    o = options
+    embedder = space = None
+    if incoming.texts is not None:
+        if o.vector_model is not None:
+            raise InputError("is for vectors; texts are embedded with `model`",
+                             param="vector_model")
+        embedder = Embedder(o.model, device=o.device, batch_size=o.batch_size,
+                            backend=o.backend)
+    else:
+        for param in ("model", "device", "batch_size", "backend"):
+            if getattr(o, param) is not None:
+                raise InputError("is for texts to embed; vectors are stored as given "
+                                 "(`vector_model` says which model made them)", param=param)
+        if o.vector_model is not None:
+            space = vector_space(o.vector_model)
+    if not 1 <= o.commit_every <= 1_000_000:
+        raise InputError(f"commit batch must be between 1 and 1000000, got {o.commit_every}",
+                         param="commit_every")
+    return add(tx, incoming, embedder=embedder, vector_space=space, dtype=o.dtype,
+               reembed=o.reembed, commit_batch=o.commit_every, progress=progress)
+
+
+def embeddings(tx: Tx, keys: Sequence[str]) -> np.ndarray:
+    """The stored embeddings of ``keys`` as float32 rows, in the order given."""
+    keys = list(keys)
+    with tx(write=False) as conn:
+        found = items.embeddings(conn, keys)
+    unknown = [k for k in keys if k not in found]
+    if unknown:
+        raise NotFoundError("key" if len(unknown) == 1 else "keys", listed(unknown))
+    return np.stack([found[k] for k in keys]) if keys else np.empty((0, 0), np.float32)
+
+
+def remove(tx: Tx, keys: Sequence[str]) -> RemoveResult:
+    """Tombstone items (see :meth:`registry.api.Registry.remove`); unknown keys are an error
+    and remove nothing."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        raise InputError("give at least one key to remove", param="keys")
+    with tx(write=True) as conn:
+        known = items.existing(conn, keys)
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise NotFoundError("key" if len(unknown) == 1 else "keys", listed(unknown))
+        live = [known[k].id for k in keys if not known[k].removed]
+        items.set_removed(conn, live, db.now())
+    return RemoveResult(len(live), len(keys) - len(live))
+
+
+def report(tx: Tx, *, status: str, changed_since: str | int | None,
+           new_since: str | int | None, limit: int) -> ItemsReport:
+    """Counts of live and removed items, and the first ``limit`` items of ``status``,
+    optionally only those changed (or new) since a version was trained."""
+    if status not in ("live", "removed", "all"):
+        raise InputError(f"status must be live, removed or all, got {status!r}",
+                         param="status")
+    if not 0 <= limit <= MAX_LISTED:
+        raise InputError(f"limit must be between 0 and {MAX_LISTED}, got {limit}",
+                         param="limit")
+    if changed_since is not None and new_since is not None:
+        raise InputError("give `changed_since` or `new_since`, not both", param="new_since")
+    with tx(write=False) as conn:
+        ref = changed_since if changed_since is not None else new_since
+        since = None if ref is None else versions.resolve(conn, ref)
+        what = "changed" if changed_since is not None else "new"
+        when = None if since is None else since.created_at
+        counts = {"live": items.count(conn, "live"), "removed": items.count(conn, "removed")}
+        if since is not None:
+            counts[f"{what}_since_version_{since.number}"] = items.count(conn, status, when,
+                                                                         what)
+        rows = items.listing(conn, status, when, what, limit)
+    return ItemsReport(counts, rows, status, None if since is None else since.number, what)
+
+
 def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
         vector_space: VectorSpace | None = None, dtype: str = "float32",
         reembed: bool = False, commit_batch: int = 2048,
@@ -169,7 +339,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     start = time.perf_counter()
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}",
-                         source="--dtype")
+                         param="dtype")
     is_text = incoming.texts is not None
     if is_text and embedder is None:
         raise ValueError("texts need an embedder")
@@ -178,7 +348,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
             too_big = ~np.isfinite(incoming.vectors.astype(np.float16)).all(axis=1)
         if too_big.any():
             raise InputError("vector holds numbers too large for float16 storage: use "
-                             "--dtype float32", source=incoming.source,
+                             "`dtype` float32", source=incoming.source,
                              row=incoming.rows[int(np.flatnonzero(too_big)[0])])
     model = embedder.label if is_text else (vector_space.label if vector_space else None)
     dim = None if is_text else int(incoming.vectors.shape[1])
@@ -204,7 +374,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     mine = set(incoming.keys)
     others = [o for o in others if o[1] not in mine]
     if others and not is_text:
-        raise InputError(f"--reembed with vectors needs one for every item, and {len(others)} "
+        raise InputError(f"`reembed` with vectors needs one for every item, and {len(others)} "
                          f"items are not in this file (for example {others[0][1]!r}): add "
                          "their vectors to it, or remove them first", source=incoming.source)
     missing = [key for _, key, text in others if text is None]

@@ -1,11 +1,15 @@
 """The ``registry`` command line: parse options, call :class:`registry.api.Registry`, format.
 
-No logic lives here. Registry errors become one-line ``Error: ...`` messages with exit code 1.
+No logic lives here. Registry errors become one-line ``Error: ...`` messages with exit code 1
+(JSON ones under ``--json``), the library's parameter names in them put as this command's
+options, once, in :class:`RegistryGroup`. Defaults shown in the help come from
+:mod:`registry.defaults`, as the library's do.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -14,10 +18,11 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.exc import DBAPIError
 
-from . import __version__
+from . import __version__, defaults
 from . import formatting as fmt
-from .api import DEFAULT_BATCH, Registry
+from .api import Registry
 from .errors import InputError, NotFoundError, RegistryError, StateError
+from .store.db import first_line
 
 
 class CommandError(click.ClickException):
@@ -43,15 +48,32 @@ class RegistryGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RegistryError as e:
-            raise CommandError(e.code, str(e), as_json) from None
+            raise CommandError(e.code, self._in_flags(ctx, e), as_json) from None
         except DBAPIError as e:
             # not a user error, but still one line: the database refused something
-            first = (str(e.orig).strip().splitlines() or [type(e.orig).__name__])[0]
-            raise CommandError("database", f"database error: {first}", as_json) from None
+            raise CommandError("database", f"database error: {first_line(e)}",
+                               as_json) from None
         except click.UsageError as e:
             if not as_json:
                 raise
             raise CommandError("usage", e.format_message(), True, e.exit_code) from None
+
+    def _in_flags(self, ctx: click.Context, error: RegistryError) -> str:
+        """The error's message with the library's parameter names (``niter:`` leading an
+        InputError's, `refine` inside any) as the command's options (--niter, --refine)."""
+        command = self.get_command(ctx, ctx.invoked_subcommand or "")
+        names = {} if command is None else {
+            p.name: (p.opts[0] if isinstance(p, click.Option) else p.human_readable_name)
+            for p in command.params if p.name}
+        message = str(error)
+        param = getattr(error, "param", None)
+        if param in names and message.startswith(f"{param}:"):
+            message = names[param] + message[len(param):]
+        return _PARAM.sub(lambda m: names.get(m.group(1), m.group(0)), message)
+
+
+# a parameter's name as library messages write it: `refine`
+_PARAM = re.compile(r"`([a-z_][a-z0-9_]*)`")
 
 
 class SizesType(click.ParamType):
@@ -81,9 +103,10 @@ def _metadata_option(f: Callable) -> Callable:
                              "key and text).")(f)
 
 
-def _version_option(f: Callable) -> Callable:
+def _version_option(help: str = "Version number, name or alias (default: the active "
+                                 "version).") -> Callable[[Callable], Callable]:
     return click.option("--version", "-v", "version", default=None, metavar="VERSION",
-                        help="Version number, name or alias (default: the active version).")(f)
+                        help=help)
 
 
 def _emit(as_json: bool, data: object, text: Callable[[], str]) -> None:
@@ -171,12 +194,12 @@ def init(reg: Registry, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--key", "key_col", default=None, metavar="COL",
+@click.option("--key", default=None, metavar="COL",
               help="Column holding each item's unique key [default: key].")
 @click.option("--text", default=None, metavar="COL_OR_TEMPLATE",
               help="Column holding each item's text, or a template over columns such as "
                    "'{title}. {description}'. The text is embedded with --model.")
-@click.option("--vector", "vector_col", default=None, metavar="COL",
+@click.option("--vector", default=None, metavar="COL",
               help="Column holding each item's vector (a list of numbers), instead of --text.")
 @click.option("--keys", "keys_file", default=None, metavar="KEYS.txt",
               type=click.Path(dir_okay=False, path_type=str),
@@ -189,28 +212,25 @@ def init(reg: Registry, as_json: bool) -> None:
                    "folder, or any name), so that they join the items that model embedded; "
                    "checked against its dimension where its files are here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="For --text: where the model runs [default: cpu].")
+              help=f"For --text: where the model runs [default: {defaults.DEVICE}].")
 @click.option("--batch-size", type=int, default=None,
-              help="For --text: texts per model call [default: 64].")
+              help=f"For --text: texts per model call [default: {defaults.EMBED_BATCH}].")
 @click.option("--backend", type=click.Choice(["torch", "onnx", "onnx-int8"]), default=None,
               help="For --text: how the model runs: torch, ONNX Runtime, or ONNX Runtime with "
                    "int8 weights (faster on CPU; its vectors form their own embedding space) "
-                   "[default: torch]. ONNX needs the onnx extra; the model is converted "
-                   "locally once.")
+                   f"[default: {defaults.BACKEND}]. ONNX needs the onnx extra; the model is "
+                   "converted locally once.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32",
               show_default=True, help="How embeddings are stored (float16 halves the space).")
 @click.option("--reembed", is_flag=True,
               help="Embed every item again with --model: how a registry moves to another "
                    "model (needs the items' texts).")
-@click.option("--commit-every", type=int, default=2048, show_default=True,
+@click.option("--commit-every", type=int, default=defaults.COMMIT_EVERY, show_default=True,
               help="Items embedded and written per transaction.")
 @_json_option
 @pass_registry
-def add(reg: Registry, file: str, key_col: str | None, text: str | None,
-        vector_col: str | None, keys_file: str | None, model: str | None,
-        vector_model: str | None, device: str | None, batch_size: int | None,
-        backend: str | None, dtype: str, reembed: bool, commit_every: int,
-        as_json: bool) -> None:
+def add(reg: Registry, file: str, key: str | None, text: str | None, vector: str | None,
+        keys_file: str | None, as_json: bool, **options) -> None:
     """Add or update items from FILE (JSONL, JSONL.GZ, CSV, Parquet, or .npy with --keys).
 
     The whole file is checked first: a bad row stores nothing. Unchanged items are left
@@ -218,10 +238,8 @@ def add(reg: Registry, file: str, key_col: str | None, text: str | None,
     written batch by batch, so an interrupted run resumes where it stopped.
     """
     with _progress(not as_json, "embedding") as bar:
-        r = reg.add_file(file, key=key_col, text=text, vector=vector_col, keys_file=keys_file,
-                         model=model, vector_model=vector_model, device=device,
-                         batch_size=batch_size, backend=backend, dtype=dtype,
-                         reembed=reembed, commit_every=commit_every, progress=bar)
+        r = reg.add_file(file, key=key, text=text, vector=vector, keys_file=keys_file,
+                         progress=bar, **options)
     _emit(as_json, r.to_dict(), lambda: fmt.add(r))
 
 
@@ -230,20 +248,20 @@ def add(reg: Registry, file: str, key_col: str | None, text: str | None,
 @click.option("--file", "keys_file", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Remove the keys in this file: one per line, or the --key column of a "
                    "JSONL / CSV / Parquet file.")
-@click.option("--key", "key_col", default=None, metavar="COL",
+@click.option("--key", default=None, metavar="COL",
               help="Key column of --file when it is a catalog file [default: key].")
 @_json_option
 @pass_registry
-def remove(reg: Registry, keys: tuple[str, ...], keys_file: str | None, key_col: str | None,
+def remove(reg: Registry, keys: tuple[str, ...], keys_file: str | None, key: str | None,
            as_json: bool) -> None:
     """Remove items by KEY: they keep their IDs in existing versions, which are never given
     to another item, but get none in new versions. Adding them again brings them back."""
     from .ingest import read_keys
 
-    if key_col is not None and keys_file is None:
-        raise InputError("--key names the key column of --file; give --file too, or leave "
-                         "--key out", source="--key")
-    wanted = list(keys) + (read_keys(keys_file, key_col or "key") if keys_file else [])
+    if key is not None and keys_file is None:
+        raise InputError("names the key column of `keys_file`; give that too, or leave it "
+                         "out", param="key")
+    wanted = list(keys) + (read_keys(keys_file, key or "key") if keys_file else [])
     r = reg.remove(wanted)
     _emit(as_json, r.to_dict(), lambda: (
         f"removed {fmt.plural(r.removed, 'item')}" + (
@@ -271,9 +289,10 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @cli.command()
 @click.option("--levels", "-l", type=int, default=None,
               help="Number of levels (code positions before the disambiguation number) "
-                   "[default: 3, or one per --codebook-size].")
+                   f"[default: {defaults.LEVELS}, or one per --codebook-size].")
 @click.option("--codebook-size", "-k", type=SizesType(), default=None,
-              help="Codes per level: one size, or one per level as 256,64,16 [default: 256].")
+              help="Codes per level: one size, or one per level as 256,64,16 "
+                   f"[default: {defaults.CODEBOOK_SIZE}].")
 @click.option("--name", default=None, help="A unique name for the new version.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: same seed and items give the same codes.")
@@ -281,22 +300,25 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
               help="plain: x - centroid (decodable); normalized: rescaled to unit length "
                    "at every level [default: plain].")
 @click.option("--niter", type=int, default=None,
-              help="k-means rounds per level [default: 16; 5 with --from].")
+              help=f"k-means rounds per level [default: {defaults.NITER}; "
+                   f"{defaults.WARM_NITER} with --from].")
 @click.option("--refine", type=int, default=None,
               help="Passes that refine levels 2..L together after the greedy levels (plain "
-                   "residuals; 0 turns it off) [default: 3].")
+                   f"residuals; 0 turns it off) [default: {defaults.REFINE}].")
 @click.option("--beam", type=int, default=None,
               help="Code paths kept while encoding levels 2..L (plain residuals; 1 is "
-                   "greedy). Level 1 is always the nearest centroid [default: 2; with "
-                   "--from, the parent's].")
-@click.option("--max-points-per-centroid", type=int, default=256, show_default=True,
+                   "greedy). Level 1 is always the nearest centroid [default: "
+                   f"{defaults.BEAM}; with --from, the parent's].")
+@click.option("--max-points-per-centroid", type=int, default=defaults.MAX_POINTS_PER_CENTROID,
+              show_default=True,
               help="k-means trains on at most this many points per code (a sample).")
 @click.option("--from", "from_version", default=None, metavar="VERSION",
               help="Start from VERSION's codebooks and keep its items' IDs wherever the data "
                    "allows (stable retraining).")
 @click.option("--stickiness", type=float, default=None,
               help="With --from: an item keeps its code while that centroid is within this "
-                   "share of the nearest one's squared distance [default: 0.02].")
+                   "share of the nearest one's squared distance [default: "
+                   f"{defaults.STICKINESS}].")
 @click.option("--collisions", type=click.Choice(["nearest-free", "suffix"]), default=None,
               help="Items on a taken code tuple: move to the nearest free code under the same "
                    "prefix (nearest-free, the default), or only number them (suffix).")
@@ -311,23 +333,14 @@ def items_cmd(reg: Registry, status: str, changed_since: str | None, new_since: 
 @click.option("--allocation-block", type=int, default=None, metavar="N",
               help="New items get their IDs N consecutive item ids at a time, in id order, "
                    "so that one assigner's IDs never depend on its --batch-size; smaller "
-                   "blocks spread a small backlog over more assign workers [default: 8192].")
+                   "blocks spread a small backlog over more assign workers "
+                   f"[default: {defaults.ALLOCATION_BLOCK}].")
 @click.option("--reason", default=None, help="Why, for the event log.")
 @_json_option
 @pass_registry
-def train(reg: Registry, levels: int | None, codebook_size, name: str | None, seed: int,
-          residual: str | None, niter: int | None, refine: int | None,
-          beam: int | None, max_points_per_centroid: int,
-          from_version: str | None, stickiness: float | None, collisions: str | None,
-          balance: float | None, max_disambiguation: int | None,
-          allocation_block: int | None, reason: str | None, as_json: bool) -> None:
+def train(reg: Registry, as_json: bool, **request) -> None:
     """Train a new draft version on every live item and give each of them an ID in it."""
-    r = reg.train(levels=levels, codebook_size=codebook_size, name=name, seed=seed,
-                  residual=residual, niter=niter, refine=refine,
-                  max_points_per_centroid=max_points_per_centroid,
-                  from_version=from_version, stickiness=stickiness, reason=reason,
-                  collisions=collisions, balance=balance, beam=beam,
-                  max_disambiguation=max_disambiguation, allocation_block=allocation_block)
+    r = reg.train(**request)
     _emit(as_json, r.to_dict(), lambda: fmt.train(r))
 
 
@@ -397,8 +410,7 @@ def rollback(reg: Registry, to: str | None, alias: str, reason: str | None,
 
 
 @cli.command()
-@click.option("--version", "-v", "version", default=None, metavar="VERSION",
-              help="Only the events of this version (a deleted draft's by its number).")
+@_version_option("Only the events of this version (a deleted draft's by its number).")
 @click.option("--limit", "-n", type=int, default=50, show_default=True,
               help="Most events to show.")
 @_json_option
@@ -411,12 +423,12 @@ def history(reg: Registry, version: str | None, limit: int, as_json: bool) -> No
 
 
 @cli.command()
-@_version_option
-@click.option("--batch-size", type=int, default=DEFAULT_BATCH, show_default=True,
+@_version_option()
+@click.option("--batch-size", type=int, default=defaults.ASSIGN_BATCH, show_default=True,
               help="Items per transaction (and per claim, with several workers), then on to "
-                   "the end of the last one's allocation block (8192 item ids unless the "
-                   "version was trained with another --allocation-block): one assigner's IDs "
-                   "never depend on it.")
+                   "the end of the last one's allocation block "
+                   f"({defaults.ALLOCATION_BLOCK} item ids unless the version was trained with "
+                   "another --allocation-block): one assigner's IDs never depend on it.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Assigner processes sharing the work: in parallel on PostgreSQL (as are "
                    "assigners started on other hosts), one batch at a time on SQLite.")
@@ -433,7 +445,7 @@ def assign(reg: Registry, version: str | None, batch_size: int, workers: int,
 
 @cli.command()
 @click.argument("keys", nargs=-1, required=True)
-@_version_option
+@_version_option()
 @_metadata_option
 @_json_option
 @pass_registry
@@ -450,9 +462,9 @@ def get(reg: Registry, keys: tuple[str, ...], version: str | None, metadata: boo
 
 @cli.command()
 @click.argument("query", metavar="ID_OR_PREFIX")
-@_version_option
+@_version_option()
 @click.option("--limit", "-n", type=int, default=None,
-              help="Most items to list for a prefix [default: 20].")
+              help=f"Most items to list for a prefix [default: {defaults.LOOKUP_LIMIT}].")
 @_metadata_option
 @_json_option
 @pass_registry
@@ -525,7 +537,7 @@ def drift(reg: Registry, version: str | None, against: str | None, html: str | N
 
 @cli.command()
 @click.argument("version", required=False)
-@click.option("--sample", type=int, default=1000, show_default=True,
+@click.option("--sample", type=int, default=defaults.STATS_SAMPLE, show_default=True,
               help="Items whose 10 nearest neighbours measure neighbourhood agreement.")
 @_json_option
 @pass_registry

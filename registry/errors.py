@@ -15,21 +15,29 @@ class RegistryError(Exception):
 
 
 class InputError(RegistryError):
-    """Bad input: a file, a row, a value or an option that cannot be used.
+    """Bad input: a file, a row, a value or a parameter that cannot be used.
 
-    ``source`` names the file (or option) and ``row`` the 1-based row, when known.
+    ``source`` names the file and ``row`` the 1-based row, when known; ``param`` the
+    parameter of the library's call at fault (``niter``), which the message starts with.
+    Messages name parameters as they are spelled in Python, between backquotes (`refine`),
+    so that the command line can put its option names in their place.
     """
 
     code = "input"
 
-    def __init__(self, message: str, *, source: str | None = None, row: int | None = None):
+    def __init__(self, message: str, *, source: str | None = None, row: int | None = None,
+                 param: str | None = None):
         self.source = source
         self.row = row
+        self.param = param
         self.detail = message
-        where = ""
-        if source is not None:
-            where = f"{source}" + (f" row {row}" if row is not None else "") + ": "
-        super().__init__(where + message)
+        where = source if source is not None else param
+        if where is not None:
+            where += (f" row {row}" if row is not None else "") + ": "
+        super().__init__((where or "") + message)
+
+    def __reduce__(self):  # pickled whole, as assign's worker processes send it back
+        return _rebuild_input, (self.detail, self.source, self.row, self.param)
 
 
 class NotFoundError(RegistryError):
@@ -64,3 +72,14 @@ def extra_hint(extra: str, first: str = "") -> str:
     with its lock (the name `registry` on PyPI is another project's)."""
     before = f"pip install -c constraints.txt {first} && " if first else ""
     return f"{before}pip install -c constraints.txt -e '.[{extra}]' in the registry checkout"
+
+
+def _rebuild_input(message: str, source: str | None, row: int | None,
+                   param: str | None) -> InputError:
+    return InputError(message, source=source, row=row, param=param)
+
+
+def listed(items: list[str], most: int = 5) -> str:
+    """Some of ``items`` (keys, say) for a message: quoted, long ones cut, and how many more."""
+    text = ", ".join(repr(k if len(k) <= 60 else k[:60] + "...") for k in items[:most])
+    return text + (f" and {len(items) - most} more" if len(items) > most else "")

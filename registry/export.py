@@ -1,15 +1,73 @@
-"""Writing a version's IDs for downstream training jobs: Parquet, CSV or JSONL by suffix."""
+"""Writing a version's IDs for downstream training jobs: Parquet, CSV or JSONL by suffix,
+with the version's token vocabulary beside them."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .ids import format_ids, format_tokens, vocabulary
+from .store import lookups, versions
+from .store.db import Tx
+
+STYLES = ("ids", "tokens")
+
+
+@dataclass
+class ExportResult:
+    """An export: the version, the file and its rows, the ID style, and the vocabulary file
+    with its number of tokens (None and 0 without one)."""
+
+    version: int
+    path: str
+    rows: int
+    style: str
+    vocab: str | None
+    tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export(tx: Tx, ref: str | int | None, path: str | Path, *, style: str = "ids",
+           vocab: str | Path | None = None) -> ExportResult:
+    """Every item's key, ID (or tokens), codes, disambiguation number and whether it was
+    removed, in ``ref``'s version, to ``path``; its vocabulary (:func:`registry.ids.vocabulary`,
+    up to the version's disambiguation limit) to ``vocab``."""
+    if style not in STYLES:
+        raise InputError(f"style must be ids or tokens, got {style!r}", param="style")
+    output_format(path)
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, ref)
+        pop = lookups.population(conn, v.number, by_id=True)
+    codes = v.space.unpack(pop.codes)
+    numbers = np.asarray(pop.disambs, dtype=np.int64)
+    columns: dict = {"key": pop.keys}
+    if style == "tokens":
+        columns["tokens"] = format_tokens(codes, numbers)
+    else:
+        columns["id"] = format_ids(codes, numbers)
+    for level in range(v.space.levels):
+        columns[f"level_{level + 1}"] = codes[:, level]
+    columns["disambiguation"] = numbers
+    columns["removed"] = pop.removed
+    rows = write_table(path, columns)
+    tokens = 0
+    if vocab is not None:
+        words = vocabulary(v.space.sizes, v.max_disambiguation)
+        try:
+            Path(vocab).write_text("\n".join(words) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot write: {e.strerror}", source=str(vocab)) from None
+        tokens = len(words)
+    return ExportResult(v.number, str(path), rows, style,
+                        None if vocab is None else str(vocab), tokens)
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".csv.gz": "csv"}

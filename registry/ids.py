@@ -41,14 +41,14 @@ def check_sizes(sizes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     sizes = tuple(int(k) for k in sizes)
     if not 1 <= len(sizes) <= MAX_LEVELS:
         raise InputError(f"levels must be between 1 and {MAX_LEVELS}, got {len(sizes)}",
-                         source="--levels")
+                         param="levels")
     for k in sizes:
         if not 2 <= k <= MAX_CODEBOOK_SIZE:
             raise InputError(f"codebook size must be between 2 and {MAX_CODEBOOK_SIZE}, got {k}",
-                             source="--codebook-size")
+                             param="codebook_size")
     if math.prod(sizes) > MAX_CODE_SPACE:
         raise InputError(f"codebook sizes {list(sizes)} give more than 2^62 code tuples; "
-                         "use fewer levels or smaller codebooks", source="--codebook-size")
+                         "use fewer levels or smaller codebooks", param="codebook_size")
     return sizes
 
 

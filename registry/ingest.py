@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .vectors import check_vectors
 
 MAX_KEY_LENGTH = 1000
 # sentence-transformers models read a few hundred tokens; a text this long is a mistake
@@ -55,22 +56,22 @@ class TextSpec:
     def parse(cls, spec: str) -> TextSpec:
         if "{" not in spec and "}" not in spec:
             if not spec.strip():
-                raise InputError("give a column name or a template", source="--text")
+                raise InputError("give a column name or a template", param="text")
             return cls(spec, None, (spec,))
         try:
             parts = list(string.Formatter().parse(spec))
         except ValueError as e:
-            raise InputError(f"bad template {spec!r}: {e}", source="--text") from None
+            raise InputError(f"bad template {spec!r}: {e}", param="text") from None
         fields = []
         for _, name, fmt, conv in parts:
             if name is None:
                 continue
             if not name or name.isdigit() or fmt or conv:
                 raise InputError(f"bad template {spec!r}: fields must be plain column names, "
-                                 "as in {title}", source="--text")
+                                 "as in {title}", param="text")
             fields.append(name)
         if not fields:
-            raise InputError(f"template {spec!r} names no column", source="--text")
+            raise InputError(f"template {spec!r} names no column", param="text")
         return cls(None, spec, tuple(dict.fromkeys(fields)))
 
     def render(self, rec: dict, source: str, row: int) -> str:
@@ -104,37 +105,10 @@ def file_format(path: Path) -> str:
             return fmt
     if name.endswith(".npz"):
         raise InputError("a NumPy .npz archive holds several arrays: save the one matrix with "
-                         "numpy.save as .npy, with its keys in a text file (--keys)",
+                         "numpy.save as .npy, with its keys in a text file (`keys_file`)",
                          source=str(path))
     raise InputError("unknown file type: use .jsonl, .jsonl.gz, .csv, .csv.gz, .parquet or "
                      ".npy", source=str(path))
-
-
-# numbers checked for NaN and infinity at a time
-_FINITE_BLOCK = 1 << 20
-
-
-def check_vectors(x: object, source: str) -> np.ndarray:
-    """A non-empty 2-d array of finite real numbers, as contiguous float32 (a copy only
-    when the input is not that already)."""
-    arr = np.asarray(x)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputError(f"expected a non-empty 2-d array of vectors, got shape {arr.shape}",
-                         source=source)
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
-                                     or np.issubdtype(arr.dtype, np.floating)):
-        raise InputError(f"vectors must be real numbers, got dtype {arr.dtype}", source=source)
-    with np.errstate(over="ignore"):  # too large for float32 becomes inf, reported below
-        out = np.ascontiguousarray(arr, dtype=np.float32)
-    # a block of rows at a time: one boolean per number for a million vectors is 384 MB
-    step = max(1, _FINITE_BLOCK // out.shape[1])
-    for start in range(0, out.shape[0], step):
-        finite = np.isfinite(out[start:start + step]).all(axis=1)
-        if not finite.all():
-            raise InputError("vector contains NaN or infinity (or a number too large for "
-                             "float32)", source=source,
-                             row=start + int(np.flatnonzero(~finite)[0]) + 1)
-    return out
 
 
 def _check_file(path: Path) -> None:
@@ -319,10 +293,12 @@ def read_file(path: str | Path, key_col: str = "key", *, text: str | None = None
     path = Path(path)
     _check_file(path)
     if file_format(path) == "npy":
-        raise InputError("a .npy matrix needs --keys KEYS.txt, one key per line",
+        raise InputError("a .npy matrix needs `keys_file`, a text file of its keys, one per "
+                         "line",
                          source=str(path))
     if (text is None) == (vector is None):
-        raise InputError("give either --text COLUMN_OR_TEMPLATE or --vector COLUMN",
+        raise InputError("give either `text` (a column or a template over columns) or "
+                         "`vector` (a column)",
                          source=str(path))
     spec = TextSpec.parse(text) if text is not None else None
     needed = (key_col, *(spec.fields if spec else (vector,)))
@@ -355,8 +331,8 @@ def read_npy(path: str | Path, keys_path: str | Path) -> Incoming:
     _check_file(path)
     _check_file(keys_path)
     if file_format(path) != "npy":
-        raise InputError("--keys goes with a .npy matrix; a JSONL, CSV or Parquet file "
-                         "names its key column with --key", source=str(path))
+        raise InputError("`keys_file` goes with a .npy matrix; a JSONL, CSV or Parquet "
+                         "file names its key column with `key`", source=str(path))
     try:
         matrix = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import engine
+from . import defaults, engine
 from .errors import InputError, StateError
 from .hooks import pause_point
 from .ids import (
@@ -26,12 +26,6 @@ from .store import assignments, codebooks, db, items, lookups, versions
 from .store.db import Tx
 from .store.versions import Version
 
-# a warm start needs few rounds; more only let the centroids wander off
-WARM_NITER = 5
-# with --from: an item keeps its code while that centroid is within this share of the
-# nearest one's squared distance
-DEFAULT_STICKINESS = 0.02
-
 
 @dataclass
 class TrainSummary:
@@ -45,37 +39,111 @@ class TrainSummary:
 
     def to_dict(self) -> dict:
         return {"version": self.version.to_dict(), "items": self.items,
-                "levels": len(self.version.params["codebook_sizes"]),
-                "codebook_sizes": self.version.params["codebook_sizes"],
+                "levels": self.version.space.levels,
+                "codebook_sizes": list(self.version.space.sizes),
                 "raw_collision_rate": self.raw_collision_rate,
                 "semantic_unique_share": self.version.stats["semantic_unique_share"],
                 "seconds": self.seconds,
                 "warnings": self.warnings}
 
 
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything a train is asked for, with its defaults in one place (None: decided when
+    the train runs, as the field's comment says). Field names are the parameters of
+    :meth:`registry.api.Registry.train` and the options of ``registry train``."""
+
+    levels: int | None = None  # one per codebook size, else defaults.LEVELS
+    codebook_size: int | tuple[int, ...] | None = None  # defaults.CODEBOOK_SIZE; from: its
+    name: str | None = None
+    seed: int = 0
+    residual: str | None = None  # plain; from_version: the parent's
+    niter: int | None = None  # defaults.NITER; from_version: defaults.WARM_NITER
+    refine: int | None = None  # defaults.REFINE where it applies, else 0
+    beam: int | None = None  # defaults.BEAM where it applies; from_version: the parent's
+    max_points_per_centroid: int = defaults.MAX_POINTS_PER_CENTROID
+    from_version: str | int | None = None
+    stickiness: float | None = None  # with from_version only: defaults.STICKINESS
+    collisions: str | None = None  # nearest-free; from_version: the parent's
+    balance: float | None = None
+    max_disambiguation: int | None = None  # ids.default_max_disambiguation
+    allocation_block: int | None = None  # defaults.ALLOCATION_BLOCK
+    reason: str | None = None
+
+    def check(self) -> None:
+        """What can be refused before reading anything (the rest is the engine's)."""
+        if self.name is not None:
+            versions.check_name(self.name)
+        if self.stickiness is not None and self.from_version is None:
+            raise InputError("applies to a retrain from another version (`from_version`): "
+                             "leave it out, or name that version", param="stickiness")
+        if not 0 <= self.sticky <= 10:
+            raise InputError(f"stickiness must be between 0 and 10, got {self.stickiness}",
+                             param="stickiness")
+        if self.allocation_block is not None and \
+                not 1 <= self.allocation_block <= versions.MAX_ALLOCATION_BLOCK:
+            raise InputError(f"the allocation block must be between 1 and "
+                             f"{versions.MAX_ALLOCATION_BLOCK} item ids, got "
+                             f"{self.allocation_block}", param="allocation_block")
+        if self.max_disambiguation is not None and \
+                not 0 <= self.max_disambiguation <= MAX_DISAMBIGUATION_LIMIT:
+            raise InputError(f"the disambiguation limit must be between 0 and "
+                             f"{MAX_DISAMBIGUATION_LIMIT}, got {self.max_disambiguation}",
+                             param="max_disambiguation")
+
+    @property
+    def sticky(self) -> float:
+        return defaults.STICKINESS if self.stickiness is None else self.stickiness
+
+    def params(self, parent: Version | None) -> engine.TrainParams:
+        """The engine's parameters; a parent (``from_version``) fixes sizes and residuals."""
+        if parent is None:
+            sizes = codebook_sizes(self.levels, defaults.CODEBOOK_SIZE
+                                   if self.codebook_size is None else self.codebook_size)
+            residual = self.residual or "plain"
+        else:
+            sizes = parent.space.sizes
+            if (self.levels is not None or self.codebook_size is not None) and \
+                    codebook_sizes(self.levels or len(sizes),
+                                   self.codebook_size if self.codebook_size is not None
+                                   else list(sizes)) != sizes:
+                raise InputError(f"a retrain from {parent.label} keeps its codebook sizes "
+                                 f"{list(sizes)}", param="codebook_size")
+            if self.residual is not None and self.residual != parent.residual:
+                raise InputError(f"a retrain from {parent.label} keeps its {parent.residual} "
+                                 "residuals", param="residual")
+            residual = parent.residual
+        niter = self.niter
+        if niter is None:
+            niter = defaults.NITER if parent is None else defaults.WARM_NITER
+        collisions = self.collisions
+        if collisions is None:
+            collisions = "nearest-free" if parent is None else parent.collisions
+        return engine.TrainParams(
+            sizes, niter=niter, seed=self.seed,
+            max_points_per_centroid=self.max_points_per_centroid, residual=residual,
+            collisions=collisions, balance=self.balance,
+            # a stable retrain keeps the parent's codes instead (the engine refuses more)
+            refine=0 if parent is not None and self.refine is None else self.refine,
+            # new items are encoded as the parent's were
+            beam=parent.beam if parent is not None and self.beam is None else self.beam)
+
+
 def codebook_sizes(levels: int | None, codebook_size: int | Sequence[int]) -> tuple[int, ...]:
     """One size for every level, or one per level (then ``levels`` may be left out)."""
     if isinstance(codebook_size, int):
-        sizes = [codebook_size] * (3 if levels is None else levels)
+        sizes = [codebook_size] * (defaults.LEVELS if levels is None else levels)
     else:
         sizes = list(codebook_size)
         if levels is not None and levels != len(sizes):
             raise InputError(f"{len(sizes)} codebook sizes given for {levels} levels",
-                             source="--codebook-size")
+                             param="codebook_size")
     if levels is not None and levels < 1:
-        raise InputError(f"levels must be at least 1, got {levels}", source="--levels")
+        raise InputError(f"levels must be at least 1, got {levels}", param="levels")
     return check_sizes(sizes)
 
 
-def train(tx: Tx, *, levels: int | None = None,
-          codebook_size: int | Sequence[int] | None = None, name: str | None = None,
-          seed: int = 0, residual: str | None = None, niter: int | None = None,
-          refine: int | None = None, max_points_per_centroid: int = 256,
-          from_version: str | int | None = None,
-          stickiness: float | None = None, reason: str | None = None,
-          collisions: str | None = None, balance: float | None = None,
-          beam: int | None = None, max_disambiguation: int | None = None,
-          allocation_block: int | None = None) -> TrainSummary:
+def train(tx: Tx, request: TrainRequest) -> TrainSummary:
     """Train a new draft version on every live item and give each item an ID in it.
 
     With ``from_version`` the new version starts from that version's codebooks and its
@@ -83,40 +151,23 @@ def train(tx: Tx, *, levels: int | None = None,
     :mod:`registry.stable`); its sizes and residual mode are the parent's by default.
     """
     start = time.perf_counter()
-    if name is not None:
-        versions.check_name(name)
-    if stickiness is not None and from_version is None:
-        raise InputError("stickiness applies to a retrain from another version: add --from "
-                         "VERSION, or leave it out", source="--stickiness")
-    stickiness = DEFAULT_STICKINESS if stickiness is None else stickiness
-    if not 0 <= stickiness <= 10:
-        raise InputError(f"stickiness must be between 0 and 10, got {stickiness}",
-                         source="--stickiness")
-    if allocation_block is not None and \
-            not 1 <= allocation_block <= versions.MAX_ALLOCATION_BLOCK:
-        raise InputError(f"the allocation block must be between 1 and "
-                         f"{versions.MAX_ALLOCATION_BLOCK} item ids, got {allocation_block}",
-                         source="--allocation-block")
-    if max_disambiguation is not None and \
-            not 0 <= max_disambiguation <= MAX_DISAMBIGUATION_LIMIT:
-        raise InputError(f"the disambiguation limit must be between 0 and "
-                         f"{MAX_DISAMBIGUATION_LIMIT}, got {max_disambiguation}",
-                         source="--max-disambiguation")
+    r = request
+    r.check()
+    stickiness = r.sticky
+    name = r.name
     with tx(write=False) as conn:
         if name is not None and (clash := versions.by_name(conn, name)) is not None:
             raise StateError(f"{clash.label} already exists and is {clash.state}: its "
-                             "codebooks and IDs never change; train under another --name")
-        parent = None if from_version is None else versions.resolve(conn, from_version)
-        params = train_params(parent, levels, codebook_size, seed, residual, niter,
-                              max_points_per_centroid, collisions, balance, refine, beam)
+                             "codebooks and IDs never change; train under another `name`")
+        parent = None if r.from_version is None else versions.resolve(conn, r.from_version)
+        params = r.params(parent)
         space = items.single_space(conn)
         if space is None:
-            raise InputError("no items to train on: add some with `registry add` first",
-                             source="train")
+            raise InputError("no items to train on: add some with `registry add` first")
         if parent is not None and (parent.dim, parent.embedding_model) != (space.dim,
                                                                             space.model):
             raise InputError(f"{parent.label} was trained on other embeddings than the "
-                             "items have now: train without --from", source="--from")
+                             "items have now: train without it", param="from_version")
         item_ids, vectors = items.live_vectors(conn, space.dim)
         if parent is not None:
             warm = codebooks.read(conn, parent.number)
@@ -149,15 +200,15 @@ def train(tx: Tx, *, levels: int | None = None,
              "largest_disambiguation": largest}
     # the version's vocabulary: every ID it will ever issue ends in one of <x_0>..<x_limit>
     limit = default_max_disambiguation(params.codebook_sizes, largest) \
-        if max_disambiguation is None else max_disambiguation
+        if r.max_disambiguation is None else r.max_disambiguation
     if largest > limit:
         raise InputError(f"training gives disambiguation numbers up to {largest}, above the "
                          f"limit of {limit}: raise the limit or train with a larger code "
                          "space (more codes per level, or more levels)",
-                         source="--max-disambiguation")
+                         param="max_disambiguation")
     stored_params = {**params.to_dict(), "max_disambiguation": limit,
-                     "allocation_block": versions.DEFAULT_ALLOCATION_BLOCK
-                     if allocation_block is None else allocation_block}
+                     "allocation_block": defaults.ALLOCATION_BLOCK
+                     if r.allocation_block is None else r.allocation_block}
     if parent is not None:
         had = old_packed >= 0
         same = np.cumsum(result.codes[had] != keep[had], axis=1) == 0
@@ -178,45 +229,9 @@ def train(tx: Tx, *, levels: int | None = None,
         pause_point("train-written")
         versions.log_event(conn, "train", now, version=number,
                            other=None if parent is None else parent.number,
-                           params=stored_params, reason=reason)
+                           params=stored_params, reason=r.reason)
         version = versions.get(conn, number)
         # ANALYZE counts the rows this transaction wrote
         assignments.refresh_statistics(conn, number, len(item_ids))
     return TrainSummary(version, len(item_ids), stats["raw_collision_rate"],
                         round(time.perf_counter() - start, 3), stats.get("warnings", []))
-
-
-def train_params(parent: Version | None, levels, codebook_size, seed, residual, niter,
-                 max_points_per_centroid, collisions, balance,
-                 refine=None, beam=None) -> engine.TrainParams:
-    """The parameters of a new version; a parent (``--from``) fixes sizes and residuals."""
-    if parent is None:
-        sizes = codebook_sizes(levels, 256 if codebook_size is None else codebook_size)
-    else:
-        sizes = tuple(parent.params["codebook_sizes"])
-        if (levels is not None or codebook_size is not None) and \
-                codebook_sizes(levels or len(sizes),
-                               codebook_size if codebook_size is not None
-                               else list(sizes)) != sizes:
-            raise InputError(f"--from {parent.number} keeps its codebook sizes "
-                             f"{list(sizes)}", source="--codebook-size")
-        if residual is not None and residual != parent.residual:
-            raise InputError(f"--from {parent.number} keeps its {parent.residual} "
-                             "residuals", source="--residual")
-        residual = parent.residual
-    if niter is None:
-        niter = engine.DEFAULT_NITER if parent is None else WARM_NITER
-    if parent is not None and refine:
-        raise InputError("--refine does not apply to --from: a stable retrain keeps the "
-                         "parent's codes instead", source="--refine")
-    if parent is not None and beam is None:
-        beam = parent.beam  # new items are encoded as the parent's were
-    if collisions is None:
-        collisions = "nearest-free" if parent is None else \
-            parent.collisions
-    return engine.TrainParams(sizes, niter=niter, seed=seed,
-                              max_points_per_centroid=max_points_per_centroid,
-                              residual=residual or "plain", collisions=collisions,
-                              balance=balance,
-                              refine=0 if parent is not None else refine,
-                              beam=beam)

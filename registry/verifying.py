@@ -18,6 +18,7 @@ from .errors import DatabaseError
 from .ids import CodeSpace
 from .store import checks, codebooks, db, seals, versions
 from .store.db import Tx
+from .store.schema import State
 
 # rows shown per violation
 SHOWN = 20
@@ -140,7 +141,7 @@ def _seals(conn, every: list[versions.Version], counts: dict[int, int]) -> list[
     sealed = seals.every(conn)
     for v in every:
         seal = sealed.get(v.number)
-        if v.state == "draft":
+        if v.state == State.DRAFT:
             if seal is not None:
                 out.append(Violation("frozen versions", f"{v.label} is a draft but was sealed "
                                      "when frozen: its state was changed back",

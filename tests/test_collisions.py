@@ -159,7 +159,7 @@ def test_balance_is_kept_with_the_version_and_refused_with_from(reg):
     assert v.params["balance"] == 0.2 and v.params["collisions"] == "suffix"
     counts = np.bincount([r.codes[0] for r in reg.get(make_keys(800), 1)], minlength=8)
     assert counts.max() <= int(np.ceil(1.2 * 800 / 8))
-    with pytest.raises(InputError, match="balanced version cannot be trained --from"):
+    with pytest.raises(InputError, match="balanced version cannot be trained from another"):
         reg.train(from_version=1, balance=0.2)
     with pytest.raises(InputError, match="balance slack must be"):
         reg.train(balance=-1)

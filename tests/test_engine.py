@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registry import InputError, engine
+from registry import InputError, defaults, engine
 from registry.engine import TrainParams
 
 from .conftest import make_vectors
@@ -188,7 +188,7 @@ def test_bad_params(kwargs, message):
 
 
 def test_beam_is_the_default_for_plain_cold_training_only():
-    assert TrainParams((16, 8)).beam == engine.DEFAULT_BEAM > 1
+    assert TrainParams((16, 8)).beam == defaults.BEAM > 1
     assert TrainParams((16, 8), residual="normalized").beam == 1
     assert TrainParams((16, 8), balance=0.25).beam == 1
     for bad, match in [(dict(beam=0), "between 1 and"), (dict(beam=17), "between 1 and"),
@@ -236,7 +236,8 @@ def test_beam_search_never_ends_worse_than_greedy_and_a_full_beam_is_exhaustive(
 
 def test_warm_start_takes_no_refinement_but_encodes_with_its_beam(x):
     books = engine.train(x, TrainParams((16, 8, 4), seed=0)).codebooks
-    with pytest.raises(InputError, match="--refine 0"):
+    with pytest.raises(InputError, match="refine: does not apply to a retrain from another "
+                                         "version"):
         engine.train(x, TrainParams((16, 8, 4), seed=0), warm=books)
     for beam in (1, 3):
         warm = engine.train(x, TrainParams((16, 8, 4), seed=0, refine=0, beam=beam,

@@ -131,7 +131,7 @@ def _bad_files(tmp_path):
     (tmp_path / "short.txt").write_text("a\nb\n")
     cases.append((tmp_path / "m.npy", ("--keys", str(tmp_path / "short.txt")),
                   "short.txt: 2 keys for 5 vectors"))
-    cases.append((tmp_path / "m.npy", (), "--keys KEYS.txt"))
+    cases.append((tmp_path / "m.npy", (), "a .npy matrix needs --keys"))
     np.save(tmp_path / "s.npy", np.array([["a", "b"]] * 2))
     cases.append((tmp_path / "s.npy", ("--keys", str(tmp_path / "short.txt")),
                   "vectors must be real numbers"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registry import InputError, engine, kmeans
+from registry import InputError, defaults, engine, kmeans
 from registry.engine import TrainParams
 
 from .conftest import make_vectors
@@ -107,12 +107,12 @@ def test_refinement_keeps_level1_lowers_error_and_matches_encode(x):
 
 
 def test_refinement_needs_plain_unbalanced_residuals():
-    with pytest.raises(InputError, match="--refine 0"):
+    with pytest.raises(InputError, match="set `refine` to 0"):
         TrainParams((8, 4), residual="normalized", refine=2)
     with pytest.raises(InputError, match="plain residuals"):
         TrainParams((8, 4), balance=0.2, refine=1)
     assert TrainParams((8, 4), residual="normalized").refine == 0
-    assert TrainParams((8, 4)).refine == engine.DEFAULT_REFINE
+    assert TrainParams((8, 4)).refine == defaults.REFINE
     assert TrainParams((8, 4), residual="normalized", refine=0).refine == 0
 
 

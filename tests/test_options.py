@@ -21,17 +21,18 @@ def files(tmp_path):
 
 NPY = ["add", "{d}/m.npy", "--keys", "{d}/k.txt"]
 DOING_NOTHING = [
-    ([*NPY, "--text", "foo"], "--text is for JSONL, CSV and Parquet files"),
-    ([*NPY, "--key", "id"], "--key is for JSONL, CSV and Parquet files"),
-    ([*NPY, "--vector", "v"], "--vector is for JSONL, CSV and Parquet files"),
-    ([*NPY, "--model", "all-MiniLM-L6-v2"], "--model is for texts to embed"),
-    ([*NPY, "--device", "cpu"], "--device is for texts to embed"),
-    ([*NPY, "--batch-size", "8"], "--batch-size is for texts to embed"),
-    ([*NPY, "--backend", "onnx"], "--backend is for texts to embed"),
+    ([*NPY, "--text", "foo"], "--text: is for JSONL, CSV and Parquet files"),
+    ([*NPY, "--key", "id"], "--key: is for JSONL, CSV and Parquet files"),
+    ([*NPY, "--vector", "v"], "--vector: is for JSONL, CSV and Parquet files"),
+    ([*NPY, "--model", "all-MiniLM-L6-v2"], "--model: is for texts to embed"),
+    ([*NPY, "--device", "cpu"], "--device: is for texts to embed"),
+    ([*NPY, "--batch-size", "8"], "--batch-size: is for texts to embed"),
+    ([*NPY, "--backend", "onnx"], "--backend: is for texts to embed"),
     (["add", "{d}/t.jsonl", "--text", "title", "--vector-model", "x"],
-     "--vector-model is for vectors"),
-    (["train", "--stickiness", "2"], "stickiness applies to a retrain from another version"),
-    (["remove", "item00001", "--key", "id"], "--key names the key column of --file"),
+     "--vector-model: is for vectors"),
+    (["train", "--stickiness", "2"], "--stickiness: applies to a retrain from another version "
+                                     "(--from)"),
+    (["remove", "item00001", "--key", "id"], "--key: names the key column of --file"),
 ]
 
 

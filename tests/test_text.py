@@ -154,18 +154,18 @@ def test_another_model_needs_reembed(reg, tmp_path, migrated_url):
     shutil.copytree(resolve_model(None).path, other)
     before = dump(migrated_url)
     with pytest.raises(InputError, match="come from model all-MiniLM-L6-v2 .* add with "
-                                         "--reembed"):
+                                         "`reembed`"):
         reg.add(["c"], texts=["a database"], model=str(other))
     with pytest.raises(InputError, match="come from model all-MiniLM-L6-v2 .* if these vectors "
                                          "come from all-MiniLM-L6-v2, say so with "
-                                         "--vector-model all-MiniLM-L6-v2"):
+                                         "`vector_model` all-MiniLM-L6-v2"):
         reg.add(["d"], make_vectors(1, dim=384))
     assert dump(migrated_url) == before
     r = reg.add(["c"], texts=["a database"], model=str(other), reembed=True)
     assert (r.added, r.reembedded, r.embedded) == (1, 2, 3)
     assert {x.model for x in reg.items().rows} == {str(other.resolve())}
     # vectors cannot re-embed items they do not cover: the hint says what to do
-    with pytest.raises(InputError, match="--reembed with vectors needs one for every item, "
+    with pytest.raises(InputError, match="`reembed` with vectors needs one for every item, "
                                          "and 3 items are not in this file .* add their vectors"):
         reg.add(["v1"], make_vectors(1, dim=384), reembed=True)
     # ... and when they do, the registry moves to them
@@ -184,7 +184,7 @@ def test_vectors_from_the_model_of_the_texts_join_them(reg, run, tmp_path, migra
     with pytest.raises(InputError, match="dimension 16, but all-MiniLM-L6-v2 gives vectors "
                                          "of dimension 384"):
         reg.add(["x"], make_vectors(1, dim=16), vector_model="all-MiniLM-L6-v2")
-    with pytest.raises(InputError, match="--vector-model is for vectors"):
+    with pytest.raises(InputError, match="vector_model: is for vectors"):
         reg.add(["x"], texts=["x"], vector_model="all-MiniLM-L6-v2")
     assert dump(migrated_url) == before
     r = reg.add(["emacs"], stored + 0.01, vector_model="sentence-transformers/all-MiniLM-L6-v2")
@@ -206,7 +206,7 @@ def test_vectors_from_the_model_of_the_texts_join_them(reg, run, tmp_path, migra
     assert "embedded" not in text  # no text was embedded
     # a model known by name only (an API's) is a space of its own
     with pytest.raises(InputError, match="not model text-embedding-3-small; .* add with "
-                                         "--reembed a file that holds a vector for every item"):
+                                         "`reembed` a file that holds a vector for every item"):
         reg.add(["y"], make_vectors(1, dim=384), vector_model="text-embedding-3-small")
 
 
@@ -353,4 +353,4 @@ def test_remove_from_a_file_and_new_items_since_a_version(trained_text, run, tmp
     assert "7 live, 2 removed" in shown and "vim" in shown and "removed" in shown
     result = run("remove", "--file", str(gz), "--json")
     assert json.loads(result.output)["removed"] == 1
-    assert run("remove").output.startswith("Error: remove: give at least one key")
+    assert run("remove").output.startswith("Error: KEYS: give at least one key")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from registry import InputError, StateError, engine
+from registry import InputError, StateError, defaults, engine
 from registry.ids import (
     CodeSpace,
     default_max_disambiguation,
@@ -34,7 +34,7 @@ def test_train_gives_every_item_a_unique_id(reg, catalog):
     assert len(set(ids)) == 600
     assert all(len(r.codes) == 3 and r.id.count("-") == 3 for r in records)
     # the stored IDs are what the engine gives for the stored codebooks
-    assert v.beam == engine.DEFAULT_BEAM
+    assert v.beam == defaults.BEAM
     expected = engine.encode(vectors, reg.codebooks(1), beam=v.beam)
     np.testing.assert_array_equal(_codes(reg, keys, 1), expected)
     packed = CodeSpace((8, 4, 4)).pack(expected)

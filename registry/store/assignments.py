@@ -16,7 +16,7 @@ from ..errors import NotFoundError, StateError
 from . import db, seals
 from .bulk import in_list, insert_arrays, int_list
 from .lookups import IN_CHUNK, driver_cursor, driver_rows
-from .schema import assignments
+from .schema import State, assignments
 from .versions import get
 
 
@@ -27,7 +27,7 @@ def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarr
     v = get(conn, version)
     if v is None:
         raise NotFoundError("version", version)
-    if v.state == "retired" or (v.state == "frozen" and not incremental):
+    if v.state == State.RETIRED or (v.state == State.FROZEN and not incremental):
         raise StateError(f"{v.label} is {v.state}: its issued IDs never change")
     n = len(item_ids)
     columns = {

@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import Connection, insert, select
 
 from ..errors import DatabaseError, NotFoundError, StateError
-from .schema import codebooks
+from .schema import State, codebooks
 from .versions import get
 
 
@@ -24,7 +24,7 @@ def write(conn: Connection, number: int, books: list[np.ndarray]) -> None:
     v = get(conn, number, lock=True)
     if v is None:
         raise NotFoundError("version", number)
-    if v.state != "draft":
+    if v.state != State.DRAFT:
         raise StateError(f"{v.label} is {v.state}: its codebooks never change")
     if conn.execute(select(codebooks.c.level).where(codebooks.c.version_id == number)).first():
         raise StateError(f"{v.label} already has codebooks: they never change")

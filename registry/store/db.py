@@ -137,7 +137,8 @@ def _sqlite_begin(conn: Connection) -> None:
     # a round trip less on the hottest read path
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of a database error's message (the driver's, where there is one)."""
     orig = getattr(error, "orig", None) or error
     lines = str(orig).strip().splitlines()
     return lines[0] if lines else type(orig).__name__
@@ -162,7 +163,7 @@ def transaction(engine: Engine, *, write: bool, snapshot: bool = True
                 yield conn
     except (exc.OperationalError, exc.InterfaceError) as e:
         raise DatabaseError(f"database {describe_url(str(engine.url))}: "
-                            f"{_first_line(e)}") from None
+                            f"{first_line(e)}") from None
 
 
 class Database:

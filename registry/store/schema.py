@@ -7,6 +7,8 @@ database's schema with one SELECT, without importing Alembic.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -36,7 +38,15 @@ HEAD = REVISIONS[-1]
 LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
 NOT_LIVE_ITEMS = "removed_at IS NOT NULL OR embedding IS NULL"  # its negation
 
-VERSION_STATES = ("draft", "frozen", "retired")
+
+
+class State(StrEnum):
+    """Where a version is in its life (the ``state`` column holds these strings)."""
+
+    DRAFT = "draft"  # trained; its codebooks and IDs may still go (delete)
+    FROZEN = "frozen"  # published: codebooks and issued IDs never change
+    RETIRED = "retired"  # readable, closed to new IDs and to activation
+
 
 metadata = MetaData(
     naming_convention={
@@ -93,7 +103,7 @@ versions = Table(
     _ts("frozen_at", nullable=True),
     _ts("retired_at", nullable=True),
     UniqueConstraint("name"),
-    CheckConstraint("state IN ('draft', 'frozen', 'retired')", name="state"),
+    CheckConstraint(f"state IN ({', '.join(repr(str(x)) for x in State)})", name="state"),
 )
 
 codebooks = Table(

@@ -9,16 +9,14 @@ from functools import cached_property
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
+from .. import defaults
 from ..errors import InputError, NotFoundError, StateError
 from ..ids import CodeSpace
 from .lookups import driver_rows
-from .schema import aliases, assignments, codebooks, events, versions
+from .schema import State, aliases, assignments, codebooks, events, versions
 
 ACTIVE = "active"
-# item ids per allocation block of assign (see registry.assigning.block_end): large enough
-# that allocating block by block costs nothing measurable (100k new items against 1M IDs:
-# 0.11-0.12 s in blocks of 8192 as in one; 0.14-0.16 s in blocks of 1024, 0.29-0.33 s in 256)
-DEFAULT_ALLOCATION_BLOCK = 8192
+
 MAX_ALLOCATION_BLOCK = 1 << 20
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 
@@ -74,8 +72,8 @@ class Version:
     @property
     def allocation_block(self) -> int:
         """New items get IDs a block of this many consecutive item ids at a time (versions
-        before the setting: DEFAULT_ALLOCATION_BLOCK)."""
-        return int(self.params.get("allocation_block", DEFAULT_ALLOCATION_BLOCK))
+        before the setting: defaults.ALLOCATION_BLOCK)."""
+        return int(self.params.get("allocation_block", defaults.ALLOCATION_BLOCK))
 
     @property
     def collisions(self) -> str:
@@ -108,11 +106,11 @@ def _version(row) -> Version:
                    row.retired_at)
 
 
-def check_name(name: str, what: str = "version name", source: str = "--name") -> str:
+def check_name(name: str, what: str = "version name", param: str = "name") -> str:
     if not _NAME.fullmatch(name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise InputError(f"{what} {shown!r} must start with a letter and hold only letters, "
-                         "digits, '.', '_' or '-' (at most 64)", source=source)
+                         "digits, '.', '_' or '-' (at most 64)", param=param)
     return name
 
 
@@ -207,30 +205,30 @@ def create(conn: Connection, *, name: str | None, params: dict, dim: int,
         clash = by_name(conn, name)
         if clash is not None:
             raise StateError(f"{clash.label} already exists and is {clash.state}: its codebooks "
-                             "and IDs never change; train under another --name")
+                             "and IDs never change; train under another `name`")
         if conn.execute(select(aliases.c.name).where(aliases.c.name == name)).first():
-            raise InputError(f"{name!r} is an alias; pick another version name", source="--name")
+            raise InputError(f"{name!r} is an alias; pick another version name", param="name")
     # one more than any version has had: a deleted draft's number lives on in its events
     deleted = select(func.max(events.c.version_id)).where(events.c.action == "delete")
     number = max(conn.execute(select(func.max(versions.c.id))).scalar() or 0,
                  conn.execute(deleted).scalar() or 0) + 1
     conn.execute(insert(versions).values(
-        id=number, name=name, state="draft", params=params, dim=dim,
+        id=number, name=name, state=State.DRAFT, params=params, dim=dim,
         embedding_model=embedding_model, parent_id=parent, stats=stats, created_at=now))
     return number
 
 
-def set_state(conn: Connection, number: int, state: str, now: datetime) -> None:
+def set_state(conn: Connection, number: int, state: State, now: datetime) -> None:
     """Move a version to ``state``; leaving the draft state seals it (see :mod:`.seals`)."""
     before = conn.execute(select(versions.c.state).where(versions.c.id == number)).scalar()
-    if before == "draft" and state != "draft":
+    if before == State.DRAFT and state != State.DRAFT:
         from . import seals  # numpy: not for the read-only commands that import this module
 
         seals.seal(conn, number, now)
     values: dict = {"state": state}
-    if state == "frozen":
+    if state == State.FROZEN:
         values["frozen_at"] = now
-    elif state == "retired":
+    elif state == State.RETIRED:
         values["retired_at"] = now
     conn.execute(update(versions).where(versions.c.id == number).values(**values))
 
@@ -303,10 +301,20 @@ class Event:
                 "reason": self.reason}
 
 
-def history(conn: Connection, version: int | None = None, limit: int = 50) -> list[Event]:
-    """Events, newest first; only those naming ``version`` when given."""
+MAX_EVENTS = 10_000
+
+
+def history(conn: Connection, ref: str | int | None = None, limit: int = 50) -> list[Event]:
+    """Events, newest first; only those naming the version ``ref`` names (a number, name or
+    alias, or the number of a deleted draft) when given."""
+    if not 1 <= limit <= MAX_EVENTS:
+        raise InputError(f"limit must be between 1 and {MAX_EVENTS}, got {limit}",
+                         param="limit")
     q = select(events).order_by(events.c.id.desc()).limit(limit)
-    if version is not None:
+    if ref is not None:
+        version = deleted_number(conn, ref)
+        if version is None:
+            version = resolve(conn, ref).number
         q = q.where((events.c.version_id == version) | (events.c.other_version_id == version))
     return [Event(r.id, r.created_at, r.action, r.version_id, r.other_version_id, r.params,
                   r.reason) for r in conn.execute(q)]

@@ -1,0 +1,38 @@
+"""Every default a user meets, in one place: the library's functions and the command line's
+help both read them from here. Plain constants, nothing imported: the command line loads
+this at start-up.
+"""
+
+from __future__ import annotations
+
+# train: the code space
+LEVELS = 3
+CODEBOOK_SIZE = 256
+# train: k-means rounds per level, and passes that then refine levels 2..L together (plain
+# residuals, cold training): tuned on the Debian catalog in bench/bench_quality.py
+NITER = 16
+REFINE = 3
+# a warm start (train --from) needs few rounds; more only let the centroids wander off
+WARM_NITER = 5
+# code paths kept while encoding levels 2..L (plain residuals, no balance)
+BEAM = 2
+# k-means trains on at most this many points per code (a sample)
+MAX_POINTS_PER_CENTROID = 256
+# train --from: an item keeps its code while that centroid is within this share of the
+# nearest one's squared distance
+STICKINESS = 0.02
+# assign: new items get IDs this many consecutive item ids at a time (see
+# registry.assigning.block_end): large enough that allocating block by block costs nothing
+# measurable (BENCHMARKS.md, "Allocation blocks")
+ALLOCATION_BLOCK = 8192
+# assign: items per transaction; larger batches write the code index in fewer, denser
+# commits (BENCHMARKS.md, issue 6)
+ASSIGN_BATCH = 50_000
+# add: how texts are embedded and how many items are written per transaction
+DEVICE = "cpu"
+EMBED_BATCH = 64
+BACKEND = "torch"
+COMMIT_EVERY = 2048
+# lookup: items listed under a prefix; stats: items whose neighbours are compared
+LOOKUP_LIMIT = 20
+STATS_SAMPLE = 1000
