@@ -168,31 +168,59 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     it they are computed here from the vectors. ``residual_sq`` (N,), where given, is each
     row's squared final residual under ``codes`` (the encoder's own figure), which orders
     the rows of a crowded tuple; without it that too comes from the vectors.
+
+    In three phases: which rows keep their tuple (:func:`_settle`), the table of the codes
+    taken under the movers' prefixes (:class:`_Taken`), and the movers, chunk by chunk
+    (:class:`_Movers`).
     """
     codes = np.array(codes, dtype=np.int64, copy=True)
-    n, levels = codes.shape
     packed = space.pack(codes)
-    _, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    crowded = counts[inverse] > 1
-    priority = np.ones(n, dtype=np.int8)
-    home = np.full(n, -1, dtype=np.int64)  # packed earlier tuple
+    home = np.full(codes.shape[0], -1, dtype=np.int64)  # packed earlier tuple
     if prefer is not None:
         prefer = np.asarray(prefer, dtype=np.int64)
         had = np.flatnonzero((prefer >= 0).all(axis=1))
         home[had] = space.pack(prefer[had])
-        priority[home == packed] = 0
         occupancy.reserved.update(zip(home[had].tolist(), had.tolist(), strict=True))
+    rows, movers = _settle(packed, home, occupancy, residual_sq, rows_x, codes, books, mode)
+    if not movers.size:
+        return codes, 0
+    chosen = rows[movers]
+    before = codes[chosen]
+    prefixes = packed[chosen] // space.sizes[-1]
+    taken = _Taken(occupancy, prefixes, space.sizes[-1])
+    job = _Movers(codes, books, mode, space, occupancy, taken, prefixes, home, prefer, rows_x,
+                  products)
+    for start in range(0, movers.size, MOVER_CHUNK):
+        job.chunk(chosen[start:start + MOVER_CHUNK], start)
+    # an item whose earlier tuple was its own code may go back to it: not a move
+    return codes, int((codes[chosen] != before).any(axis=1).sum())
+
+
+def _settle(packed: np.ndarray, home: np.ndarray, occupancy: Occupancy,
+            residual_sq: np.ndarray | None, rows_x: Callable[[np.ndarray], np.ndarray],
+            codes: np.ndarray, books: list[np.ndarray], mode: str
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows keep their tuple. Rows alone on a free tuple take it at once; of each
+    crowded tuple (or one already taken, or held for another row), the first row in order
+    of (it is its earlier tuple, distance to the tuple, row) stays if the tuple is free.
+    Returns the crowded rows and, as positions among them, those that must move, in that
+    order."""
+    n = packed.shape[0]
+    _, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    crowded = counts[inverse.ravel()] > 1
+    priority = np.ones(n, dtype=np.int8)
+    priority[home == packed] = 0
     crowded |= occupancy.taken_mask(packed)
     crowded |= occupancy.held_for_others(packed, np.arange(n))
     occupancy.take_many(packed[~crowded])
     rows = np.flatnonzero(crowded)
     if rows.size == 0:
-        return codes, 0
+        return rows, rows
     if residual_sq is not None:
         near = np.asarray(residual_sq, dtype=np.float32)[rows]
     else:
         # in chunks: a crowded catalog of millions must not hold all their vectors at once
+        levels = codes.shape[1]
         near = np.empty(rows.size, dtype=np.float32)
         for start in range(0, rows.size, MOVER_CHUNK):
             part = rows[start:start + MOVER_CHUNK]
@@ -200,7 +228,6 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
             last -= books[-1][codes[part, -1]]
             near[start:start + MOVER_CHUNK] = np.einsum("ij,ij->i", last, last)
     order = np.lexsort((rows, near, priority[rows]))
-    # the first row of each crowded tuple (in that order) stays there if the tuple is free
     ranked_rows = rows[order]
     ranked_packed = packed[ranked_rows]
     first = np.zeros(order.size, dtype=bool)
@@ -209,77 +236,100 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
     blocked |= occupancy.held_for_others(ranked_packed, ranked_rows)
     stays = first & ~blocked
     occupancy.take_many(ranked_packed[stays])
-    movers = order[~stays]
-    if not movers.size:
-        return codes, 0
-    k_last = space.sizes[-1]
-    # which last-level codes are taken under each movers' prefix, as a bit table: one numpy
-    # argmin per mover instead of walking its ranked codes through a Python set
-    mover_prefixes = packed[rows[movers]] // k_last
-    if occupancy.dense is not None and not occupancy.reserved:
-        # the bit table itself: a prefix's row is a view of it, current after every take
-        table = occupancy.dense.reshape(-1, k_last)
-        slot = mover_prefixes
-        taken_under = table.__getitem__
-        take = occupancy.take
-    else:
+    return rows, order[~stays]
+
+
+class _Taken:
+    """Which last-level codes are taken under the movers' prefixes (depth L-1), as a bit
+    table kept current with the occupancy: one numpy argmin per mover instead of walking its
+    ranked codes through a Python set. ``table[slot[i]]`` is the row of the i-th mover's own
+    prefix; :meth:`under` gives any prefix's row, :meth:`take` takes a code."""
+
+    def __init__(self, occupancy: Occupancy, prefixes: np.ndarray, k_last: int):
+        self.occupancy, self.k_last = occupancy, k_last
+        if occupancy.dense is not None and not occupancy.reserved:
+            # the bit table itself: a prefix's row is a view of it, current after every take
+            self.table = occupancy.dense.reshape(-1, k_last)
+            self.slot = prefixes
+            self.under = self.table.__getitem__
+            self.take = occupancy.take
+            return
         # a table of the movers' prefixes, kept current here along with the occupancy;
-        # prefix -> its row (a view), and the same for prefixes one level up that movers
-        # out of a full prefix look at, built once each: many movers leave the same full
-        # prefix for the same neighbours. A dict: the loop asks once or twice per mover
-        prefixes, slot = np.unique(mover_prefixes, return_inverse=True)
-        table = occupancy.table(prefixes)
-        under: dict[int, np.ndarray] = dict(zip(prefixes.tolist(), table, strict=True))
+        # prefix -> its row (a view), and the same for prefixes one level up that movers out
+        # of a full prefix look at, built once each: many movers leave the same full prefix
+        # for the same neighbours. A dict: the loop asks once or twice per mover
+        unique, self.slot = np.unique(prefixes, return_inverse=True)
+        self.table = occupancy.table(unique)
+        self._rows: dict[int, np.ndarray] = dict(zip(unique.tolist(), self.table, strict=True))
 
-        def taken_under(prefix: int) -> np.ndarray:
-            row = under.get(prefix)
-            if row is None:
-                row = under[prefix] = occupancy.taken_under(prefix)
-            return row
+    def under(self, prefix: int) -> np.ndarray:
+        row = self._rows.get(prefix)
+        if row is None:
+            row = self._rows[prefix] = self.occupancy.taken_under(prefix)
+        return row
 
-        def take(code: int) -> None:
-            occupancy.take(code)
-            row = under.get(code // k_last)
-            if row is not None:
-                row[code % k_last] = True
+    def take(self, code: int) -> None:
+        self.occupancy.take(code)
+        row = self._rows.get(code // self.k_last)
+        if row is not None:
+            row[code % self.k_last] = True
 
-    norms = [np.square(cb).sum(1) for cb in books]
-    k_up = space.sizes[-2] if levels >= 2 else 1
-    cross_last = books[-2] @ books[-1].T if products is not None else None
-    before = codes[rows[movers]]
-    for start in range(0, movers.size, MOVER_CHUNK):
-        chunk = movers[start:start + MOVER_CHUNK]
-        chunk_rows = rows[chunk]
-        own_prefix = mover_prefixes[start:start + chunk.size]
-        mine_at_start = table[slot[start:start + chunk.size]]
+
+class _Movers:
+    """The rows that must move, a chunk at a time (:meth:`chunk`): each goes back to its
+    earlier tuple where it is free; else to the nearest free last-level code under its own
+    prefix; else under the next-best prefix one level up; else it keeps its tuple (and a
+    disambiguation number). Writes the new codes into ``codes``."""
+
+    def __init__(self, codes: np.ndarray, books: list[np.ndarray], mode: str,
+                 space: CodeSpace, occupancy: Occupancy, taken: _Taken, prefixes: np.ndarray,
+                 home: np.ndarray, prefer: np.ndarray | None,
+                 rows_x: Callable[[np.ndarray], np.ndarray], products: Products | None):
+        self.codes, self.books, self.mode, self.occupancy = codes, books, mode, occupancy
+        self.taken, self.prefixes, self.home, self.prefer = taken, prefixes, home, prefer
+        self.rows_x, self.products = rows_x, products
+        self.levels = codes.shape[1]
+        self.k_last = space.sizes[-1]
+        self.k_up = space.sizes[-2] if self.levels >= 2 else 1
+        self.norms = [np.square(cb).sum(1) for cb in books]
+        self.cross_last = books[-2] @ books[-1].T if products is not None else None
+
+    def chunk(self, chunk_rows: np.ndarray, offset: int) -> None:
+        """Move ``chunk_rows`` (rows of the codes; the movers ``offset`` onwards)."""
+        codes, taken, levels, k_up, k_last = (self.codes, self.taken, self.levels, self.k_up,
+                                               self.k_last)
+        n = chunk_rows.size
+        own_prefix = self.prefixes[offset:offset + n]  # as encoded, before any move
+        mine_at_start = taken.table[taken.slot[offset:offset + n]]
         # full already: these leave their prefix (or, with nowhere to go, keep their tuple);
         # the others look under it first. Each group gets only the distances it uses: in a
         # crowded catalog most movers leave, and they need none under their own prefix
         leaving = mine_at_start.all(axis=1)
         staying = np.flatnonzero(~leaving)
         went = np.flatnonzero(leaving)
-        if products is not None:
-            near = _FromProducts(products(chunk_rows), codes[chunk_rows], books, norms,
-                                 cross_last)
+        if self.products is not None:
+            near = _FromProducts(self.products(chunk_rows), codes[chunk_rows], self.books,
+                                 self.norms, self.cross_last)
         else:
-            near = _FromVectors(rows_x(chunk_rows), codes[chunk_rows], books, mode, norms)
+            near = _FromVectors(self.rows_x(chunk_rows), codes[chunk_rows], self.books,
+                                self.mode, self.norms)
         # each staying row's nearest free code under its own prefix as things stand; like the
         # guesses one level up, it stands while it stays free
         dists = near.own(staying)
         pre = np.where(mine_at_start[staying], np.inf, dists).argmin(axis=1)
-        guess = np.full(chunk.size, -1, dtype=np.int64)
+        guess = np.full(n, -1, dtype=np.int64)
         if levels >= 2:
             heads = own_prefix // k_up
             guess[went] = np.arange(went.size)
             d_up = near.up(went)
             d_up[np.arange(went.size), codes[chunk_rows[went], -2]] = np.inf  # not its own
-            alts, alt_dists, alt_picks = _guess_up(heads[went], d_up, k_up, occupancy,
+            alts, alt_dists, alt_picks = _guess_up(heads[went], d_up, k_up, self.occupancy,
                                                    partial(near.under, went))
         # Python scalars for the loop: indexing numpy arrays one element at a time costs
         # more than the work done with the element
-        place = np.zeros(chunk.size, dtype=np.int64)
+        place = np.zeros(n, dtype=np.int64)
         place[staying] = np.arange(staying.size)
-        homes = home[chunk_rows].tolist()
+        homes = self.home[chunk_rows].tolist()
         own, place_l, pre_l = own_prefix.tolist(), place.tolist(), pre.tolist()
         guess_l, leaving_l = guess.tolist(), leaving.tolist()
         heads_l = heads.tolist() if levels >= 2 else []
@@ -292,20 +342,20 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
         # chunk position -> (next-best codes one level up, distances under the first)
         ranked_later: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         for j, row in enumerate(chunk_rows.tolist()):
-            if homes[j] >= 0 and not occupancy.is_taken(homes[j], row):
+            if homes[j] >= 0 and not self.occupancy.is_taken(homes[j], row):
                 # an item that must move anyway goes back to the tuple it had before
                 went_home.append(row)
-                take(homes[j])
+                taken.take(homes[j])
                 continue
             if not leaving_l[j]:  # its own prefix had room at the start of the chunk
-                mine = taken_under(own[j])
+                mine = taken.under(own[j])
                 choice = pre_l[place_l[j]]
                 if mine[choice]:  # taken since: look again
                     choice = int(np.where(mine, np.inf, dists[place_l[j]]).argmin())
                 if not mine[choice]:
                     moved_last[0].append(row)
                     moved_last[1].append(choice)
-                    take(own[j] * k_last + choice)
+                    taken.take(own[j] * k_last + choice)
                     continue
             if levels < 2:
                 continue
@@ -318,11 +368,11 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                 alt = alts_l[g]
                 if alt < 0:
                     continue
-                taken = taken_under(head * k_up + alt)
-                if not taken[picks_l[g]]:  # nearest free at the start, so still nearest
+                t = taken.under(head * k_up + alt)
+                if not t[picks_l[g]]:  # nearest free at the start, so still nearest
                     found = (alt, picks_l[g])
-                elif not taken.all():
-                    found = (alt, int(np.where(taken, np.inf, alt_dists[g]).argmin()))
+                elif not t.all():
+                    found = (alt, int(np.where(t, np.inf, alt_dists[g]).argmin()))
             if found is None:
                 # a leaving row's distances one level up were computed for the guess
                 candidates, first_dists = (_ranked(d_up[g:g + 1].copy())[0], None) if g >= 0 \
@@ -335,22 +385,20 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                     ranked = _ranked_up_with_first(near, later, codes[chunk_rows[later], -2])
                     ranked_later.update(zip(later[1:].tolist(), ranked[1:], strict=True))
                     candidates, first_dists = ranked[0]
-                found = _one_level_up(candidates, head, k_up, taken_under,
+                found = _one_level_up(candidates, head, k_up, taken.under,
                                       partial(near.under_one, j), first_dists)
             if found is None:
                 continue
             moved_two[0].append(row)
             moved_two[1].append(found[0])
             moved_two[2].append(found[1])
-            take((head * k_up + found[0]) * k_last + found[1])
+            taken.take((head * k_up + found[0]) * k_last + found[1])
         if went_home:
-            codes[went_home] = prefer[went_home]
+            codes[went_home] = self.prefer[went_home]
         codes[moved_last[0], -1] = moved_last[1]
         if moved_two[0]:
             codes[moved_two[0], -2] = moved_two[1]
             codes[moved_two[0], -1] = moved_two[2]
-    # an item whose earlier tuple was its own code may go back to it: not a move
-    return codes, int((codes[rows[movers]] != before).any(axis=1).sum())
 
 
 Products = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
