@@ -1,9 +1,9 @@
 """ID quality on the real Debian catalog: the registry's strategies against other tools.
 
 All 63,666 Debian packages (all-MiniLM-L6-v2 embeddings from ../shared/data), 3 levels x 256
-codes, each method on the same L2-normalised vectors:
+codes, each method on the same L2-normalized vectors:
 
-- seed tutorial: faiss.Kmeans per level on renormalised residuals (re-implemented);
+- seed tutorial: faiss.Kmeans per level on renormalized residuals (re-implemented);
 - textbook plain residual k-means: faiss.Kmeans (random rows as seeds, 20 rounds) per level
   on plain residuals (re-implemented);
 - faiss.ResidualQuantizer (3 x 8 bits, its default beam search);
@@ -135,7 +135,7 @@ def main() -> None:
         vectors, sections = vectors[pick], sections[pick]
     x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     methods = {
-        "seed tutorial (renormalised residuals)": lambda: (seed_baseline(x), None),
+        "seed tutorial (renormalized residuals)": lambda: (seed_baseline(x), None),
         TEXTBOOK: lambda: textbook(x),
         "faiss.ResidualQuantizer": lambda: residual_quantizer(x),
         SUFFIX: lambda: registry_engine(x, collisions="suffix"),
@@ -193,7 +193,7 @@ def main() -> None:
                      "agreement d2", "section purity d1"], rows))
     nf, suffix = figures[DEFAULT], figures[SUFFIX]
     plain = figures[TEXTBOOK]
-    seed = figures["seed tutorial (renormalised residuals)"]
+    seed = figures["seed tutorial (renormalized residuals)"]
     checks = [
         ("semantic-unique share >= 99%", nf["semantic_unique_share"] >= 0.99),
         ("agreement at depth 1 within 0.01 of textbook plain residual k-means",

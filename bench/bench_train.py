@@ -2,7 +2,7 @@
 
 End to end: read every item's vector from the database, train 3 levels x 256 codes with
 faiss residual k-means, write every item's ID. Baseline: the seed tutorial's algorithm
-(faiss.Kmeans per level on renormalised residuals), re-implemented here, on the same vectors
+(faiss.Kmeans per level on renormalized residuals), re-implemented here, on the same vectors
 already in memory. Target (issue 2): end to end at most 1.3x the baseline.
 
     python bench/bench_train.py            # 200k x 384, SQLite and PostgreSQL, 3 runs each
@@ -31,7 +31,7 @@ TARGET = 1.3
 
 
 def seed_baseline(embeddings: np.ndarray, k: int = 256, levels: int = 3) -> np.ndarray:
-    """The seed tutorial's residual k-means: normalise, cluster, subtract, renormalise."""
+    """The seed tutorial's residual k-means: normalize, cluster, subtract, renormalize."""
     x = embeddings.copy()
     faiss.normalize_L2(x)
     codes = np.zeros((x.shape[0], levels), dtype=np.int64)
@@ -108,7 +108,7 @@ def main() -> None:
             f"{' --quick' if args.quick else ''}`.\n"
             "End to end = read vectors from the database + residual k-means + write every "
             f"assignment. Target: ratio <= {TARGET}. The k-means part is the registry's engine "
-            "alone (normalise, train, assign, as timed inside `engine.train`); total minus it "
+            "alone (normalize, train, assign, as timed inside `engine.train`); total minus it "
             "is what the database costs. The engine is faster than the seed code because it "
             "updates residuals in place, in cache-sized chunks, where the seed code allocates "
             "a new N x d array per level. The target runs use `--collisions suffix`, like for "

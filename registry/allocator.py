@@ -5,10 +5,8 @@ application that calls the API with large batches may call :func:`tune` itself.
 Each fresh page of memory costs a fault when it is first written. glibc maps every array over
 32 MB afresh and returns it when it is freed, so each batch of a large command pays for its
 arrays again; and numpy asks the kernel for huge pages for them, which, where free memory is
-fragmented, the kernel first compacts. Measured on the 2-core VM of the benchmarks (assign of
-100k items against 1M on SQLite, three runs each): 2.16-2.89 s as they come, 2.22-2.50 s
-keeping freed memory, 2.42-2.44 s without the huge-page advice, 2.15-2.23 s with both
-settings.
+fragmented, the kernel first compacts. With both settings a large assign is fastest and
+steadiest from run to run (BENCHMARKS.md, Design figures: allocator settings).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ from .store.versions import Version
 
 @dataclass
 class DiffReport:
+    """Two versions compared: items in both and in one only, churn at each depth (and after
+    matching v2's labels to v1's, where neither was trained from the other), centroid
+    movement per level, code usage per level, and the remap file written, if any."""
+
     v1: Version
     v2: Version
     common: int
@@ -117,7 +121,7 @@ def _write_remap(path, pop_a, pop_b, codes_a, codes_b) -> None:
 
 def _errors(vectors: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
             residual: str) -> np.ndarray:
-    """Squared distance of each normalised vector to its reconstruction (plain mode), or to
+    """Squared distance of each normalized vector to its reconstruction (plain mode), or to
     its level-1 centroid (normalized mode, which cannot be decoded)."""
     if vectors.shape[0] == 0:
         return np.empty(0)
@@ -167,6 +171,8 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
 
 @dataclass
 class StatsReport:
+    """Every quality figure of a version, by name (see :mod:`registry.quality`)."""
+
     version: Version
     figures: dict
 

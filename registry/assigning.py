@@ -125,8 +125,9 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
             full += left
             batches += 1
             # released before the next batch is read, which then reuses their memory
-            # instead of faulting in fresh pages (see registry.allocator): the second of two
-            # batches of 50k took 3.7k page faults in its encode instead of 7.7k
+            # instead of faulting in fresh pages (see registry.allocator): the next batch's
+            # encode takes far fewer page faults (BENCHMARKS.md, Design figures: batch memory
+            # reuse)
             del item_ids, vectors
     if total:
         with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock

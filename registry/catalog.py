@@ -51,7 +51,7 @@ class AddResult:
     texts: bool = False  # texts embedded here, not vectors given (from ``model`` or not)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 @dataclass(frozen=True)

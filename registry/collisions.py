@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 from .ids import CodeSpace
-from .stable import renormalise
+from .stable import renormalize
 
 STRATEGIES = ("nearest-free", "suffix")
 # how many next-best codes one level up are tried when a whole prefix is full
@@ -144,7 +144,7 @@ def _residuals(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], mode: 
     for level in range(start, depth):
         r -= books[level][codes[:, level]]
         if mode == "normalized":
-            renormalise(r)
+            renormalize(r)
     return r
 
 
@@ -160,7 +160,7 @@ def nearest_free(rows_x: Callable[[np.ndarray], np.ndarray], codes: np.ndarray,
                  residual_sq: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Move colliding rows to free tuples; returns (new codes, rows moved).
 
-    ``rows_x(rows)`` gives the L2-normalised vectors of those rows. ``prefer`` (N, L; -1
+    ``rows_x(rows)`` gives the L2-normalized vectors of those rows. ``prefer`` (N, L; -1
     for none) holds the tuples an earlier version gave the rows: those tuples are held for
     them, so no other row lands on one, and a row that has to move goes back to its own.
     ``products`` (plain residuals, see :func:`up_products`) gives the inner products the
@@ -466,7 +466,7 @@ class _FromVectors(_Near):
         """(rows, k_L): to the last-level codes under second-to-last code ``alt`` (per row)."""
         nxt = self.residual[rows] - self.books[-2][alt]
         if self.mode == "normalized":
-            renormalise(nxt)
+            renormalize(nxt)
         return _sq_dists(nxt, self.books[-1], self.norms[-1])
 
 
@@ -502,8 +502,9 @@ def _ranked_up_with_first(near: _Near, rows: np.ndarray, own: np.ndarray
                           ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """For each of ``rows`` (positions in the chunk of ``near``), which must leave its
     prefix: its next-best codes one level up (as :func:`_ranked_up`, ``own`` its own code
-    there), and its distances under the first of them, where most such rows land (31,674
-    of 32,300 in a train of 1M generated vectors); None where it has no other code."""
+    there), and its distances under the first of them, where most such rows land
+    (BENCHMARKS.md, Design figures: movers land under the first code up); None where it has
+    no other code."""
     ranked = _ranked_up(near.up(rows), own)
     if not ranked.shape[1]:
         return [(r, None) for r in ranked]
@@ -513,8 +514,8 @@ def _ranked_up_with_first(near: _Near, rows: np.ndarray, own: np.ndarray
 def _ranked(d: np.ndarray) -> np.ndarray:
     """(N, min(UP_CANDIDATES, k - 1)): the positions of each row's smallest entries of
     ``d`` (N, k; overwritten), smallest first, ties to the lower position. By repeated
-    argmin, as in the beam search: argpartition and a sort took 1.5-2.4 times as long (30k
-    rows of 256)."""
+    argmin, as in the beam search: faster than argpartition and a sort (BENCHMARKS.md,
+    Design figures: ranking by repeated argmin)."""
     want = min(UP_CANDIDATES, d.shape[1] - 1)
     out = np.empty((d.shape[0], max(want, 0)), dtype=np.int64)
     each = np.arange(d.shape[0])
@@ -538,8 +539,8 @@ def _guess_up(heads: np.ndarray, d: np.ndarray, k_up: int, occupancy: Occupancy,
     rows = np.arange(len(heads))
     alt = d.argmin(axis=1)
     alt[np.isinf(d[rows, alt])] = -1  # no other code at that level
-    # the nearest one mostly has room (for 91% of the leaving movers in a chunk of 8,192 new
-    # items at 1M, measured): only where it is full are the next-best ranked
+    # the nearest one mostly has room (BENCHMARKS.md, Design figures: room under the
+    # nearest code up): only where it is full are the next-best ranked
     again = np.flatnonzero(_full(occupancy, heads * k_up + np.maximum(alt, 0)) & (alt >= 0))
     if again.size:
         ranked = _ranked(d[again])

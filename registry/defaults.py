@@ -23,7 +23,7 @@ MAX_POINTS_PER_CENTROID = 256
 STICKINESS = 0.02
 # assign: new items get IDs this many consecutive item ids at a time (see
 # registry.assigning.block_end): large enough that allocating block by block costs nothing
-# measurable (BENCHMARKS.md, "Allocation blocks")
+# measurable (BENCHMARKS.md, "Allocation blocks and batch sizes")
 ALLOCATION_BLOCK = 8192
 # assign: items per transaction; larger batches write the code index in fewer, denser
 # commits (BENCHMARKS.md, issue 6)

@@ -12,13 +12,16 @@ import gzip
 import json
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .api import Registry
 from .catalog import Progress
 from .data import DEBIAN_SAMPLE
 from .errors import InputError
+from .quality import prefix_purity
 
 TEXT = "{key}: {title}"
 SIZES = [32, 16, 16]
@@ -34,8 +37,7 @@ class Meaning:
     examples: list[str]
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "items": self.items, "sections": self.sections,
-                "examples": self.examples}
+        return asdict(self)
 
 
 @dataclass
@@ -112,7 +114,8 @@ def run(workdir: str | Path | None = None, *, items: int | None = None, seed: in
         by_code: dict[int, Counter] = {}
         for r in records:
             by_code.setdefault(r.codes[0], Counter())[packages[r.key]["section"]] += 1
-        report.purity = sum(c.most_common(1)[0][1] for c in by_code.values()) / len(records)
+        report.purity = prefix_purity(np.array([r.codes for r in records]),
+                                      np.array([packages[r.key]["section"] for r in records]))
         for code, sections in sorted(by_code.items(), key=lambda kv: -sum(kv[1].values()))[:5]:
             examples = [f"{r.key}: {packages[r.key]['title']}"
                         for r in reg.lookup(str(code), limit=3).records]

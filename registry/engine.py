@@ -1,7 +1,7 @@
 """Residual k-means with faiss: train codebooks, encode vectors into codes, decode codes.
 
 Numpy in, numpy out; nothing here knows about the database. Inputs are converted once, at
-the boundary, into a private contiguous float32 copy that is L2-normalised (cosine geometry),
+the boundary, into a private contiguous float32 copy that is L2-normalized (cosine geometry),
 so the caller's arrays are never modified.
 
 Level 1 clusters the vectors; level i + 1 clusters what level i leaves over. In ``plain``
@@ -116,10 +116,10 @@ class TrainResult:
 
 
 def prepare(x: np.ndarray, *, source: str = "vectors", overwrite: bool = False) -> np.ndarray:
-    """Validate ``x`` and return a contiguous, L2-normalised float32 copy of it.
+    """Validate ``x`` and return a contiguous, L2-normalized float32 copy of it.
 
     ``overwrite=True`` lets a caller that owns ``x`` (and will not use it again) skip the
-    copy when ``x`` is already contiguous float32: then ``x`` itself is normalised.
+    copy when ``x`` is already contiguous float32: then ``x`` itself is normalized.
     """
     out = check_vectors(x, source)
     if not overwrite and (out is x or np.shares_memory(out, np.asarray(x))):
@@ -138,7 +138,7 @@ def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: 
     """Advance ``residual`` (our own array) in place to the next level."""
     kmeans.shift(residual, codebook, labels, -1.0)
     if mode == "normalized":
-        stable.renormalise(residual)
+        stable.renormalize(residual)
 
 
 def code_space_advice(sizes: tuple[int, ...], n: int) -> str | None:
@@ -402,7 +402,7 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
 
 
 def decode(codes: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain") -> np.ndarray:
-    """Reconstruct normalised vectors from codes: the sum of the chosen centroids (plain mode)."""
+    """Reconstruct normalized vectors from codes: the sum of the chosen centroids (plain mode)."""
     if residual != "plain":
         raise InputError("codes of a 'normalized' residual version cannot be decoded: each "
                          "level was rescaled", param="codes")

@@ -55,7 +55,7 @@ def items(r) -> str:
 
 def train(r) -> str:
     v = r.version
-    sizes = v.params["codebook_sizes"]
+    sizes = v.space.sizes
     lines = [f"trained {v.label} (draft): {r.items} items, {len(sizes)} levels, "
              f"codebook sizes {'x'.join(map(str, sizes))}, {v.residual} residuals",
              f"raw collision rate {r.raw_collision_rate:.4f} (nearest codes, before "

@@ -78,15 +78,10 @@ class CodeSpace:
             place *= k
         return tuple(reversed(out))
 
-    def unpack_one(self, packed: int) -> tuple[int, ...]:
-        """One packed integer -> its code tuple."""
-        packed = int(packed)
-        return tuple(packed // place % k for place, k in self._strides)
-
     def id_parts(self, rows: Iterable[tuple[int, int]]) -> list[tuple[str, list[int]]]:
         """(canonical ID text, code list) of each (packed code, disambiguation number): the
-        records of a lookup, built in one loop (with calls per row, building 100 records took
-        0.17 ms against 0.25 ms for their SQL)."""
+        records of a lookup, built in one loop (with calls per row, building them took much
+        of the time their SQL did: BENCHMARKS.md, Design figures: ID records in one loop)."""
         strides, names = self._strides, self._names
         out = []
         for packed, disamb in rows:

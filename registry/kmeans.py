@@ -31,9 +31,9 @@ def nearest(x: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """(labels, squared distances) of the nearest centroid of each row.
 
     One matrix product per block of rows and the argmin of ``|c|^2 - 2 x.c`` (ties to the
-    lower index), as faiss's flat index computes it: its search took 2.9x as long on the
-    2-core benchmark VM (1M x 384 against 256 centroids: 3.63 s, against 1.27 s so, the same
-    labels). Distances below zero (rounding, for a row on its centroid) are 0."""
+    lower index), as faiss's flat index computes it, with the same labels in less time than
+    its search (BENCHMARKS.md, Design figures: nearest centroid without faiss). Distances
+    below zero (rounding, for a row on its centroid) are 0."""
     n, k = x.shape[0], codebook.shape[0]
     labels = np.empty(n, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
@@ -56,9 +56,11 @@ def group_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, n
     """(per-code sums of the rows of ``x``, per-code row counts).
 
     A sparse (k, N) indicator times ``x``: one pass over the data, where sorting the rows by
-    label and reducing them costs about thirty times as long.
+    label and reducing them costs far more (BENCHMARKS.md, Design figures: group sums).
     """
-    import scipy.sparse  # only training refines; assign never loads scipy (0.12 s)
+    # only training refines; assign never loads scipy, whose import is slow
+    # (BENCHMARKS.md, Design figures: scipy import)
+    import scipy.sparse
 
     n = x.shape[0]
     indicator = scipy.sparse.csr_matrix(
@@ -138,7 +140,8 @@ def train_level(x: np.ndarray, k: int, *, niter: int, seed: int,
 def shift(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, sign: float,
           chunk: int = 4096) -> None:
     """``residual += sign * codebook[labels]`` in place, in chunks that stay in cache (the
-    whole-array expression builds a full-size temporary and costs three times as long)."""
+    whole-array expression builds a full-size temporary and is slower: BENCHMARKS.md,
+    Design figures: residual shift in chunks)."""
     for start in range(0, residual.shape[0], chunk):
         part = residual[start:start + chunk]
         if sign > 0:

@@ -23,7 +23,8 @@ def _buckets(codes: np.ndarray) -> np.ndarray:
     if codes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     if codes.ndim == 2:
-        # one integer per tuple (mixed radix): np.unique on rows is ~80x slower
+        # one integer per tuple (mixed radix): np.unique on rows is far slower
+        # (BENCHMARKS.md, Design figures: bucket sizes by packed tuple)
         radix = [int(r) for r in codes.max(axis=0) + 1]
         if math.prod(radix) < 2**62:
             weights = [math.prod(radix[i + 1:]) for i in range(len(radix))]
@@ -72,7 +73,7 @@ def level_usage(codes: np.ndarray, sizes: tuple[int, ...]) -> list[dict]:
 
 
 def reconstruction_error(x: np.ndarray, rebuilt: np.ndarray) -> float:
-    """sum ||x - x_hat||^2 / sum ||x - mean||^2, with ``x`` the normalised vectors."""
+    """sum ||x - x_hat||^2 / sum ||x - mean||^2, with ``x`` the normalized vectors."""
     total = float(np.square(x - x.mean(axis=0)).sum())
     return float(np.square(x - rebuilt).sum()) / total if total > 0 else 0.0
 
@@ -80,7 +81,7 @@ def reconstruction_error(x: np.ndarray, rebuilt: np.ndarray) -> float:
 def neighbourhood_agreement(x: np.ndarray, codes: np.ndarray, *, sample: int = 1000,
                             neighbours: int = 10, seed: int = 0) -> list[float]:
     """For depths 1..L: mean share of a sampled item's exact cosine neighbours (``x`` is
-    L2-normalised) that share its first d codes."""
+    L2-normalized) that share its first d codes."""
     import faiss
 
     n = x.shape[0]

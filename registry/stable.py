@@ -33,7 +33,7 @@ from .kmeans import nearest, update_means
 NOISE_NORM_SQ = 1e-8
 
 
-def renormalise(r: np.ndarray) -> None:
+def renormalize(r: np.ndarray) -> None:
     """Rescale the rows of ``r`` (C-contiguous float32) to unit length in place, as the
     ``normalized`` residual mode does at every level. A row that is rounding noise (an item
     sitting on its centroid) becomes zero instead: rescaled, that noise would pick its deeper

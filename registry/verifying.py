@@ -12,10 +12,9 @@ with and its IDs only grew since (its seal); aliases point at existing, frozen v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .errors import DatabaseError
-from .ids import CodeSpace
 from .store import checks, codebooks, db, seals, versions
 from .store.db import Tx
 from .store.schema import State
@@ -33,7 +32,7 @@ class Violation:
     rows: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"check": self.check, "message": self.message, "rows": self.rows}
+        return asdict(self)
 
 
 @dataclass
@@ -78,11 +77,10 @@ def verify(tx: Tx) -> VerifyReport:
         counts = checks.id_counts(conn)
         out += _codebooks(conn, every)
         for v in every:
-            space = CodeSpace(tuple(v.params["codebook_sizes"]))
-            bad = checks.codes_out_of_range(conn, v.number, math.prod(space.sizes), SHOWN)
+            bad = checks.codes_out_of_range(conn, v.number, math.prod(v.space.sizes), SHOWN)
             if bad:
                 out.append(Violation("code ranges", f"{v.label} has IDs whose codes are out "
-                                     f"of range for sizes {list(space.sizes)}",
+                                     f"of range for sizes {list(v.space.sizes)}",
                                      [{"item": i, "code": c, "number": d} for i, c, d in bad]))
         shared = checks.shared_ids(conn, SHOWN)
         if shared:
@@ -118,7 +116,7 @@ def _codebooks(conn, every: list[versions.Version]) -> list[Violation]:
                                  "exist", [{"version": number, "level": r[1]} for r in rows]))
     for v in every:
         rows = by_version.get(v.number, [])
-        sizes = list(v.params["codebook_sizes"])
+        sizes = v.space.sizes
         shape = [(r[1], r[2], r[3]) for r in rows]
         wanted = [(level, k, v.dim) for level, k in enumerate(sizes, start=1)]
         if shape != wanted:

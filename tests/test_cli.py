@@ -86,10 +86,10 @@ def test_text_output(run, tmp_path):
 @pytest.fixture
 def ready(run, tmp_path):
     vecs, keys = _write_catalog(tmp_path)
-    run("add", vecs, "--keys", keys)
-    run("train", "-k", "8,4", "--name", "first")
-    run("freeze", "1")
-    run("activate", "1")
+    for step in (["add", vecs, "--keys", keys], ["train", "-k", "8,4", "--name", "first"],
+                 ["freeze", "1"], ["activate", "1"]):
+        done = run(*step)
+        assert done.exit_code == 0, done.output
     return tmp_path
 
 

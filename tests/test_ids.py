@@ -19,7 +19,7 @@ def test_pack_is_mixed_radix_and_unpack_inverts_it():
     np.testing.assert_array_equal(packed, np.arange(4 * 3 * 5))
     np.testing.assert_array_equal(space.unpack(packed), codes)
     assert space.pack_one((2, 1, 4)) == 2 * 15 + 1 * 5 + 4
-    assert space.unpack_one(34) == (2, 0, 4)
+    assert space.unpack(np.array([34]))[0].tolist() == [2, 0, 4]
 
 
 
@@ -27,8 +27,8 @@ def test_id_parts_match_unpack_and_format_of_each_row():
     space = CodeSpace((4, 3, 5))
     rows = [(int(p), d) for p, d in zip(range(60), itertools.cycle([0, 1, 17]))]
     parts = space.id_parts(rows)
-    assert parts == [(format_id(space.unpack_one(p), d), list(space.unpack_one(p)))
-                     for p, d in rows]
+    assert parts == [(format_id(c, d), c.tolist())
+                     for c, (_, d) in zip(space.unpack(np.arange(60)), rows, strict=True)]
     assert parts[34] == ("2-0-4-1", [2, 0, 4])
     big = CodeSpace((256,) * 7)
     assert big.id_parts([(256**7 - 1, 3)]) == [("-".join(["255"] * 7) + "-3", [255] * 7)]
@@ -48,7 +48,7 @@ def test_large_code_spaces_fit_in_64_bits():
     space = CodeSpace((256,) * 7)
     top = space.pack(np.full((1, 7), 255))[0]
     assert top == 256**7 - 1
-    assert space.unpack_one(int(top)) == (255,) * 7
+    assert space.unpack(np.array([top]))[0].tolist() == [255] * 7
 
 
 def test_parse_full_ids_and_prefixes():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -71,7 +72,11 @@ def test_stats_command_and_stored_headline(trained, run):
     assert out["largest_bucket"] == max(tuples.count(t) for t in set(tuples))
     text = run("stats", "1").output
     assert "semantic-unique share" in text and "neighbourhood agreement" in text
-    assert "%" in run("versions").output.splitlines()[1]
+    # versions shows the share as trained, beside the items the version holds now
+    header, row = run("versions").output.splitlines()[:2]
+    cells = dict(zip(re.split(r"\s{2,}", header), re.split(r"\s{2,}", row), strict=True))
+    assert cells["unique at train"] == f"{v.stats['semantic_unique_share']:.1%}"
+    assert cells["items now"] == "600"
     bad = run("stats", "--sample", "1")
     assert bad.exit_code == 1 and "sample must be" in bad.output
 

@@ -40,8 +40,8 @@ def write(conn: Connection, version: int, item_ids: np.ndarray, packed: np.ndarr
     if conn.dialect.name == "postgresql" and not incremental:
         return _new_partition(conn, version, columns)
     # in the order of the unique (version, code, number) index: each insert lands beside the
-    # last one instead of on a page at random (100k IDs into 1M, SQLite: 0.23-0.31 ->
-    # 0.18-0.21 s; PostgreSQL's COPY: 0.52-0.71 -> 0.48-0.61 s)
+    # last one instead of on a page at random, faster on both databases (BENCHMARKS.md,
+    # Design figures: IDs written in index order)
     order = np.lexsort((columns["disamb"], columns["code"]))
     columns = {name: a[order] for name, a in columns.items()}
     return insert_arrays(conn, assignments, columns)
@@ -75,9 +75,10 @@ def _new_partition(conn: Connection, version: int, columns: dict[str, np.ndarray
     """PostgreSQL: a trained version's IDs go into a new table of their own, its indexes are
     built once they are in, and it becomes the version's partition (see
     :func:`create_partition`). Kept up row by row, the two indexes cost most of the write,
-    the one whose order the rows do not come in most (1M IDs: 6.3 s, against 1.9 s so: 0.5 s
-    for the rows, 1.4 s for the indexes, attaching at once). The rows are written frozen (the
-    table is this transaction's): readers find them visible without a later VACUUM."""
+    the one whose order the rows do not come in most; built at once they cost far less
+    (BENCHMARKS.md, Design figures: partition indexes built at once). The rows are written
+    frozen (the table is this transaction's): readers find them visible without a later
+    VACUUM."""
     return create_partition(conn, version, lambda name: insert_arrays(
         conn, assignments, columns, into=name, freeze=True))
 
@@ -139,11 +140,11 @@ def issued_codes(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
     """Every packed code issued in ``version``, sorted (a code shared by several IDs shows
     once per ID).
 
-    The database joins the codes into one value per range of codes and numpy parses it: a
-    million rows fetched one by one cost five times as long. SQLite joins them as text,
-    PostgreSQL as their 8-byte binary forms in one bytea sent in binary (1M codes: 0.15-0.16
-    against 0.20-0.23 s as text). Ranges hold about ``chunk_rows`` IDs, far below the
-    databases' 1 GB limit on one value.
+    The database joins the codes into one value per range of codes and numpy parses it,
+    far faster than fetching the rows one by one. SQLite joins them as text, PostgreSQL as
+    their 8-byte binary forms in one bytea sent in binary, faster than as text
+    (BENCHMARKS.md, Design figures: joined code reads). Ranges hold about ``chunk_rows``
+    IDs, far below the databases' 1 GB limit on one value.
     """
     total = count(conn, version)  # a frozen version's from its seal: no scan of its IDs
     if not total:

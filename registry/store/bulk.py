@@ -56,15 +56,16 @@ def _quoted(conn: Connection, names: Iterable[str]) -> str:
 
 def int_list(text: str | None) -> np.ndarray:
     """Integers the database joined into one comma-separated text (``group_concat`` /
-    ``string_agg``): a million rows fetched one by one cost five times as long."""
+    ``string_agg``): far faster than fetching the rows one by one (BENCHMARKS.md, Design
+    figures: joined integer lists)."""
     return np.empty(0, dtype=np.int64) if not text else \
         np.fromstring(text, dtype=np.int64, sep=",")
 
 
 def pg_array(values: Sequence[int]) -> str:
     """PostgreSQL: integers as one array literal, for a ``CAST(... AS bigint[])``
-    parameter. psycopg adapts a list element by element (44 ms per 50k ids, measured); the
-    server parses this text in a fraction of that."""
+    parameter. psycopg adapts a list element by element; the server parses this text far
+    faster (BENCHMARKS.md, Design figures: bigint[] as one literal)."""
     return "{" + ",".join(map(str, values)) + "}"
 
 
@@ -115,8 +116,8 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
         return 0
     if conn.dialect.name != "postgresql":
         # an integer column with one value throughout goes into the statement itself: each
-        # parameter less per row saves a Python object and a bind (1M IDs: 2.4-2.6 -> 2.0 s
-        # with the version and the incremental flag written once)
+        # parameter less per row saves a Python object and a bind (BENCHMARKS.md, Design
+        # figures: constant columns in the statement)
         same = [a.dtype.kind in "biu" and bool((a == a[0]).all()) for a in arrays]
         marks = ", ".join(str(int(a[0])) if one else "?"
                           for a, one in zip(arrays, same, strict=True))
@@ -186,10 +187,9 @@ class _SqliteReader:
     """Reads SQLite vectors into the preallocated arrays, ``span`` rows at most at a time,
     each such piece as one row: the ids and the float32 embeddings joined by the database
     (``group_concat``) and parsed by numpy. Row by row, each vector costs a Python tuple and
-    bytes object (all 1.1M live vectors: 3.0-3.1 s, against 1.7-1.8 s joined; a batch of
-    assign, 50k vectors above the highest item id with an ID: 0.24-0.29 s against
-    0.18-0.24 s). A piece holding any other embedding (float16, another length) is read
-    again row by row.
+    bytes object: slower than the joined read, for a whole catalog and for a batch of assign
+    alike (BENCHMARKS.md, Design figures: SQLite joined reads). A piece holding any other
+    embedding (float16, another length) is read again row by row.
 
     :meth:`ranges` reads every row, a range of ``span`` item ids at a time; :meth:`pieces`
     the first ``limit`` rows in id order, ``span`` rows at a time, each piece starting
@@ -274,10 +274,10 @@ class Prefault:
     """Touches the pages of a fresh array from its end, in a second thread, while the
     caller fills it from the start.
 
-    The first write to each page of new memory is a page fault; on the 2-core VM of the
-    benchmarks a new process took 3.0 s to fault in a 1.1M x 384 float32 array (0.1 s to write
-    it again), about as long as reading the vectors. numpy releases the GIL while it zeroes a
-    block, so the faults run beside the database read (1.1M vectors: 5.7 -> 3.6 s). The
+    The first write to each page of new memory is a page fault; in a new process, faulting
+    in an array of a catalog's vectors takes about as long as reading the vectors. numpy
+    releases the GIL while it zeroes a block, so the faults run beside the database read,
+    and the whole read takes less time (BENCHMARKS.md, Design figures: prefault thread). The
     caller :meth:`claim` s the rows it is about to write; a block the helper is zeroing is
     waited for, and blocks claimed are never touched by it again. Arrays under ``MIN_BYTES``
     get no thread.

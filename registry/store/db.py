@@ -37,7 +37,7 @@ def default_url() -> str:
     return os.environ.get("REGISTRY_DB") or DEFAULT_URL
 
 
-def normalise_url(url: str) -> str:
+def normalize_url(url: str) -> str:
     """Accept the usual ``postgresql://`` spelling and use psycopg 3 for it."""
     for plain in ("postgresql://", "postgres://"):
         if url.startswith(plain):
@@ -67,11 +67,11 @@ def make_engine(url: str, *, create: bool = False, lookups_only: bool = False) -
     """An engine for ``url``; unless ``create``, a missing SQLite file is an error.
 
     ``lookups_only``: PostgreSQL through psycopg 3 goes through psycopg2 instead where it is
-    installed. Importing psycopg 3 takes about five times as long (measured: 90 against 19
-    ms), most of a short command's start-up; psycopg2 cannot run the binary COPY of the bulk
-    paths, which lookups never need.
+    installed. Importing psycopg 3 takes far longer, most of a short command's start-up
+    (BENCHMARKS.md, Design figures: psycopg2 for lookups); psycopg2 cannot run the binary
+    COPY of the bulk paths, which lookups never need.
     """
-    url = normalise_url(url)
+    url = normalize_url(url)
     try:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
@@ -110,11 +110,10 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # a new file's page size, fixed once its first page is written (below, by WAL mode):
     # an item row (a 384-d float32 embedding and its key) takes 1.6 KB, two to a 4 KB page
-    # with a fifth of it empty, ten to a 16 KB one. Measured at 1.1M items, against a file of
-    # 4 KB pages (both vacuumed): 2.10 against 2.36 GB; all vectors read in 1.76-2.08 against
-    # 2.29-2.47 s; 1M IDs of a new version written in 2.29-2.39 against 2.45-2.65 s; assign of
-    # 100k in 1.89-1.96 against 2.23-2.64 s; key -> ID p50 0.09 against 0.07-0.08 ms. An
-    # existing file keeps its page size (changing it takes a VACUUM out of WAL mode).
+    # with a fifth of it empty, ten to a 16 KB one: a smaller file and faster bulk reads and
+    # writes, for a slightly slower key -> ID (BENCHMARKS.md, Design figures: SQLite page
+    # size). An existing file keeps its page size (changing it takes a VACUUM out of WAL
+    # mode).
     cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
@@ -177,7 +176,7 @@ class Database:
     """
 
     def __init__(self, url: str | None = None, *, lookups_only: bool = False):
-        self.url = normalise_url(url or default_url())
+        self.url = normalize_url(url or default_url())
         self.lookups_only = lookups_only
         self._engine: Engine | None = None
         self._schema_ok = False
@@ -230,16 +229,17 @@ def refresh_statistics(conn: Connection, table: str, changed: int, *,
     rule; the planner has never seen a table that was not analyzed yet).
 
     Without it, a server without autovacuum, or one that has not come round yet, plans
-    blind: reading a million fresh items for `train` went through a 1.5 GB sort (8.0 s
-    instead of 2.8) and the first listing of each prefix of a new version took 20-25 ms at p99.
+    blind: reading a million fresh items for `train` went through a large sort and took far
+    longer, and the first listing of each prefix of a new version was slow
+    (BENCHMARKS.md, Design figures: ANALYZE after writes).
 
     ``vacuum`` (outside a transaction: a ``snapshot=False`` read), for more than
     VACUUM_INSERTED rows inserted, also runs VACUUM, as autovacuum does after inserts: it
     marks the new rows' pages all-visible (until then an index-only scan reads the table for
     each of them, and the first reader of a fresh row writes its page again to set hint
-    bits). Its work grows with the new pages only. Finding the items without an ID in a
-    1.1M-item catalog: 0.66 s through 2.1 GB of table; 0.32-0.49 s through the index once
-    vacuumed (0.81 s with its 100k newest rows not yet vacuumed)."""
+    bits). Its work grows with the new pages only. Once vacuumed, finding the items without
+    an ID through the index is faster than through the table; before, it is slower
+    (BENCHMARKS.md, Design figures: VACUUM after inserts)."""
     if conn.dialect.name != "postgresql" or changed <= 0:
         return
     known = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = "

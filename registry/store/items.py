@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, func, select, text, update
 from ..errors import InputError
 from .bulk import insert_rows, int_list, pg_array, read_vectors
 from .lookups import IN_CHUNK, driver_cursor, driver_rows, storable
-from .schema import LIVE_ITEMS, NOT_LIVE_ITEMS, items
+from .schema import LIVE_TERMS, NOT_LIVE_TERMS, items
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,8 @@ def texts_to_reembed(conn: Connection, model: str | None) -> list[tuple[int, str
 # SQL over ``items i``: live items are those a new version covers, and the others (its
 # negation); the very terms of the partial indexes ix_items_live_space and ix_items_not_live,
 # so that SQLite's planner can use them
-_LIVE = " AND ".join(f"i.{term}" for term in LIVE_ITEMS.split(" AND "))
-_NOT_LIVE = "(" + " OR ".join(f"i.{term}" for term in NOT_LIVE_ITEMS.split(" OR ")) + ")"
+_LIVE = " AND ".join(f"i.{term}" for term in LIVE_TERMS)
+_NOT_LIVE = "(" + " OR ".join(f"i.{term}" for term in NOT_LIVE_TERMS) + ")"
 
 
 def _unassigned(conn: Connection, space: Space, version: int, after: int, *,
@@ -158,9 +158,10 @@ def _unassigned(conn: Connection, space: Space, version: int, after: int, *,
 
     Assign goes up the ids, and above the version's highest item id with an ID no item has
     one: there the items are not looked up among the IDs at all (one probe of the IDs'
-    index decides). 100k items above 1M IDs: PostgreSQL's list 0.15-0.22 -> 0.08-0.11 s;
-    SQLite's batch reads likewise. On SQLite the writer lock keeps that exact; on
-    PostgreSQL an ID another assigner gives there afterwards is caught by :func:`claim`."""
+    index decides), which makes PostgreSQL's list and SQLite's batch reads faster
+    (BENCHMARKS.md, Design figures: no anti-join above the IDs). On SQLite the writer lock
+    keeps that exact; on PostgreSQL an ID another assigner gives there afterwards is caught
+    by :func:`claim`."""
     def p(name: str) -> str:
         return _param(conn, name)
 
@@ -227,9 +228,8 @@ def assigned_through(conn: Connection, version: int) -> int | None:
     Counted, in one statement (one snapshot): the live items up to that id against the IDs
     less those of items no longer live, read through the small partial index of items that
     are not live (migration 0007). Both counts run over indexes, where listing the items
-    without an ID reads the ids of the whole catalog and of every ID (1.1M items, 1M IDs:
-    0.06 s on SQLite, 0.07-0.08 s on PostgreSQL, warm; as the first statement of a fresh
-    process, in assign, 0.14-0.31 and 0.10-0.11 s)."""
+    without an ID reads the ids of the whole catalog and of every ID (BENCHMARKS.md,
+    Design figures: assigned_through counts)."""
     sqlite = conn.dialect.name == "sqlite"
     v = _param(conn, "version")
 
@@ -269,7 +269,7 @@ def _gap(conn: Connection, space: Space, version: int, span: int) -> int | None:
     ID: the items' ids and the version's item ids are read a range of ``span`` ids at a
     time, both in index order and joined by the database into one text each, and numpy
     finds the first id of the one missing from the other: the anti-join probes the IDs once
-    per item (0.31 s to pass 1M assigned items, against 0.18 s for both lists)."""
+    per item, slower than reading both lists (BENCHMARKS.md, Design figures: gap by two lists)."""
     top = conn.exec_driver_sql("SELECT max(id) FROM items").scalar()
     where, params = _unassigned(conn, space, version, 0, without_id=False)
     live = f"SELECT group_concat(i.id) {where} AND i.id < :below"
@@ -298,7 +298,8 @@ def unassigned_ids(conn: Connection, space: Space, version: int, *, after: int =
     sql = f"SELECT i.id {where} ORDER BY i.id"
     with driver_cursor(conn, sql) as cur:
         # room to hash a million IDs' items at once: in the default 4 MB the anti-join spills
-        # to temporary files (1.1M items: 0.49 -> 0.37 s); for this transaction only
+        # to temporary files, which is slower (BENCHMARKS.md, Design figures: work_mem for
+        # the anti-join); for this transaction only
         cur.execute("SET LOCAL work_mem = '64MB'")
         cur.execute(sql, params)
         return [r[0] for r in cur.fetchall()]
@@ -319,8 +320,8 @@ def claim(conn: Connection, space: Space, version: int, ids: list[int]
     advisory lock taken without waiting (``pg_try_advisory_xact_lock``), so that concurrent
     assigners on one host or many take disjoint items; a killed assigner's transaction ends
     and its blocks are free again. Locking the items' rows instead (``FOR UPDATE SKIP
-    LOCKED``) writes every claimed row's page: selecting 100k of 1.1M items took 0.53 s with
-    the row locks, 0.15 s without (the whole claim: 0.93-0.99 -> 0.48-0.70 s)."""
+    LOCKED``) writes every claimed row's page, which made the claim far slower
+    (BENCHMARKS.md, Design figures: advisory-lock claims)."""
     blocks = sorted({i // CLAIM_BLOCK for i in ids})
     keys = [_CLAIM_TAG | version << 32 | b for b in blocks]
     sql = ("SELECT k FROM unnest(CAST(%(keys)s AS bigint[])) AS k "
@@ -339,8 +340,8 @@ def claim(conn: Connection, space: Space, version: int, ids: list[int]
     # since (it released its blocks then, and a new statement sees its IDs); asked apart:
     # inside the reading statement the planner hashed the whole IDs table for it. Where the
     # ids are dense (as above the IDs all given) one range of the index holds no more IDs
-    # than there are ids, and is read faster than each id is looked up (50k ids on this
-    # VM's server: 0.11-0.15 -> 0.02-0.05 s)
+    # than there are ids, and is read faster than each id is looked up (BENCHMARKS.md,
+    # Design figures: claimed ids as one range)
     if not found.size:
         return found, vectors
     if int(found[-1]) - int(found[0]) < 2 * found.size:

@@ -33,7 +33,8 @@ def _row(r) -> Row:
 
 
 # The point lookups below are plain SQL through the driver: a lookup is a single index
-# seek, and building and compiling a SQLAlchemy statement would cost ten times as long.
+# seek, and building and compiling a SQLAlchemy statement would cost far more than the seek
+# (BENCHMARKS.md, Design figures: plain SQL point lookups).
 _KEYS = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM items i LEFT JOIN assignments a "
          "ON a.item_id = i.id AND a.version_id = ? WHERE i.key IN ({keys})")
 _ID = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN items i{hint} "
@@ -44,7 +45,8 @@ _RANGE = ("SELECT a.code, a.disamb, i.key, i.removed_at FROM assignments a JOIN 
 
 
 # SQLite's planner always fetches a joined row by its rowid, which reads the whole item row
-# (embedding included) per ID; the covering index holds what a listing shows: twice as fast
+# (embedding included) per ID; the covering index holds what a listing shows, and is faster
+# (BENCHMARKS.md, Design figures: covering index for listings)
 _HINT = {"sqlite": " INDEXED BY ix_items_id_key_removed_at", "postgresql": ""}
 
 
@@ -64,8 +66,9 @@ def driver_cursor(conn: Connection, statement: str) -> Iterator:
 def driver_rows(conn: Connection, sql: str, params: Sequence = ()) -> list[tuple]:
     """The rows of ``sql`` (written with ``?`` placeholders) as the driver returns them
     (tuples): straight through a driver cursor, without statement compilation, execution
-    events or SQLAlchemy rows, for hot and large reads (key -> ID at 1M IDs on SQLite: p50
-    0.087 -> 0.056 ms when its two statements stopped going through ``exec_driver_sql``)."""
+    events or SQLAlchemy rows, for hot and large reads (a key -> ID lookup is faster this
+    way than through ``exec_driver_sql``: BENCHMARKS.md, Design figures: driver cursor
+    reads)."""
     if conn.dialect.name == "postgresql":
         sql = sql.replace("?", "%s")
     with driver_cursor(conn, sql) as cur:
@@ -123,8 +126,8 @@ def by_range(conn: Connection, version: int, lo: int, hi: int, limit: int) -> li
     """IDs whose packed code lies in [lo, hi], in ID order, at most ``limit``."""
     # the limit is part of the statement's text: PostgreSQL plans a prepared statement once
     # only when that plan's estimate is not far off the plans made for each call, and it
-    # estimates a LIMIT parameter at a tenth of the range (1M IDs, in psql: 1.35-1.6 ms a
-    # call planned each time, 0.65-0.85 ms with the one plan)
+    # estimates a LIMIT parameter at a tenth of the range, so each call was planned again
+    # (BENCHMARKS.md, Design figures: listing limit in the statement)
     return [Row(code, disamb, key, removed is not None)
             for code, disamb, key, removed in _fetch(conn, _RANGE, (version, lo, hi),
                                                      limit=str(int(limit)))]

@@ -35,8 +35,11 @@ REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_ite
                               "0008_vocabulary_limits")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
-LIVE_ITEMS = "removed_at IS NULL AND embedding IS NOT NULL"
-NOT_LIVE_ITEMS = "removed_at IS NOT NULL OR embedding IS NULL"  # its negation
+LIVE_TERMS = ("removed_at IS NULL", "embedding IS NOT NULL")
+LIVE_ITEMS = " AND ".join(LIVE_TERMS)
+# its negation
+NOT_LIVE_TERMS = ("removed_at IS NOT NULL", "embedding IS NULL")
+NOT_LIVE_ITEMS = " OR ".join(NOT_LIVE_TERMS)
 
 
 
@@ -119,9 +122,9 @@ codebooks = Table(
     PrimaryKeyConstraint("version_id", "level"),
 )
 
-# No foreign keys here on purpose: PostgreSQL and SQLite check them row by row, which more
-# than doubled the cost of writing a version's assignments (measured: 1.5 s instead of 0.45 s
-# for 200k rows on PostgreSQL). Rows come only from the store, with item ids it has just read;
+# No foreign keys here on purpose: PostgreSQL and SQLite check them row by row, which made
+# writing a version's assignments far slower (BENCHMARKS.md, Design figures: no foreign keys
+# on IDs). Rows come only from the store, with item ids it has just read;
 # items and versions are never deleted (items are tombstoned, versions retired).
 assignments = Table(
     "assignments",
@@ -180,8 +183,8 @@ def ddl_metadata(dialect: str | None = None) -> MetaData:
     """A copy of the metadata with the options only DDL needs (Alembic autogenerate and the
     schema tests use this), for the database ``dialect`` names (None: PostgreSQL's).
     Declaring a dialect's option loads that dialect, PostgreSQL's in every command, SQLite
-    ones included (`registry versions` on SQLite: 324 ms with them declared, 293 ms
-    without), so the tables above leave them out, and stay without them:
+    ones included, and slows every command's start (BENCHMARKS.md, Design figures: DDL-only
+    options), so the tables above leave them out, and stay without them:
 
     - SQLite never hands out the id of a deleted item or event again (AUTOINCREMENT);
     - on SQLite the IDs table is its primary key (WITHOUT ROWID: one B-tree fewer to write);
