@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import defaults
 from .reads import GetResult, IdRecord, LookupResult, Reader
 from .store import db, versions
-from .store.versions import ACTIVE, Version
+from .store.versions import Version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -106,9 +106,8 @@ class Registry:
         never embedded twice."""
         from . import catalog
 
-        incoming = catalog.given(keys, vectors, texts, metas, source)
-        return catalog.add_incoming(self._tx, incoming, catalog.EmbedOptions(**options),
-                                    progress)
+        return catalog.add_items(self._tx, keys, vectors, texts, metas, source=source,
+                                 progress=progress, **options)
 
     def add_file(self, path: str | Path, *, key: str | None = None, text: str | None = None,
                  vector: str | None = None, keys_file: str | Path | None = None,
@@ -120,10 +119,8 @@ class Registry:
         for :meth:`add`."""
         from . import catalog
 
-        incoming = catalog.from_file(path, key=key, text=text, vector=vector,
-                                     keys_file=keys_file)
-        return catalog.add_incoming(self._tx, incoming, catalog.EmbedOptions(**options),
-                                    progress)
+        return catalog.add_file(self._tx, path, key=key, text=text, vector=vector,
+                                keys_file=keys_file, progress=progress, **options)
 
     def embeddings(self, keys: Sequence[str]) -> np.ndarray:
         """The stored embeddings of ``keys`` as float32 rows, in the order given."""
@@ -139,7 +136,8 @@ class Registry:
         return catalog.remove(self._tx, keys)
 
     def items(self, *, status: str = "live", changed_since: str | int | None = None,
-              new_since: str | int | None = None, limit: int = 20) -> ItemsReport:
+              new_since: str | int | None = None,
+              limit: int = defaults.ITEMS_LIMIT) -> ItemsReport:
         """Counts of live and removed items, and the first ``limit`` items of ``status``
         (live / removed / all), optionally only those changed (or new) since a version was
         trained."""
@@ -158,11 +156,7 @@ class Registry:
         the data allows (see :mod:`registry.stable`)."""
         from . import training
 
-        if request is None:
-            request = training.TrainRequest(**fields)
-        elif fields:
-            raise TypeError("give a TrainRequest or its fields, not both")
-        return training.train(self._tx, request)
+        return training.train(self._tx, request, **fields)
 
     def freeze(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Publish a draft: from now on its codebooks and issued IDs never change."""
@@ -170,7 +164,7 @@ class Registry:
 
         return lifecycle.freeze(self._tx, version, reason)
 
-    def activate(self, version: str | int, *, alias: str = ACTIVE,
+    def activate(self, version: str | int, *, alias: str = defaults.ALIAS,
                  reason: str | None = None) -> StateChange:
         """Point ``alias`` (default ``active``) at a frozen version."""
         from . import lifecycle
@@ -192,7 +186,7 @@ class Registry:
 
         return lifecycle.delete(self._tx, version, reason)
 
-    def rollback(self, to: str | int | None = None, *, alias: str = ACTIVE,
+    def rollback(self, to: str | int | None = None, *, alias: str = defaults.ALIAS,
                  reason: str | None = None) -> RollbackResult:
         """Point ``alias`` back at the version it pointed at before (or at ``to``). The items
         registered since that version was trained get their IDs in it first, and the alias
@@ -203,7 +197,7 @@ class Registry:
         return lifecycle.rollback(self._tx, to, alias, reason)
 
     def history(self, version: str | int | None = None, *,
-                limit: int = 50) -> list[versions.Event]:
+                limit: int = defaults.HISTORY_LIMIT) -> list[versions.Event]:
         """The event log, newest first: train, freeze, activate, assign, retire, rollback,
         delete; ``version`` (a number, name or alias, or the number of a deleted draft) keeps
         that version's."""
@@ -211,7 +205,8 @@ class Registry:
             return versions.history(conn, version, limit)
 
     def assign(self, version: str | int | None = None, *,
-               batch_size: int = defaults.ASSIGN_BATCH, workers: int = 1) -> AssignResult:
+               batch_size: int = defaults.ASSIGN_BATCH,
+               workers: int = defaults.WORKERS) -> AssignResult:
         """Give every live item without an ID in the version one, against its codebooks.
 
         Works batch by batch, one transaction each: an interrupted run keeps the finished

@@ -206,7 +206,7 @@ class EmbedOptions:
     device: str | None = None
     batch_size: int | None = None
     backend: str | None = None
-    dtype: str = "float32"
+    dtype: str = defaults.DTYPE
     reembed: bool = False
     commit_every: int = defaults.COMMIT_EVERY
 
@@ -278,6 +278,22 @@ def add_incoming(tx: Tx, incoming: Incoming, options: EmbedOptions,
                reembed=o.reembed, commit_batch=o.commit_every, progress=progress)
 
 
+def add_items(tx: Tx, keys: Sequence[str], vectors: np.ndarray | None,
+              texts: Sequence[str] | None, metas: Sequence[dict | None] | None, *,
+              source: str, progress: Progress | None, **options) -> AddResult:
+    """Items handed over in Python, added with :class:`EmbedOptions` ``options``."""
+    return add_incoming(tx, given(keys, vectors, texts, metas, source),
+                        EmbedOptions(**options), progress)
+
+
+def add_file(tx: Tx, path: str | Path, *, key: str | None, text: str | None,
+             vector: str | None, keys_file: str | Path | None, progress: Progress | None,
+             **options) -> AddResult:
+    """A file's rows (see :func:`from_file`), added with :class:`EmbedOptions` ``options``."""
+    return add_incoming(tx, from_file(path, key=key, text=text, vector=vector,
+                                      keys_file=keys_file), EmbedOptions(**options), progress)
+
+
 def embeddings(tx: Tx, keys: Sequence[str]) -> np.ndarray:
     """The stored embeddings of ``keys`` as float32 rows, in the order given."""
     keys = list(keys)
@@ -331,7 +347,7 @@ def report(tx: Tx, *, status: str, changed_since: str | int | None,
 
 
 def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
-        vector_space: VectorSpace | None = None, dtype: str = "float32",
+        vector_space: VectorSpace | None = None, dtype: str = defaults.DTYPE,
         reembed: bool = False, commit_batch: int = 2048,
         progress: Progress | None = None) -> AddResult:
     """Store ``incoming``: texts embedded with ``embedder``, or vectors as given (from the

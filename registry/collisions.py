@@ -24,6 +24,8 @@ from .ids import CodeSpace
 from .stable import renormalize
 
 STRATEGIES = ("nearest-free", "suffix")
+# rows -> the inner products of their residuals with the codebooks of levels L-1 and L
+Products = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # how many next-best codes one level up are tried when a whole prefix is full
 UP_CANDIDATES = 8
 # movers whose distances to every last-level code are computed at once
@@ -248,7 +250,9 @@ class _Taken:
     def __init__(self, occupancy: Occupancy, prefixes: np.ndarray, k_last: int):
         self.occupancy, self.k_last = occupancy, k_last
         if occupancy.dense is not None and not occupancy.reserved:
-            # the bit table itself: a prefix's row is a view of it, current after every take
+            # the bit table itself: a prefix's row is a view of it, current after every take,
+            # so that under and take are the table's own (bound here, over the methods below,
+            # which serve the other case)
             self.table = occupancy.dense.reshape(-1, k_last)
             self.slot = prefixes
             self.under = self.table.__getitem__
@@ -401,8 +405,6 @@ class _Movers:
             codes[moved_two[0], -1] = moved_two[2]
 
 
-Products = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
 
 def up_products(level1: list[np.ndarray], codes: np.ndarray, books: list[np.ndarray]
                 ) -> Products:
@@ -430,6 +432,10 @@ def up_products(level1: list[np.ndarray], codes: np.ndarray, books: list[np.ndar
 
 class _Near:
     """The distances a chunk of movers needs (rows are positions in the chunk)."""
+
+    def own(self, rows: np.ndarray) -> np.ndarray:
+        """(rows, k_L): to the last-level codes under each row's own prefix."""
+        raise NotImplementedError
 
     def up(self, rows: np.ndarray) -> np.ndarray:
         raise NotImplementedError

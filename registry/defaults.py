@@ -5,9 +5,12 @@ this at start-up.
 
 from __future__ import annotations
 
-# train: the code space
+# train: the code space, the random seed, how residuals are taken and collisions handled
 LEVELS = 3
 CODEBOOK_SIZE = 256
+SEED = 0
+RESIDUAL = "plain"
+COLLISIONS = "nearest-free"
 # train: k-means rounds per level, and passes that then refine levels 2..L together (plain
 # residuals, cold training): tuned on the Debian catalog in bench/bench_quality.py
 NITER = 16
@@ -28,11 +31,19 @@ ALLOCATION_BLOCK = 8192
 # assign: items per transaction; larger batches write the code index in fewer, denser
 # commits (BENCHMARKS.md, issue 6)
 ASSIGN_BATCH = 50_000
-# add: how texts are embedded and how many items are written per transaction
+# assign: processes sharing the work
+WORKERS = 1
+# add: how texts are embedded, how vectors are stored, how many items go per transaction
 DEVICE = "cpu"
 EMBED_BATCH = 64
 BACKEND = "torch"
+DTYPE = "float32"
 COMMIT_EVERY = 2048
-# lookup: items listed under a prefix; stats: items whose neighbours are compared
+# the alias consumers read, which activate and rollback move
+ALIAS = "active"
+# lookup: items listed under a prefix; items and history: rows listed; stats: items whose
+# neighbours are compared
 LOOKUP_LIMIT = 20
+ITEMS_LIMIT = 20
+HISTORY_LIMIT = 50
 STATS_SAMPLE = 1000

@@ -42,6 +42,9 @@ class Meaning:
 
 @dataclass
 class DemoReport:
+    """What the demo did: its folder and database, each step (name, the command it stands
+    for, its result), and what the largest level-1 codes mean."""
+
     workdir: str
     database: str
     steps: list[tuple[str, str, object]] = field(default_factory=list)
@@ -75,7 +78,10 @@ def _write_sample(work: Path, items: int | None) -> tuple[dict[str, dict], Path,
 def run(workdir: str | Path | None = None, *, items: int | None = None, seed: int = 0,
         progress: Progress | None = None) -> DemoReport:
     """Init, add the catalog, train, freeze, activate, add newer items, assign, get, look up
-    a prefix, and say what the level-1 codes mean."""
+    a prefix, and say what the level-1 codes mean: on the first ``items`` packages of the
+    sample (600 to all 3,000)."""
+    if items is not None and not 600 <= items <= 3000:
+        raise InputError(f"use between 600 and 3000 items, got {items}", param="items")
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="registry-demo-"))
     try:
         work.mkdir(parents=True, exist_ok=True)

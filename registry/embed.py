@@ -12,12 +12,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import defaults
 from .errors import InputError, extra_hint
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
@@ -244,7 +247,8 @@ class Embedder:
         return self.ref.label + ("+int8" if self.backend == "onnx-int8" else "")
 
     @property
-    def model(self):
+    def model(self) -> SentenceTransformer:
+        """The loaded model (loaded on first use, then kept)."""
         return _load(self.ref, self.device, self.backend)
 
     @property

@@ -48,10 +48,10 @@ class TrainParams:
 
     codebook_sizes: tuple[int, ...]
     niter: int = defaults.NITER
-    seed: int = 0
+    seed: int = defaults.SEED
     max_points_per_centroid: int = defaults.MAX_POINTS_PER_CENTROID
-    residual: str = "plain"
-    collisions: str = "nearest-free"
+    residual: str = defaults.RESIDUAL
+    collisions: str = defaults.COLLISIONS
     balance: float | None = None
     refine: int | None = None  # None: defaults.REFINE where it applies, else 0
     beam: int | None = None  # None: defaults.BEAM where it applies, else 1
@@ -214,13 +214,13 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     if warm is not None and params.refine:
         # a stable retrain keeps earlier codes level by level: joint refinement would move
         # the centroids they sit on for small gains
-        raise InputError("does not apply to a retrain from another version (`from_version`): "
+        raise InputError("does not apply to a warm start (a retrain from another version): "
                          "it keeps the parent's codes instead", param="refine")
     if warm is not None:
         warm = _check_codebooks(warm, dim)
         if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
             raise InputError(f"warm start needs codebook sizes {list(params.codebook_sizes)},"
-                             f" got {[cb.shape[0] for cb in warm]}", param="from_version")
+                             f" got {[cb.shape[0] for cb in warm]}", param="warm")
     preferred = keep
     if keep is not None:
         keep = np.array(keep, dtype=np.int64, copy=True)

@@ -46,7 +46,8 @@ class Incoming:
 
 @dataclass(frozen=True)
 class TextSpec:
-    """``--text``: a column name, or a template over columns such as ``{title}. {body}``."""
+    """``text`` of an add: a column name, or a template over columns such as
+    ``{title}. {body}``."""
 
     column: str | None
     template: str | None

@@ -54,17 +54,18 @@ class TrainRequest:
     :meth:`registry.api.Registry.train` and the options of ``registry train``."""
 
     levels: int | None = None  # one per codebook size, else defaults.LEVELS
-    codebook_size: int | tuple[int, ...] | None = None  # defaults.CODEBOOK_SIZE; from: its
+    # defaults.CODEBOOK_SIZE; from_version: the parent's
+    codebook_size: int | tuple[int, ...] | None = None
     name: str | None = None
-    seed: int = 0
-    residual: str | None = None  # plain; from_version: the parent's
+    seed: int = defaults.SEED
+    residual: str | None = None  # defaults.RESIDUAL; from_version: the parent's
     niter: int | None = None  # defaults.NITER; from_version: defaults.WARM_NITER
     refine: int | None = None  # defaults.REFINE where it applies, else 0
     beam: int | None = None  # defaults.BEAM where it applies; from_version: the parent's
     max_points_per_centroid: int = defaults.MAX_POINTS_PER_CENTROID
     from_version: str | int | None = None
     stickiness: float | None = None  # with from_version only: defaults.STICKINESS
-    collisions: str | None = None  # nearest-free; from_version: the parent's
+    collisions: str | None = None  # defaults.COLLISIONS; from_version: the parent's
     balance: float | None = None
     max_disambiguation: int | None = None  # ids.default_max_disambiguation
     allocation_block: int | None = None  # defaults.ALLOCATION_BLOCK
@@ -100,7 +101,7 @@ class TrainRequest:
         if parent is None:
             sizes = codebook_sizes(self.levels, defaults.CODEBOOK_SIZE
                                    if self.codebook_size is None else self.codebook_size)
-            residual = self.residual or "plain"
+            residual = self.residual or defaults.RESIDUAL
         else:
             sizes = parent.space.sizes
             if (self.levels is not None or self.codebook_size is not None) and \
@@ -118,7 +119,7 @@ class TrainRequest:
             niter = defaults.NITER if parent is None else defaults.WARM_NITER
         collisions = self.collisions
         if collisions is None:
-            collisions = "nearest-free" if parent is None else parent.collisions
+            collisions = defaults.COLLISIONS if parent is None else parent.collisions
         return engine.TrainParams(
             sizes, niter=niter, seed=self.seed,
             max_points_per_centroid=self.max_points_per_centroid, residual=residual,
@@ -143,15 +144,18 @@ def codebook_sizes(levels: int | None, codebook_size: int | Sequence[int]) -> tu
     return check_sizes(sizes)
 
 
-def train(tx: Tx, request: TrainRequest) -> TrainSummary:
-    """Train a new draft version on every live item and give each item an ID in it.
+def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary:
+    """Train a new draft version on every live item and give each item an ID in it, as
+    ``request`` asks (or a TrainRequest of ``fields``).
 
     With ``from_version`` the new version starts from that version's codebooks and its
     items keep their codes (and full IDs) wherever the data allows (see
     :mod:`registry.stable`); its sizes and residual mode are the parent's by default.
     """
     start = time.perf_counter()
-    r = request
+    if request is not None and fields:
+        raise TypeError("give a TrainRequest or its fields, not both")
+    r = TrainRequest(**fields) if request is None else request
     r.check()
     stickiness = r.sticky
     name = r.name

@@ -112,7 +112,7 @@ USER_ERRORS = [
     (["train", "--residual", "normalized", "--refine", "2"], "need plain residuals"),
     (["train", "--refine", "-1"], "refinement passes must be between 0 and 100"),
     (["train", "--from", "1", "--refine", "2"],
-     "--refine: does not apply to a retrain from another version (--from)"),
+     "--refine: does not apply to a warm start (a retrain from another version)"),
     (["freeze", "7"], "unknown version: '7'"),
     (["activate", "nope"], "unknown version"),
     (["assign", "--batch-size", "0"], "batch size must be"),
@@ -222,3 +222,14 @@ def test_small_hints(run, ready, tmp_path):
     assert bare.exit_code == 1
     assert "not a database URL: 'r1.db' (for a SQLite file, sqlite:///r1.db)" in bare.stderr
     assert run("verify").output.startswith("ok: 1 version, 500 IDs;")
+
+
+def test_train_options_are_the_train_requests_fields():
+    """TrainRequest is the one list of train's fields: the command's options are exactly
+    they (and --json), so a field added there without an option, or the reverse, fails."""
+    import dataclasses
+
+    from registry.training import TrainRequest
+
+    options = {p.name for p in cli.commands["train"].params} - {"as_json"}
+    assert options == {f.name for f in dataclasses.fields(TrainRequest)}

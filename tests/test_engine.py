@@ -236,8 +236,7 @@ def test_beam_search_never_ends_worse_than_greedy_and_a_full_beam_is_exhaustive(
 
 def test_warm_start_takes_no_refinement_but_encodes_with_its_beam(x):
     books = engine.train(x, TrainParams((16, 8, 4), seed=0)).codebooks
-    with pytest.raises(InputError, match="refine: does not apply to a retrain from another "
-                                         "version"):
+    with pytest.raises(InputError, match="refine: does not apply to a warm start"):
         engine.train(x, TrainParams((16, 8, 4), seed=0), warm=books)
     for beam in (1, 3):
         warm = engine.train(x, TrainParams((16, 8, 4), seed=0, refine=0, beam=beam,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import InputError, RegistryError
 from .lookups import driver_cursor
@@ -69,7 +70,7 @@ def pg_array(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def in_list(conn: Connection, column, values: list[int]):
+def in_list(conn: Connection, column: ColumnElement, values: list[int]) -> ColumnElement:
     """``column IN values``: on PostgreSQL as ``= ANY`` of one bigint[] parameter."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy import any_, bindparam, cast

@@ -13,12 +13,16 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from ..errors import DatabaseError, StateError, extra_hint
 from .schema import HEAD, REVISIONS
+
+if TYPE_CHECKING:
+    import alembic.config
 
 DEFAULT_URL = "sqlite:///registry.db"
 # what the Registry hands to the modules that run its actions: tx(write=...) -> a transaction
@@ -288,7 +292,7 @@ def migrations_dir() -> str:
     return next(iter(spec.submodule_search_locations))
 
 
-def alembic_config(conn: Connection | None = None):
+def alembic_config(conn: Connection | None = None) -> alembic.config.Config:
     """An Alembic Config pointing at the packaged migrations, bound to ``conn`` if given."""
     from alembic.config import Config
 

@@ -15,7 +15,7 @@ from ..ids import CodeSpace
 from .lookups import driver_rows
 from .schema import State, aliases, assignments, codebooks, events, versions
 
-ACTIVE = "active"
+ACTIVE = defaults.ALIAS
 
 MAX_ALLOCATION_BLOCK = 1 << 20
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
@@ -158,7 +158,7 @@ def not_found(conn: Connection, ref: str | int | None) -> NotFoundError:
     shown = ref if len(ref) <= 40 else ref[:40] + "..."
     if ref == ACTIVE:
         return NotFoundError("version", ACTIVE, "no version is active yet: run "
-                             "`registry activate VERSION` or pass --version")
+                             "`registry activate VERSION`, or name one with `version`")
     known = [n for n in conn.execute(select(versions.c.name).where(versions.c.name.is_not(None))
                                      .union(select(aliases.c.name))).scalars()]
     close = difflib.get_close_matches(ref, known, n=3, cutoff=0.6)
@@ -287,6 +287,10 @@ def log_event(conn: Connection, action: str, now: datetime, *, version: int | No
 
 @dataclass(frozen=True)
 class Event:
+    """One entry of the event log: what was done (``action``) to which version (and the
+    other one it names, such as the version an alias moved from), when, with which
+    parameters and why."""
+
     id: int
     at: datetime
     action: str
@@ -304,7 +308,8 @@ class Event:
 MAX_EVENTS = 10_000
 
 
-def history(conn: Connection, ref: str | int | None = None, limit: int = 50) -> list[Event]:
+def history(conn: Connection, ref: str | int | None = None,
+            limit: int = defaults.HISTORY_LIMIT) -> list[Event]:
     """Events, newest first; only those naming the version ``ref`` names (a number, name or
     alias, or the number of a deleted draft) when given."""
     if not 1 <= limit <= MAX_EVENTS:
