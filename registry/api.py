@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .catalog import AddResult, ItemsReport, Progress, RemoveResult
     from .export import ExportResult
     from .lifecycle import RollbackResult, StateChange
+    from .snapshot import Resolution, Snapshot
     from .training import TrainRequest, TrainSummary
     from .verifying import VerifyReport
 
@@ -236,6 +237,26 @@ class Registry:
         each item's metadata to its record."""
         return self._reader.lookup(query, version, limit=limit, metadata=metadata,
                                    count=count)
+
+    def resolve(self, ids: Sequence[str], version: str | int | None = None, *,
+                nearest: int = 0, metadata: bool = False) -> Resolution:
+        """Model output back to items, one row per input in input order: canonical IDs,
+        their token form (tokens apart or not) and prefixes of either, each found, removed,
+        prefix (with the items under it), unknown or malformed (see
+        :class:`registry.snapshot.Resolution`); a bad row never stops the batch. ``nearest``
+        adds, for a well-formed ID no item holds, the issued IDs closest to it; ``metadata``
+        the found items' metadata."""
+        from . import snapshot
+
+        return snapshot.resolve(self._tx, ids, version, nearest=nearest, metadata=metadata)
+
+    def snapshot(self, version: str | int | None = None) -> Snapshot:
+        """A frozen or retired version's IDs in memory (default: the active one's), to
+        resolve, count and list prefixes and say which codes may follow a prefix without the
+        database; :meth:`registry.snapshot.Snapshot.is_current` says when to take another."""
+        from . import snapshot
+
+        return snapshot.take(self._tx, version)
 
     def export(self, version: str | int | None, path: str | Path, *, style: str = "ids",
                vocab: str | Path | None = None) -> ExportResult:

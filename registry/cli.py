@@ -158,7 +158,7 @@ def _progress(wanted: bool, label: str) -> Iterator[_Progress | None]:
 
 
 # commands that only read IDs and versions, where start-up is most of the run
-LOOKUP_COMMANDS = frozenset({"get", "lookup", "versions"})
+LOOKUP_COMMANDS = frozenset({"get", "lookup", "resolve", "versions"})
 # commands that work through large arrays (see registry.allocator)
 ARRAY_COMMANDS = frozenset({"add", "train", "assign", "diff", "drift", "stats", "verify",
                             "demo"})
@@ -476,6 +476,49 @@ def lookup(reg: Registry, query: str, version: str | None, limit: int | None, me
     """Find the item with a full ID (12-4-9-0), or the items under a prefix (12, 12-4)."""
     r = reg.lookup(query, version, limit=limit, metadata=metadata, count=True)
     _emit(as_json, r.to_dict(), lambda: fmt.lookup(r))
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--file", "ids_file", default=None, metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=str, allow_dash=True),
+              help="Read the IDs from PATH, one per line ('-': standard input).")
+@_version_option()
+@click.option("--nearest", type=int, default=0, metavar="K",
+              help="For a well-formed ID no item holds, also the K issued IDs nearest to it.")
+@_metadata_option
+@_json_option
+@pass_registry
+def resolve(reg: Registry, ids: tuple[str, ...], ids_file: str | None, version: str | None,
+            nearest: int, metadata: bool, as_json: bool) -> None:
+    """Map IDs back to items: canonical (12-4-9-0), token form (<a_12><b_4><c_9><d_0>,
+    tokens apart or not) or prefixes of either, from IDS, --file or '-'. One row per input,
+    in order: input, status (found, removed, prefix, unknown, malformed), key, ID, and the
+    number of items under a prefix. A bad row never stops the batch."""
+    wanted = list(ids)
+    if ids_file is not None:
+        wanted += _lines(ids_file)
+    if not wanted:
+        raise InputError("give IDs as arguments, or a file of them (--file PATH, or - for "
+                         "standard input)", param="ids")
+    r = reg.resolve(wanted, version, nearest=nearest, metadata=metadata)
+    for row in r.rows():
+        if as_json:
+            click.echo(json.dumps(row, default=str))
+        else:
+            click.echo(fmt.resolved(row))
+
+
+def _lines(path: str) -> list[str]:
+    """The lines of a file, or of standard input for '-': one input each."""
+    try:
+        if path == "-":
+            return sys.stdin.read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise InputError(f"cannot read: {why}", source=path) from None
 
 
 @cli.command()

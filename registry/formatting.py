@@ -125,6 +125,18 @@ def lookup(r) -> str:
     return "\n".join(lines)
 
 
+def resolved(row: dict) -> str:
+    """One resolved input, tab-separated: input, status, key, ID, count, then metadata (as
+    JSON) and nearest IDs (key=ID, comma-separated) where asked for."""
+    cells = [row["input"], row["status"], row["key"] or "-", row["id"] or "-", str(row["count"])]
+    if "metadata" in row:
+        cells.append("-" if row["metadata"] is None else
+                     json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True))
+    if "nearest" in row:
+        cells.append(",".join(f"{n['key']}={n['id']}" for n in row["nearest"]) or "-")
+    return "\t".join(cells)
+
+
 def versions(rows) -> str:
     if not rows:
         return "no versions yet: run `registry train`"

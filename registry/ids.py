@@ -145,6 +145,14 @@ def parse_id(text: str, space: CodeSpace) -> ParsedId:
     """Parse ``12-4-9-0`` (full ID), ``12-4-9`` (all IDs with those codes) or ``12-4`` (prefix)."""
     shown = text if len(text) <= 40 else text[:40] + "..."
     stripped = text.strip()
+    if stripped[:1] == "<":  # token form: <a_12><b_4><c_9><d_0>, tokens apart or not
+        tokens = _TOKEN.findall(stripped)
+        if not _TOKEN_ROW.fullmatch(stripped) or \
+                [letter for letter, _ in tokens] != list(_LETTERS[:len(tokens)]):
+            raise InputError(f"malformed ID or prefix {shown!r}: expected tokens "
+                             f"{''.join(f'<{_LETTERS[i]}_0>' for i in range(space.levels + 1))}"
+                             " or a leading part of them")
+        stripped = "-".join(number for _, number in tokens)
     if not _ID_TEXT.fullmatch(stripped):
         raise InputError(f"malformed ID or prefix {shown!r}: expected numbers joined by '-', "
                          f"such as 12-4 or {'-'.join(['0'] * (space.levels + 1))}")
@@ -249,3 +257,189 @@ def disambiguate_keeping(packed: np.ndarray, old_packed: np.ndarray,
     rest = ~kept
     out[rest] = disambiguate(packed[rest], largest[inverse[rest]] + 1)
     return out
+
+
+@dataclass
+class ParsedMany:
+    """Many IDs or prefixes parsed at once (:func:`parse_many`), one row per input: its
+    ``codes`` (-1 past the codes it gives), its disambiguation number (-1 for a prefix), how
+    many codes it gives (``depth``), and whether it is well formed for the code space
+    (``ok``: numbers in range, at most one more than the levels)."""
+
+    codes: np.ndarray
+    disamb: np.ndarray
+    depth: np.ndarray
+    ok: np.ndarray
+
+    @property
+    def full(self) -> np.ndarray:
+        """Rows that name one ID (codes and a disambiguation number)."""
+        return self.ok & (self.disamb >= 0)
+
+
+# one ID in token form, tokens possibly apart (tokenizers decode added tokens so)
+_TOKEN_ROWS = re.compile(rb"(?:[ \t]*(?:<[a-z]_[0-9]{1,10}>[ \t]*)+\n)*")
+_TOKEN_ROW = re.compile(r"[ \t]*(?:<[a-z]_[0-9]{1,10}>[ \t]*)+")
+_TOKEN = re.compile(r"<([a-z])_([0-9]{1,10})>")
+
+
+def parse_many(texts: Iterable[str], space: CodeSpace) -> ParsedMany:
+    """:func:`parse_id` for many inputs at once, canonical (``12-4-9-0``) or in token form
+    (``<a_12><b_4><c_9><d_0>``, tokens possibly apart), full IDs and prefixes alike; a row
+    that is neither is marked not ``ok`` instead of raising. Inputs that all have one shape
+    (the same number of codes, one form) are parsed by the C of ``bytes`` and numpy's text
+    reader; mixed ones by numpy over the bytes of all inputs joined. No Python work per input
+    beyond a join, a strip where there is white space, and a check."""
+    import numpy as np
+
+    rows = texts if isinstance(texts, list) else list(texts)
+    n, width = len(rows), space.levels + 1
+    joined = "\n".join(rows)
+    if any(c in joined for c in " \t\r\x0b\x0c"):
+        rows = [t.strip() for t in rows]
+        joined = "\n".join(rows)
+    if n and joined.count("\n") != n - 1:  # a line break inside an input: malformed
+        rows = ["x" if "\n" in t else t for t in rows]
+        joined = "\n".join(rows)
+    values = _uniform(joined, n, width)
+    if values is not None:
+        count = np.full(n, values.shape[1], dtype=np.int64)
+        bad = np.zeros(n, dtype=bool)
+        values = np.pad(values, ((0, 0), (0, width - values.shape[1])), constant_values=-1)
+    else:
+        values, count, bad = _mixed(rows, joined, n, width)
+    depth = np.minimum(count, space.levels)
+    ok = ~bad & (count >= 1)
+    codes = values[:, : space.levels]
+    sizes = np.asarray(space.sizes, dtype=np.int64)
+    ok &= ~((codes >= sizes) & (codes >= 0)).any(axis=1)
+    disamb = np.where(count == width, values[:, -1], -1)
+    ok &= disamb <= MAX_DISAMBIGUATION
+    depth[~ok] = 0
+    return ParsedMany(np.where(ok[:, None], codes, -1), np.where(ok, disamb, -1), depth, ok)
+
+
+_DIGITS = b"0123456789"
+_LETTERS_B = _LETTERS.encode()
+# token form -> numbers apart: '>' ends a number; '<', letters and '_' go
+_UNTOKEN = bytes.maketrans(b">", b" ")
+
+
+def _uniform(joined: str, n: int, width: int) -> np.ndarray | None:
+    """(n, k) numbers when every input is well formed with the same k numbers in one form,
+    checked and parsed at C speed; else None (the caller's slower path decides)."""
+    import numpy as np
+
+    if not n:
+        return None
+    blob = (joined + "\n").encode()
+    if blob[:1] == b"<":  # token form: <a_12><b_4>... on every line
+        while b"> " in blob or b">\t" in blob:  # white space between tokens only
+            blob = blob.replace(b"> ", b">").replace(b">\t", b">")
+        k, extra = divmod(blob.count(b"<"), n)
+        shape = b"".join(b"<" + _LETTERS_B[i:i + 1] + b"_>" for i in range(k)) + b"\n"
+        if extra or not 1 <= k <= width or blob.translate(None, _DIGITS) != shape * n:
+            return None
+        numbers = blob.translate(_UNTOKEN, b"<_" + _LETTERS_B)
+    else:
+        k, extra = divmod(blob.count(b"-") + n, n)
+        if extra or not 1 <= k <= width or blob.translate(None, _DIGITS) != \
+                (b"-" * (k - 1) + b"\n") * n:
+            return None
+        numbers = blob.replace(b"-", b" ")
+    if _LONG_NUMBER.search(numbers):  # more than ten digits: malformed, as parse_id has it
+        return None
+    values = np.fromstring(numbers.decode(), dtype=np.int64, sep=" ")
+    if values.size != n * k:  # an empty number somewhere
+        return None
+    return values.reshape(n, k)
+
+
+_LONG_NUMBER = re.compile(rb"[0-9]{11}")
+
+
+def _mixed(rows: list[str], joined: str, n: int, width: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, numbers per input, malformed) of inputs of several shapes or forms."""
+    import numpy as np
+
+    canonical = np.ones(n, dtype=bool)
+    if "<" in joined:
+        canonical = np.fromiter((t[:1] != "<" for t in rows), dtype=bool, count=n)
+    values = np.full((n, width), -1, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    bad = np.zeros(n, dtype=bool)
+    for which, convert in ((np.flatnonzero(canonical), None),
+                           (np.flatnonzero(~canonical), _tokens_to_dashes)):
+        if not which.size:
+            continue
+        text = joined if which.size == n else "\n".join(rows[i] for i in which)
+        blob = np.frombuffer((text + "\n").encode(), np.uint8)
+        part_bad = np.zeros(which.size, dtype=bool)
+        if convert is not None:
+            blob = convert(blob, [rows[i] for i in which], part_bad)
+        v, c, b = _numbers(blob, which.size, width)
+        values[which], count[which], bad[which] = v, c, b | part_bad
+    return values, count, bad
+
+
+def _numbers(a: np.ndarray, n: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From bytes of ``n`` lines of numbers joined by '-': (values (n, width), -1 where
+    absent; numbers per line; which lines are malformed: another byte, an empty or
+    over-long number, more than ``width`` numbers)."""
+    import numpy as np
+
+    nl, dash = a == 10, a == 45
+    digit = (a >= 48) & (a <= 57)
+    sep = nl | dash
+    bad = np.zeros(n, dtype=bool)
+    other = np.flatnonzero(~(sep | digit))
+    if other.size:
+        bad[np.cumsum(nl)[other] - nl[other]] = True
+    ends = np.flatnonzero(sep)  # each number ends at its separator
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    length = ends - starts
+    line = np.cumsum(nl[ends]) - nl[ends]
+    bad[line[(length == 0) | (length > 10)]] = True
+    count = np.bincount(line, minlength=n)
+    bad |= count > width
+    rank = np.arange(ends.size) - (np.cumsum(count) - count)[line]  # place within its line
+    at = np.flatnonzero(digit)
+    number = (np.cumsum(sep) - sep)[at]
+    # at most ten digits each (longer lines are bad): exact in float64
+    pow10 = 10.0 ** np.arange(20)
+    weight = pow10[np.minimum(ends[number] - at - 1, pow10.size - 1)]
+    value = np.bincount(number, weights=(a[at] - 48) * weight, minlength=ends.size)
+    keep = (rank < width) & (length > 0) & (length <= 10)
+    out = np.full((n, width), -1, dtype=np.int64)
+    out[line[keep], rank[keep]] = value[keep].astype(np.int64)
+    return out, count, bad
+
+
+def _tokens_to_dashes(a: np.ndarray, rows: list[str], bad: np.ndarray) -> np.ndarray:
+    """Token-form lines (``<a_12> <b_4>``) as canonical ones (``12-4``), byte for byte;
+    marks in ``bad`` the lines that are not tokens of letters a, b, c... in turn."""
+    import numpy as np
+
+    blob = a.tobytes()
+    if not _TOKEN_ROWS.fullmatch(blob):  # some line is not tokens at all: find which
+        for i, t in enumerate(rows):
+            if not _TOKEN_ROW.fullmatch(t):
+                bad[i] = True
+                rows[i] = "<a_0>"
+        a = np.frombuffer(("\n".join(rows) + "\n").encode(), np.uint8)
+    nl, opening = a == 10, a == 60
+    letter = (a >= 97) & (a <= 122)
+    line_of = np.cumsum(nl) - nl
+    # the k-th token of a line must carry the k-th letter
+    token = np.cumsum(opening)  # tokens opened so far, this one included
+    first = np.concatenate(([0], token[np.flatnonzero(nl)][:-1]))
+    at = np.flatnonzero(letter)
+    wrong = a[at] - 97 != token[at] - 1 - first[line_of[at]]
+    bad[line_of[at[wrong]]] = True
+    closing = a == 62
+    keep = ~(opening | letter | (a == 95) | (a == 32) | (a == 9))
+    out = np.where(closing, 45, a)[keep]  # '>' -> '-'
+    # a line's last '-' (just before its newline) goes
+    last = (out[:-1] == 45) & (out[1:] == 10)
+    return out[np.concatenate((~last, [True]))]

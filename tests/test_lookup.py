@@ -194,3 +194,16 @@ def test_lookup_says_how_many_items_lie_under_a_prefix(trained, run):
     # a limit does nothing for a full ID: refused
     full = run("lookup", rec.id, "--limit", "5")
     assert full.exit_code == 1 and "is a full ID" in full.stderr
+
+
+def test_lookup_takes_the_token_form_export_writes(trained, run):
+    reg, _ = trained
+    rec = reg.get(["item00007"])[0]
+    tokens = "".join(f"<{'abcd'[i]}_{c}>" for i, c in enumerate([*rec.codes,
+                                                                rec.disambiguation]))
+    assert [r.key for r in reg.lookup(tokens).records] == ["item00007"]
+    assert [r.key for r in reg.lookup(tokens.replace("><", "> <")).records] == ["item00007"]
+    under = reg.lookup(tokens.split("<c_")[0], count=True)
+    assert under.kind == "prefix" and "item00007" in [r.key for r in under.records]
+    bad = run("lookup", "<a_1><c_2>")
+    assert bad.exit_code == 1 and "malformed ID or prefix" in bad.stderr

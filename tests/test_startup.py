@@ -25,7 +25,8 @@ finally:
 
 @pytest.mark.parametrize("args, first", [
     (["get", "item00001"], "item00001\t"), (["lookup", "1"], "1-"),
-    (["versions"], "version  name"), (["get", "item00001", "--json"], "{")])
+    (["versions"], "version  name"), (["get", "item00001", "--json"], "{"),
+    (["resolve", "1", "<a_1>"], "1\tprefix")])
 def test_read_commands_do_not_import_heavy_modules(trained, migrated_url, args, first):
     done = subprocess.run([sys.executable, "-c", PROBE, "--db", migrated_url, *args],
                           capture_output=True, text=True, timeout=60)

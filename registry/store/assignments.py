@@ -174,3 +174,24 @@ def issued_codes(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
     codes = np.concatenate(parts)
     codes.sort()
     return codes
+
+
+def snapshot(conn: Connection, version: int, ranges: list[tuple[int, int]] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(packed codes, disambiguation numbers, removed flags, keys) of every ID of
+    ``version`` (or of those whose code lies in one of the inclusive ``ranges``), in ID
+    order (code, then number): what a snapshot holds."""
+    sql = ("SELECT a.code, a.disamb, i.removed_at IS NOT NULL, i.key FROM assignments a "
+           "JOIN items i ON i.id = a.item_id WHERE a.version_id = ?")
+    params: list = [version]
+    if ranges is not None:
+        if not ranges:
+            return (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool), [])
+        sql += " AND (" + " OR ".join(["a.code BETWEEN ? AND ?"] * len(ranges)) + ")"
+        params += [bound for pair in ranges for bound in pair]
+    rows = driver_rows(conn, sql + " ORDER BY a.code, a.disamb", params)
+    n = len(rows)
+    codes = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+    disamb = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
+    removed = np.fromiter((r[2] for r in rows), dtype=bool, count=n)
+    return codes, disamb, removed, [r[3] for r in rows]

@@ -1,0 +1,349 @@
+"""A published version's IDs in memory: resolve model output in batches, count and list what
+lies under a prefix, and say which codes may follow a prefix, without the database.
+
+A frozen version only grows, by assignment; a snapshot holds what it had when it was taken
+and :meth:`Snapshot.is_current` says, with one small read, whether IDs were added since or
+the alias it was taken through moved. Numpy only: a read command that resolves never loads
+faiss or torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, StateError
+from .ids import CodeSpace, format_ids, parse_many
+from .store import assignments, codebooks, lookups, versions
+from .store.db import Tx
+from .store.schema import State
+from .store.versions import Version
+
+STATUSES = ("found", "removed", "prefix", "unknown", "malformed")
+# issued IDs decoded at a time when looking for the nearest ones
+NEAREST_CHUNK = 65536
+FOUND, REMOVED, PREFIX, UNKNOWN, MALFORMED = range(len(STATUSES))
+
+
+@dataclass
+class Resolution:
+    """One row per input, in input order (columns as arrays): its ``status`` (an index into
+    STATUSES), the ID's place in the snapshot (-1 for none: prefixes, unknown, malformed),
+    and for a prefix the number of items under it (``count``; 1 for an ID found)."""
+
+    snapshot: Snapshot
+    inputs: list[str]
+    status: np.ndarray
+    index: np.ndarray
+    count: np.ndarray
+    # where asked for: each input's nearest issued IDs (places; only for unknown whole IDs),
+    # and the metadata of the items found, by key
+    nearest: list[list[int]] | None = None
+    metadata: dict[str, dict | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def statuses(self) -> list[str]:
+        return [STATUSES[s] for s in self.status.tolist()]
+
+    @property
+    def keys(self) -> list[str | None]:
+        """The item of each input that names an issued ID, else None."""
+        keys = self.snapshot.keys
+        return [None if i < 0 else keys[i] for i in self.index.tolist()]
+
+    @property
+    def ids(self) -> list[str | None]:
+        """The canonical ID of each input that names an issued ID, else None."""
+        out: list[str | None] = [None] * len(self.inputs)
+        hit = np.flatnonzero(self.index >= 0)
+        if hit.size:
+            texts = self.snapshot.ids(self.index[hit])
+            for i, text in zip(hit.tolist(), texts, strict=True):
+                out[i] = text
+        return out
+
+    def rows(self) -> list[dict]:
+        """One dict per input: input, status, key, id, count; and its metadata and nearest
+        IDs (each a dict of key and id) where they were asked for."""
+        out = [{"input": text, "status": status, "key": key, "id": id_, "count": count}
+               for text, status, key, id_, count in zip(
+                   self.inputs, self.statuses, self.keys, self.ids, self.count.tolist(),
+                   strict=True)]
+        if self.metadata is not None:
+            for row in out:
+                row["metadata"] = None if row["key"] is None else \
+                    (self.metadata.get(row["key"]) or {})
+        if self.nearest is not None:
+            keys = self.snapshot.keys
+            for row, places in zip(out, self.nearest, strict=True):
+                row["nearest"] = [{"key": keys[p], "id": text} for p, text in
+                                  zip(places, self.snapshot.ids(np.asarray(places, np.int64)),
+                                      strict=True)] if places else []
+        return out
+
+
+class Snapshot:
+    """A frozen or retired version's issued IDs, sorted by (code, disambiguation number),
+    with each item's key and whether it was removed (see :func:`take`)."""
+
+    def __init__(self, version: Version, codes: np.ndarray, disamb: np.ndarray,
+                 removed: np.ndarray, keys: list[str], *, ref: str | int | None = None,
+                 tx: Tx | None = None):
+        self.version = version
+        self.space: CodeSpace = version.space
+        self.keys = keys
+        self.removed = np.asarray(removed, dtype=bool)
+        self._ref, self._tx, self._held = ref, tx, len(keys)
+        # one sorted int64 per ID where (code, number) fits in one: a single search finds it
+        self._radix = version.max_disambiguation + 1
+        self._fits = (np.prod(self.space.sizes, dtype=object) * self._radix) < 2**63
+        codes = np.asarray(codes, dtype=np.int64)
+        disamb = np.asarray(disamb, dtype=np.int64)
+        if self._fits:
+            self._key = codes * self._radix + disamb
+            self._codes = self._disamb = None
+        else:
+            self._key = None
+            self._codes, self._disamb = codes, disamb
+        self._children: dict[int, np.ndarray] = {}
+        # prefix -> the codes that follow it (at most one entry per prefix shorter than the
+        # code tuple)
+        self._next: dict[tuple, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The packed code of each ID, in snapshot order."""
+        return self._key // self._radix if self._fits else self._codes
+
+    @property
+    def disambiguation(self) -> np.ndarray:
+        return self._key % self._radix if self._fits else self._disamb
+
+    def ids(self, index: np.ndarray) -> list[str]:
+        """The canonical text of the IDs at ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        return format_ids(self.space.unpack(self.codes[index]), self.disambiguation[index])
+
+    # -- resolve -------------------------------------------------------------------------------
+
+    def resolve(self, inputs: Iterable[str]) -> Resolution:
+        """Each input (a canonical ID, its token form, or a prefix of either) resolved: found,
+        removed (an ID of a removed item), prefix (with the items under it), unknown (well
+        formed, but no item holds it) or malformed. Never raises for a bad row."""
+        inputs = inputs if isinstance(inputs, list) else list(inputs)
+        parsed = parse_many(inputs, self.space)
+        n = len(inputs)
+        status = np.full(n, MALFORMED, dtype=np.uint8)
+        index = np.full(n, -1, dtype=np.int64)
+        count = np.zeros(n, dtype=np.int64)
+        # a number past the version's limit is outside its vocabulary: malformed
+        full = parsed.full & (parsed.disamb <= self.version.max_disambiguation)
+        rows = np.flatnonzero(full)
+        if rows.size:
+            found = self._find(self.space.pack(parsed.codes[rows]), parsed.disamb[rows])
+            hit = found >= 0
+            index[rows[hit]] = found[hit]
+            count[rows[hit]] = 1
+            status[rows] = np.where(hit, np.where(self.removed[np.maximum(found, 0)],
+                                                  REMOVED, FOUND), UNKNOWN)
+        rows = np.flatnonzero(parsed.ok & (parsed.disamb < 0))
+        if rows.size:
+            lo, hi = self._bounds(parsed.codes[rows], parsed.depth[rows])
+            count[rows] = hi - lo
+            status[rows] = np.where(hi > lo, PREFIX, UNKNOWN)
+        return Resolution(self, inputs, status, index, count)
+
+    def _find(self, packed: np.ndarray, disamb: np.ndarray) -> np.ndarray:
+        """The place of each (packed code, number) among the IDs, -1 where none."""
+        if self._fits:
+            want = packed * self._radix + disamb
+            at = np.searchsorted(self._key, want)
+            ok = at < self._key.size
+            ok[ok] = self._key[at[ok]] == want[ok]
+            return np.where(ok, at, -1)
+        out = np.full(packed.size, -1, dtype=np.int64)
+        lo = np.searchsorted(self._codes, packed, "left")
+        hi = np.searchsorted(self._codes, packed, "right")
+        for i in np.flatnonzero(hi > lo).tolist():
+            j = lo[i] + np.searchsorted(self._disamb[lo[i]:hi[i]], disamb[i])
+            if j < hi[i] and self._disamb[j] == disamb[i]:
+                out[i] = j
+        return out
+
+    def _spans(self, codes: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first and last packed code under each prefix (its first ``depth`` codes)."""
+        sizes = np.asarray(self.space.sizes, dtype=np.int64)
+        span = np.ones(self.space.levels + 1, dtype=np.int64)  # tuples under a prefix
+        for d in range(self.space.levels - 1, -1, -1):
+            span[d] = span[d + 1] * sizes[d]
+        first = self.space.pack(np.where(codes >= 0, codes, 0))
+        return first, first + span[depth] - 1
+
+    def _bounds(self, codes: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) places of the IDs under each prefix (its first ``depth`` codes)."""
+        first, last = self._spans(codes, depth)
+        if self._fits:
+            return (np.searchsorted(self._key, first * self._radix),
+                    np.searchsorted(self._key, (last + 1) * self._radix))
+        return (np.searchsorted(self._codes, first, "left"),
+                np.searchsorted(self._codes, last, "right"))
+
+    def nearest(self, resolution: Resolution, k: int,
+                books: list[np.ndarray]) -> list[list[int]]:
+        """For each input that is a well-formed whole ID no item holds (unknown), the places
+        of the ``k`` issued IDs closest to it; [] for the others. Plain residuals: by the
+        distance between the decoded codes; normalized ones, which cannot be decoded: by the
+        longest shared prefix (ties in ID order)."""
+        out: list[list[int]] = [[] for _ in range(len(resolution))]
+        parsed = parse_many(resolution.inputs, self.space)
+        rows = np.flatnonzero((resolution.status == UNKNOWN) & parsed.full)
+        if not rows.size or not len(self):
+            return out
+        k = min(k, len(self))
+        wanted = parsed.codes[rows]
+        if self.version.residual == "plain":
+            from .engine import decode
+
+            target = decode(wanted, books)
+            codes = self.space.unpack(self.codes)
+            best = np.full((rows.size, k), np.inf)
+            where = np.zeros((rows.size, k), dtype=np.int64)
+            for at in range(0, len(self), NEAREST_CHUNK):
+                part = decode(codes[at:at + NEAREST_CHUNK], books)
+                d = (np.square(target).sum(1)[:, None] - 2 * target @ part.T
+                     + np.square(part).sum(1)[None, :])
+                d = np.concatenate([best, d], axis=1)
+                places = np.concatenate([where, at + np.arange(part.shape[0])[None, :]
+                                         .repeat(rows.size, 0)], axis=1)
+                keep = np.argsort(d, axis=1, kind="stable")[:, :k]
+                best = np.take_along_axis(d, keep, 1)
+                where = np.take_along_axis(places, keep, 1)
+            for i, row in enumerate(rows.tolist()):
+                out[row] = where[i].tolist()
+            return out
+        for i, row in enumerate(rows.tolist()):
+            for depth in range(self.space.levels - 1, -1, -1):
+                lo, hi = self.range(wanted[i, :depth].tolist())
+                if hi > lo:
+                    out[row] = list(range(lo, min(hi, lo + k)))
+                    break
+        return out
+
+    # -- prefixes ------------------------------------------------------------------------------
+
+    def count(self, prefix: Sequence[int]) -> int:
+        """How many IDs lie under ``prefix`` (leading codes)."""
+        lo, hi = self.range(prefix)
+        return hi - lo
+
+    def range(self, prefix: Sequence[int]) -> tuple[int, int]:
+        """[lo, hi): the snapshot places of the IDs under ``prefix``, in ID order."""
+        codes = np.full((1, self.space.levels), -1, dtype=np.int64)
+        codes[0, :len(prefix)] = prefix
+        lo, hi = self._bounds(codes, np.array([len(prefix)]))
+        return int(lo[0]), int(hi[0])
+
+    def allowed_next(self, prefix: Sequence[int]) -> list[int]:
+        """The codes that follow ``prefix`` among the issued IDs: next-level codes while it is
+        shorter than the code tuple, disambiguation numbers after a whole tuple, none after a
+        whole ID. Sorted."""
+        depth = len(prefix)
+        if depth > self.space.levels:
+            return []
+        if depth == self.space.levels:
+            lo, hi = self.range(prefix)
+            return self.disambiguation[lo:hi].tolist()
+        prefix = tuple(prefix)
+        found = self._next.get(prefix)
+        if found is None:  # kept: a beam search asks for the same few prefixes again and again
+            children = self._prefixes(depth + 1)
+            base = 0
+            for c, k in zip(prefix, self.space.sizes, strict=False):
+                base = base * k + int(c)
+            k = self.space.sizes[depth]
+            lo, hi = np.searchsorted(children, (base * k, (base + 1) * k))
+            found = self._next[prefix] = (children[lo:hi] - base * k).tolist()
+        return list(found)
+
+    def _prefixes(self, depth: int) -> np.ndarray:
+        """The sorted distinct packed prefixes of ``depth`` codes among the IDs."""
+        found = self._children.get(depth)
+        if found is None:
+            below = int(np.prod(self.space.sizes[depth:], dtype=np.int64))
+            codes = self.codes // below  # sorted, as the IDs are
+            keep = np.concatenate(([True], codes[1:] != codes[:-1])) if codes.size else []
+            found = self._children[depth] = codes[keep]
+        return found
+
+    # -- staleness -----------------------------------------------------------------------------
+
+    def is_current(self) -> bool:
+        """Whether the version still holds exactly these IDs and the reference it was taken
+        through (an alias, say) still names it: one small read (a frozen version's count is
+        its seal's)."""
+        if self._tx is None:
+            return True
+        with self._tx(write=False) as conn:
+            number = versions.resolve_number(conn, self._ref)
+            return number == self.version.number and \
+                assignments.count(conn, number) == self._held
+
+
+def take(tx: Tx, ref: str | int | None = None) -> Snapshot:
+    """The IDs of the frozen or retired version ``ref`` names (default: the active one)."""
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, ref)
+        if v.state == State.DRAFT:
+            raise StateError(f"{v.label} is a draft: its IDs may still go; freeze it to "
+                             "take a snapshot")
+        codes, disamb, removed, keys = assignments.snapshot(conn, v.number)
+    return Snapshot(v, codes, disamb, removed, keys, ref=ref, tx=tx)
+
+
+# up to this many inputs, resolve reads only the ID ranges they fall in, not the version
+PARTIAL_INPUTS = 256
+MAX_NEAREST = 100
+
+
+def resolve(tx: Tx, inputs: Sequence[str], ref: str | int | None = None, *,
+            nearest: int = 0, metadata: bool = False) -> Resolution:
+    """:meth:`Snapshot.resolve` for one batch: a few inputs read only the ranges of IDs
+    under them (a prefix's range whole, so its count is exact), more a whole snapshot. With
+    ``nearest``, also the ``nearest`` issued IDs closest to each unknown whole ID
+    (:meth:`Snapshot.nearest`); with ``metadata``, the found items' metadata."""
+    if not 0 <= nearest <= MAX_NEAREST:
+        raise InputError(f"nearest must be between 0 and {MAX_NEAREST}, got {nearest}",
+                         param="nearest")
+    inputs = list(inputs)
+    if nearest or len(inputs) > PARTIAL_INPUTS:
+        snap = take(tx, ref)
+    else:
+        with tx(write=False) as conn:
+            v = versions.resolve(conn, ref)
+            parsed = parse_many(inputs, v.space)
+            ok = np.flatnonzero(parsed.ok)
+            empty = Snapshot(v, np.empty(0, np.int64), np.empty(0, np.int64),
+                             np.empty(0, bool), [])
+            first, last = empty._spans(parsed.codes[ok], parsed.depth[ok])
+            codes, disamb, removed, keys = assignments.snapshot(
+                conn, v.number, ranges=sorted(set(zip(first.tolist(), last.tolist(),
+                                                      strict=True))))
+        snap = Snapshot(v, codes, disamb, removed, keys)
+    resolution = snap.resolve(inputs)
+    if nearest:
+        with tx(write=False) as conn:
+            books = codebooks.read(conn, snap.version.number)
+        resolution.nearest = snap.nearest(resolution, nearest, books)
+    if metadata:
+        with tx(write=False) as conn:
+            resolution.metadata = lookups.metadata_of(
+                conn, [k for k in resolution.keys if k is not None])
+    return resolution

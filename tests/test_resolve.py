@@ -1,0 +1,203 @@
+"""Model output back to items: resolve in batches, in every input form, and snapshots that
+answer without the database (both databases)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from registry import StateError
+from registry.ids import format_tokens, parse_many
+
+from .conftest import make_keys, make_vectors
+
+
+def _tokens(record, spaced: bool = False) -> str:
+    text = format_tokens(np.array([record.codes]), np.array([record.disambiguation]))[0]
+    return text.replace("><", "> <") if spaced else text
+
+
+@pytest.fixture
+def three(trained):
+    """The trained registry with one item removed: a found, a removed and a live record."""
+    reg, v = trained
+    found, gone = reg.get(["item00001", "item00002"])
+    reg.remove(["item00002"])
+    return reg, v, found, gone
+
+
+def test_every_status_in_every_form_in_input_order(three, run):
+    reg, v, found, gone = three
+    # well formed, within the version's limit, but no item holds it (the space is full)
+    free = f"{'-'.join(map(str, found.codes))}-999"
+    free_tokens = format_tokens(np.array([found.codes]), np.array([999]))[0]
+    prefix = "-".join(map(str, found.codes[:2]))
+    under = reg.lookup(prefix, count=True).total
+    cases = [
+        (found.id, "found", "item00001"), (_tokens(found), "found", "item00001"),
+        (_tokens(found, spaced=True), "found", "item00001"),
+        (gone.id, "removed", "item00002"), (_tokens(gone), "removed", "item00002"),
+        (prefix, "prefix", None), (_tokens(found).split("<c_")[0], "prefix", None),
+        (free, "unknown", None), (free_tokens, "unknown", None),
+        ("9-0", "malformed", None), ("<b_1>", "malformed", None), ("", "malformed", None),
+        ("1-2-3-4-5", "malformed", None), ("x", "malformed", None),
+        (f"{found.id[:-2]}-{v.max_disambiguation + 1}", "malformed", None),
+    ]
+    r = reg.resolve([c[0] for c in cases])
+    rows = r.rows()
+    assert [row["input"] for row in rows] == [c[0] for c in cases]  # input order kept
+    assert [(row["status"], row["key"]) for row in rows] == [(c[1], c[2]) for c in cases]
+    assert rows[0]["id"] == found.id and rows[0]["count"] == 1
+    assert rows[5]["count"] == under and rows[6]["count"] == under and under > 1
+    # more inputs than the partial read takes: the whole snapshot answers alike
+    many = [c[0] for c in cases] * 30
+    assert [row["status"] for row in reg.resolve(many).rows()] == [c[1] for c in cases] * 30
+    # the command: tab-separated rows, or one JSON object per line; bad rows do not fail it
+    text = run("resolve", *[c[0] for c in cases if c[0]])
+    assert text.exit_code == 0
+    assert [line.split("\t")[1] for line in text.stdout.splitlines()] == \
+        [c[1] for c in cases if c[0]]
+    listed = run("resolve", found.id, "9-0", "--json").stdout.splitlines()
+    assert [json.loads(line)["status"] for line in listed] == ["found", "malformed"]
+
+
+def test_resolve_reads_a_file_or_standard_input(three, run, tmp_path):
+    reg, _, found, gone = three
+    path = tmp_path / "beams.txt"
+    path.write_text(f"{found.id}\n{_tokens(gone, spaced=True)}\nnonsense\n")
+    from_file = run("resolve", "--file", str(path)).stdout.splitlines()
+    assert [line.split("\t")[:3] for line in from_file] == [
+        [found.id, "found", "item00001"], [_tokens(gone, spaced=True), "removed", "item00002"],
+        ["nonsense", "malformed", "-"]]
+    from click.testing import CliRunner
+
+    from registry.cli import cli
+
+    piped = CliRunner().invoke(cli, ["--db", reg.url, "resolve", "--file", "-"],
+                               input=path.read_text())
+    assert piped.exit_code == 0 and piped.stdout.splitlines() == from_file
+    missing = run("resolve", "--file", str(tmp_path / "none.txt"))
+    assert missing.exit_code == 1 and "cannot read" in missing.stderr
+    assert run("resolve").exit_code == 1  # nothing to resolve
+
+
+@pytest.mark.parametrize("residual", ["plain", "normalized"])
+def test_nearest_issued_ids_of_an_unknown_one(reg, residual):
+    reg.add(make_keys(300), make_vectors(300))
+    v = reg.train(codebook_size=[8, 8, 4], residual=residual, name="v").version
+    reg.freeze("v")
+    snap = reg.snapshot("v")
+    taken = {tuple(c) for c in v.space.unpack(snap.codes).tolist()}
+    free = next((a, b, c) for a in range(8) for b in range(8) for c in range(4)
+                if (a, b, c) not in taken and any(t[:2] == (a, b) for t in taken))
+    wanted = "-".join(map(str, free)) + "-0"
+    r = reg.resolve([wanted, snap.ids([0])[0]], "v", nearest=3)
+    near = r.rows()[0]["nearest"]
+    assert r.rows()[0]["status"] == "unknown" and len(near) == 3
+    assert r.rows()[1]["nearest"] == []  # only for unknown IDs
+    if residual == "plain":
+        # by the distance between decoded codes, against every issued ID
+        from registry import engine
+
+        books = reg.codebooks("v")
+        target = engine.decode(np.array([free]), books)[0]
+        every = engine.decode(v.space.unpack(snap.codes), books)
+        order = np.argsort(np.square(every - target).sum(1), kind="stable")[:3]
+        assert [n["id"] for n in near] == snap.ids(order)
+    else:
+        # by the longest shared prefix: here the first two codes
+        assert all(n["id"].startswith(f"{free[0]}-{free[1]}-") for n in near)
+    with pytest.raises(Exception, match="nearest must be between"):
+        reg.resolve([wanted], "v", nearest=-1)
+
+
+def test_a_snapshot_answers_as_the_database_does(three):
+    reg, v, found, _gone = three
+    snap = reg.snapshot()
+    assert len(snap) == 600 and snap.version.number == v.number
+    keys = make_keys(600)
+    records = {r.key: r for r in reg.get(keys)}
+    r = snap.resolve([records[k].id for k in keys])
+    assert [r.keys[i] for i in range(600)] == keys
+    assert r.statuses.count("removed") == 1
+    for prefix in ("1", "1-2", "3-0-1", "7"):
+        lo, hi = snap.range([int(c) for c in prefix.split("-")])
+        listed = reg.lookup(prefix, limit=1000)
+        assert snap.count([int(c) for c in prefix.split("-")]) == hi - lo == len(listed.records)
+        assert [snap.keys[i] for i in range(lo, hi)] == [x.key for x in listed.records]
+    # the codes that follow a prefix are those of the issued IDs under it
+    tuples = [(*tuple(x.codes), x.disambiguation) for x in records.values()]
+    for prefix in [(), (1,), (1, 2), tuple(found.codes)]:
+        expected = sorted({t[len(prefix)] for t in tuples if t[:len(prefix)] == prefix})
+        assert snap.allowed_next(list(prefix)) == expected
+    assert snap.allowed_next([*found.codes, found.disambiguation]) == []
+
+
+def test_is_current_turns_false_after_an_assign_or_an_alias_move(trained):
+    reg, _v = trained
+    snap = reg.snapshot()
+    assert snap.is_current()
+    reg.add(make_keys(5, start=600), make_vectors(5, seed=4))
+    reg.assign()
+    assert not snap.is_current()  # more IDs than it holds
+    again = reg.snapshot()
+    assert again.is_current() and len(again) == 605
+    reg.train(codebook_size=[8, 4, 4], name="other", max_disambiguation=1000)
+    reg.freeze("other")
+    pinned = reg.snapshot(1)
+    reg.activate("other")
+    assert not again.is_current()  # taken through `active`, which moved
+    assert pinned.is_current()  # taken by number: still that version's
+    reg.train(codebook_size=[8, 4, 4], name="draft")
+    with pytest.raises(StateError, match="draft"):
+        reg.snapshot("draft")
+
+
+def test_parse_many_agrees_with_parse_id():
+    """The vectorised parser against the one-at-a-time one, on generated inputs of every
+    form, some broken."""
+    import re
+
+    from registry.errors import InputError
+    from registry.ids import CodeSpace, parse_id
+
+    space = CodeSpace((8, 4, 4))
+
+    def one(text: str):
+        t = text.strip()
+        if "\n" in text:
+            return None
+        if t.startswith("<"):
+            if not re.fullmatch(r"(?:[ \t]*<[a-z]_\d{1,10}>[ \t]*)+", t):
+                return None
+            tokens = re.findall(r"<([a-z])_(\d{1,10})>", t)
+            if [letter for letter, _ in tokens] != list("abcdefgh"[:len(tokens)]):
+                return None
+            t = "-".join(d for _, d in tokens)
+        try:
+            parsed = parse_id(t, space)
+        except InputError:
+            return None
+        return parsed.codes, parsed.disambiguation
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        batch = []
+        for _ in range(int(rng.integers(1, 6))):
+            nums = rng.integers(0, 9, int(rng.integers(1, 6))).tolist()
+            form = int(rng.integers(0, 3))
+            text = "-".join(map(str, nums)) if form == 0 else (" " if form == 2 else "").join(
+                f"<{'abcdefgh'[j]}_{x}>" for j, x in enumerate(nums))
+            if rng.random() < 0.25:
+                at = int(rng.integers(0, len(text) + 1))
+                text = text[:at] + str(rng.choice(list("-<>_a1 x\n"))) + text[at:]
+            batch.append(text)
+        for group in (batch, [batch[0]] * 3):
+            p = parse_many(group, space)
+            for i, text in enumerate(group):
+                got = None if not p.ok[i] else (
+                    tuple(p.codes[i][:p.depth[i]].tolist()),
+                    None if p.disamb[i] < 0 else int(p.disamb[i]))
+                assert got == one(text), (group, text)
