@@ -13,8 +13,9 @@ import numpy as np
 
 from .errors import InputError
 from .ids import format_ids, format_tokens, vocabulary
-from .store import lookups, versions
+from .store import lookups, seals, versions
 from .store.db import Tx
+from .store.versions import Version
 
 STYLES = ("ids", "tokens")
 
@@ -46,18 +47,17 @@ def export(tx: Tx, ref: str | int | None, path: str | Path, *, style: str = "ids
     with tx(write=False) as conn:
         v = versions.resolve(conn, ref)
         pop = lookups.population(conn, v.number, by_id=True)
+        seal = seals.get(conn, v.number)
     codes = v.space.unpack(pop.codes)
     numbers = np.asarray(pop.disambs, dtype=np.int64)
-    columns: dict = {"key": pop.keys}
+    columns: dict = {"key": pop.keys, "id": format_ids(codes, numbers)}
     if style == "tokens":
         columns["tokens"] = format_tokens(codes, numbers)
-    else:
-        columns["id"] = format_ids(codes, numbers)
     for level in range(v.space.levels):
         columns[f"level_{level + 1}"] = codes[:, level]
     columns["disambiguation"] = numbers
     columns["removed"] = pop.removed
-    rows = write_table(path, columns)
+    rows = write_table(path, columns, provenance(v, seal, len(pop.keys), style))
     tokens = 0
     if vocab is not None:
         words = vocabulary(v.space.sizes, v.max_disambiguation)
@@ -73,6 +73,22 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "js
            ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".csv.gz": "csv"}
 
 
+def provenance(v: Version, seal: seals.Seal | None, rows: int, style: str) -> dict:
+    """What an exported file says of where its IDs come from: the registry, the version (its
+    number, name, state, code space, limit and vocabulary size) and its seal, which
+    ``registry verify`` checks (None for a draft, whose IDs may still change)."""
+    from . import __version__
+
+    return {"registry": __version__, "version": v.number, "name": v.name, "state": v.state,
+            "codebook_sizes": list(v.space.sizes), "residual": v.residual,
+            "max_disambiguation": v.max_disambiguation, "vocabulary_tokens": v.vocabulary_size,
+            "seal": None if seal is None else {
+                "codebooks_sha256": seal.codebooks_sha256, "ids": seal.count,
+                "frozen_count": seal.frozen_count, "frozen_digest": seal.frozen_digest,
+                "grown_count": seal.grown_count, "grown_digest": seal.grown_digest},
+            "rows": rows, "style": style}
+
+
 def output_format(path: str | Path) -> str:
     name = Path(path).name.lower()
     for suffix in sorted(FORMATS, key=len, reverse=True):
@@ -82,8 +98,11 @@ def output_format(path: str | Path) -> str:
                      source=str(path))
 
 
-def write_table(path: str | Path, columns: dict[str, list | np.ndarray]) -> int:
-    """Write equal-length columns to ``path`` in the format its suffix names; returns rows."""
+def write_table(path: str | Path, columns: dict[str, list | np.ndarray],
+                about: dict | None = None) -> int:
+    """Write equal-length columns to ``path`` in the format its suffix names; returns rows.
+    ``about`` (JSON) goes with them: in a Parquet file's metadata (key ``registry``),
+    beside a CSV or JSONL file as ``PATH.json``."""
     path = Path(path)
     fmt = output_format(path)
     names = list(columns)
@@ -97,8 +116,14 @@ def write_table(path: str | Path, columns: dict[str, list | np.ndarray]) -> int:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.table(as_lists), path)
+            table = pa.table(as_lists)
+            if about is not None:
+                table = table.replace_schema_metadata({"registry": json.dumps(about)})
+            pq.write_table(table, path)
             return n
+        if about is not None:
+            Path(f"{path}.json").write_text(json.dumps(about, indent=2) + "\n",
+                                            encoding="utf-8")
         opener = gzip.open if path.name.lower().endswith(".gz") else open
         with opener(path, "wt", encoding="utf-8", newline="") as f:
             rows = zip(*(as_lists[k] for k in names), strict=True)

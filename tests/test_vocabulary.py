@@ -80,3 +80,29 @@ def test_items_that_would_need_a_token_outside_the_vocabulary_get_no_id(
     assert reg.verify().ok
     bad = run("train", "--max-disambiguation", "-1")
     assert bad.exit_code == 1 and "--max-disambiguation" in bad.output
+
+
+def test_exports_carry_their_version(trained, tmp_path):
+    """The token style keeps the canonical ID; a Parquet file says in its metadata, a CSV or
+    JSONL file in PATH.json, which version and seal its IDs come from."""
+    import pyarrow.parquet as pq
+
+    import registry
+
+    reg, v = trained
+    out = reg.export(1, tmp_path / "ids.parquet", style="tokens")
+    table = pq.read_table(out.path)
+    assert {"key", "id", "tokens"} <= set(table.column_names)
+    row = table.slice(0, 1).to_pylist()[0]
+    assert reg.lookup(row["id"]).records[0].key == row["key"]
+    assert reg.lookup(row["tokens"]).records[0].key == row["key"]
+    about = json.loads(table.schema.metadata[b"registry"])
+    assert (about["version"], about["name"], about["codebook_sizes"], about["registry"]) == \
+        (1, "v1", [8, 4, 4], registry.__version__)
+    assert about["seal"]["ids"] == 600 and about["rows"] == 600
+    assert len(about["seal"]["codebooks_sha256"]) == 64
+    assert about["vocabulary_tokens"] == v.vocabulary_size
+    reg.export(1, tmp_path / "ids.csv")
+    beside = json.loads((tmp_path / "ids.csv.json").read_text())
+    assert {k: beside[k] for k in ("version", "seal", "style")} == \
+        {"version": 1, "seal": about["seal"], "style": "ids"}
