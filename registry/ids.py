@@ -341,16 +341,19 @@ def _uniform(joined: str, n: int, width: int) -> np.ndarray | None:
         if extra or not 1 <= k <= width or blob.translate(None, _DIGITS) != shape * n:
             return None
         numbers = blob.translate(_UNTOKEN, b"<_" + _LETTERS_B)
-    else:
-        k, extra = divmod(blob.count(b"-") + n, n)
-        if extra or not 1 <= k <= width or blob.translate(None, _DIGITS) != \
-                (b"-" * (k - 1) + b"\n") * n:
+    else:  # the first line says how many numbers; every line must have as many
+        k = blob[:blob.index(b"\n")].count(b"-") + 1
+        if k > width or blob.translate(None, _DIGITS) != (b"-" * (k - 1) + b"\n") * n:
             return None
         numbers = blob.replace(b"-", b" ")
-    if _LONG_NUMBER.search(numbers):  # more than ten digits: malformed, as parse_id has it
-        return None
     values = np.fromstring(numbers.decode(), dtype=np.int64, sep=" ")
     if values.size != n * k:  # an empty number somewhere
+        return None
+    # more than ten digits is malformed, as parse_id has it: that takes leading zeros, seen
+    # as more digits in the text than the values have (the scan for them only then)
+    digits = len(numbers) - n * k  # a separator after each number
+    if digits != int(np.searchsorted(10 ** np.arange(1, 19), values, side="right").sum()) + \
+            values.size and _LONG_NUMBER.search(numbers):
         return None
     return values.reshape(n, k)
 

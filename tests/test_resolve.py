@@ -28,29 +28,38 @@ def three(trained):
     return reg, v, found, gone
 
 
+def _forms(codes: list[int]) -> list[str]:
+    """An ID or prefix (codes, then the number, if any) canonical, in tokens, tokens apart."""
+    tokens = "".join(f"<{'abcd'[i]}_{c}>" for i, c in enumerate(codes))
+    return ["-".join(map(str, codes)), tokens, tokens.replace("><", "> <")]
+
+
 def test_every_status_in_every_form_in_input_order(three, run):
     reg, v, found, gone = three
+    prefix = found.codes[:2]
+    under = reg.lookup("-".join(map(str, prefix)), count=True).total
     # well formed, within the version's limit, but no item holds it (the space is full)
-    free = f"{'-'.join(map(str, found.codes))}-999"
-    free_tokens = format_tokens(np.array([found.codes]), np.array([999]))[0]
-    prefix = "-".join(map(str, found.codes[:2]))
-    under = reg.lookup(prefix, count=True).total
-    cases = [
-        (found.id, "found", "item00001"), (_tokens(found), "found", "item00001"),
-        (_tokens(found, spaced=True), "found", "item00001"),
-        (gone.id, "removed", "item00002"), (_tokens(gone), "removed", "item00002"),
-        (prefix, "prefix", None), (_tokens(found).split("<c_")[0], "prefix", None),
-        (free, "unknown", None), (free_tokens, "unknown", None),
-        ("9-0", "malformed", None), ("<b_1>", "malformed", None), ("", "malformed", None),
-        ("1-2-3-4-5", "malformed", None), ("x", "malformed", None),
-        (f"{found.id[:-2]}-{v.max_disambiguation + 1}", "malformed", None),
-    ]
-    r = reg.resolve([c[0] for c in cases])
-    rows = r.rows()
-    assert [row["input"] for row in rows] == [c[0] for c in cases]  # input order kept
-    assert [(row["status"], row["key"]) for row in rows] == [(c[1], c[2]) for c in cases]
-    assert rows[0]["id"] == found.id and rows[0]["count"] == 1
-    assert rows[5]["count"] == under and rows[6]["count"] == under and under > 1
+    statuses = {
+        "found": [*found.codes, found.disambiguation],
+        "removed": [*gone.codes, gone.disambiguation],
+        "prefix": prefix,
+        "unknown": [*found.codes, 999],
+        "malformed": [9, 0],  # code 9 at a level of 8 codes
+    }
+    cases = [(text, status) for status, codes in statuses.items() for text in _forms(codes)]
+    cases += [("", "malformed"), ("1-2-3-4-5", "malformed"), ("x", "malformed"),
+              ("<b_1>", "malformed"), ("<a_1><c_2>", "malformed"),
+              (f"{found.id.rsplit('-', 1)[0]}-{v.max_disambiguation + 1}", "malformed")]
+    cases = cases[::-1]  # the order given is the order answered
+    rows = reg.resolve([c[0] for c in cases]).rows()
+    assert [row["input"] for row in rows] == [c[0] for c in cases]
+    assert [row["status"] for row in rows] == [c[1] for c in cases]
+    for row in rows:
+        key = {"found": "item00001", "removed": "item00002"}.get(row["status"])
+        assert row["key"] == key
+        assert row["id"] == {"found": found.id, "removed": gone.id}.get(row["status"])
+        assert row["count"] == {"found": 1, "removed": 1, "prefix": under}.get(row["status"], 0)
+    assert under > 1
     # more inputs than the partial read takes: the whole snapshot answers alike
     many = [c[0] for c in cases] * 30
     assert [row["status"] for row in reg.resolve(many).rows()] == [c[1] for c in cases] * 30
