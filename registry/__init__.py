@@ -10,7 +10,7 @@ version, and look items up by ID or ID prefix.
 
 from .api import Registry
 from .errors import DatabaseError, InputError, NotFoundError, RegistryError, StateError
+from .version import __version__
 
 __all__ = ["DatabaseError", "InputError", "NotFoundError", "Registry", "RegistryError",
-           "StateError"]
-__version__ = "0.1.0"
+           "StateError", "__version__"]

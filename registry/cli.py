@@ -18,11 +18,12 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.exc import DBAPIError
 
-from . import __version__, defaults
+from . import defaults
 from . import formatting as fmt
 from .api import Registry
 from .errors import InputError, NotFoundError, RegistryError, StateError
 from .store.db import first_line
+from .version import __version__
 
 
 class CommandError(click.ClickException):

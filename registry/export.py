@@ -77,7 +77,7 @@ def provenance(v: Version, seal: seals.Seal | None, rows: int, style: str) -> di
     """What an exported file says of where its IDs come from: the registry, the version (its
     number, name, state, code space, limit and vocabulary size) and its seal, which
     ``registry verify`` checks (None for a draft, whose IDs may still change)."""
-    from . import __version__
+    from .version import __version__
 
     return {"registry": __version__, "version": v.number, "name": v.name, "state": v.state,
             "codebook_sizes": list(v.space.sizes), "residual": v.residual,
