@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .export import ExportResult
     from .lifecycle import RollbackResult, StateChange
     from .snapshot import Resolution, Snapshot
+    from .store.tokens import Token
     from .training import TrainRequest, TrainSummary
     from .verifying import VerifyReport
 
@@ -302,6 +303,25 @@ class Registry:
         from . import verifying
 
         return verifying.verify(self._tx)
+
+    def create_token(self, name: str, scope: str) -> tuple[Token, str]:
+        """A new API token for ``registry serve`` with ``scope`` (read, write or admin) and
+        its secret: returned here once, kept only as a digest."""
+        from . import tokens
+
+        return tokens.create(self._tx, name, scope)
+
+    def tokens(self) -> list[Token]:
+        """Every API token, revoked ones included (never their secrets)."""
+        from . import tokens
+
+        return tokens.listing(self._tx)
+
+    def revoke_token(self, name: str) -> Token:
+        """Revoke an API token: a server stops taking it within seconds."""
+        from . import tokens
+
+        return tokens.revoke(self._tx, name)
 
     def versions(self) -> list[VersionSummary]:
         """Every version, oldest first, with its aliases and number of items with an ID."""

@@ -493,12 +493,19 @@ def lookup(reg: Registry, query: str, version: str | None, limit: int | None, me
 def resolve(reg: Registry, ids: tuple[str, ...], ids_file: str | None, version: str | None,
             nearest: int, metadata: bool, as_json: bool) -> None:
     """Map IDs back to items: canonical (12-4-9-0), token form (<a_12><b_4><c_9><d_0>,
-    tokens apart or not) or prefixes of either, from IDS, --file or '-'. One row per input,
-    in order: input, status (found, removed, prefix, unknown, malformed), key, ID, and the
-    number of items under a prefix. A bad row never stops the batch."""
+    tokens apart or not) or prefixes of either, from IDS, --file PATH, or standard input
+    ('-' as the only ID, or --file -). One row per input, in order: input, status (found,
+    removed, prefix, unknown, malformed), key, ID, and the number of items under a prefix.
+    A bad row never stops the batch."""
+    if ids == ("-",) and ids_file is None:
+        ids, ids_file = (), "-"
     wanted = list(ids)
     if ids_file is not None:
-        wanted += _lines(ids_file)
+        lines = _lines(ids_file)
+        if not lines:
+            raise InputError("no IDs in it", source="standard input" if ids_file == "-"
+                             else ids_file)
+        wanted += lines
     if not wanted:
         raise InputError("give IDs as arguments, or a file of them (--file PATH, or - for "
                          "standard input)", param="ids")
@@ -515,7 +522,7 @@ def _lines(path: str) -> list[str]:
     try:
         if path == "-":
             return sys.stdin.read().splitlines()
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is no input's
             return f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         why = getattr(e, "strerror", None) or "not UTF-8 text"
@@ -605,6 +612,47 @@ def verify(reg: Registry, as_json: bool) -> None:
     _emit(as_json, r.to_dict(), lambda: fmt.verify(r))
     if not r.ok:
         sys.exit(1)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for `registry serve`: create (shown once), list, revoke."""
+
+
+@token.command(name="create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "write", "admin"]), default="read",
+              show_default=True, help="What the token may do: read < write < admin.")
+@_json_option
+@pass_registry
+def token_create(reg: Registry, name: str, scope: str, as_json: bool) -> None:
+    """Create token NAME and print its secret, once: only a digest of it is kept."""
+    made, secret = reg.create_token(name, scope)
+    _emit(as_json, {**made.to_dict(), "token": secret}, lambda: (
+        f"{secret}\n(token {made.name!r}, scope {made.scope}: shown once, keep it now)"))
+
+
+@token.command(name="list")
+@_json_option
+@pass_registry
+def token_list(reg: Registry, as_json: bool) -> None:
+    """List the tokens: name, scope, created, revoked (never their secrets)."""
+    rows = reg.tokens()
+    _emit(as_json, [t.to_dict() for t in rows], lambda: fmt.table(
+        ["name", "scope", "created", "revoked"],
+        [[t.name, t.scope, t.created_at.strftime("%Y-%m-%d %H:%M"),
+          "-" if t.revoked_at is None else t.revoked_at.strftime("%Y-%m-%d %H:%M")]
+         for t in rows]) if rows else "no tokens yet: run `registry token create NAME`")
+
+
+@token.command(name="revoke")
+@click.argument("name")
+@_json_option
+@pass_registry
+def token_revoke(reg: Registry, name: str, as_json: bool) -> None:
+    """Revoke token NAME: a running server stops taking it within seconds."""
+    t = reg.revoke_token(name)
+    _emit(as_json, t.to_dict(), lambda: f"revoked token {t.name!r}")
 
 
 @cli.command(name="versions")

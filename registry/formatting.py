@@ -128,7 +128,9 @@ def lookup(r) -> str:
 def resolved(row: dict) -> str:
     """One resolved input, tab-separated: input, status, key, ID, count, then metadata (as
     JSON) and nearest IDs (key=ID, comma-separated) where asked for."""
-    cells = [row["input"], row["status"], row["key"] or "-", row["id"] or "-", str(row["count"])]
+    # an input's own tabs and line breaks would split its row: written as \t and \n
+    shown = row["input"].replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    cells = [shown, row["status"], row["key"] or "-", row["id"] or "-", str(row["count"])]
     if "metadata" in row:
         cells.append("-" if row["metadata"] is None else
                      json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True))

@@ -116,6 +116,30 @@ class CodeSpace:
             rest //= self.sizes[i]
         return out
 
+    def prefix_spans(self, codes: np.ndarray, depth: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised :meth:`prefix_range`: the first and last packed code under each row's
+        first ``depth`` codes (the rest of the row is ignored)."""
+        import numpy as np
+
+        codes = np.asarray(codes, dtype=np.int64)
+        depth = np.asarray(depth, dtype=np.int64)
+        span = np.array([math.prod(self.sizes[d:]) for d in range(self.levels + 1)],
+                        dtype=np.int64)  # tuples under a prefix of each depth
+        kept = np.arange(self.levels)[None, :] < depth[:, None]
+        first = self.pack(np.where(kept, codes, 0))
+        return first, first + span[depth] - 1
+
+    def check_prefix(self, prefix: tuple[int, ...] | list[int], extra: int = 0) -> None:
+        """Raise ValueError unless ``prefix`` holds at most levels + ``extra`` codes, each in
+        its level's range (the ``extra`` ones unchecked)."""
+        if len(prefix) > self.levels + extra:
+            raise ValueError(f"a prefix of at most {self.levels + extra} codes, got "
+                             f"{len(prefix)}")
+        for level, (c, k) in enumerate(zip(prefix, self.sizes, strict=False), start=1):
+            if not 0 <= c < k:
+                raise ValueError(f"code {c} at level {level} is out of range 0..{k - 1}")
+
     def prefix_range(self, prefix: tuple[int, ...]) -> tuple[int, int]:
         """Inclusive range of packed codes whose leading codes equal ``prefix``."""
         depth = len(prefix)
@@ -295,11 +319,10 @@ def parse_many(texts: Iterable[str], space: CodeSpace) -> ParsedMany:
     rows = texts if isinstance(texts, list) else list(texts)
     n, width = len(rows), space.levels + 1
     joined = "\n".join(rows)
-    if any(c in joined for c in " \t\r\x0b\x0c"):
-        rows = [t.strip() for t in rows]
-        joined = "\n".join(rows)
-    if n and joined.count("\n") != n - 1:  # a line break inside an input: malformed
-        rows = ["x" if "\n" in t else t for t in rows]
+    if (n and joined.count("\n") != n - 1) or not joined.isascii() or \
+            any(c in joined for c in " \t\r\x0b\x0c\x1c\x1d\x1e\x1f"):
+        rows = [t.strip() for t in rows]  # as parse_id does (Unicode white space too)
+        rows = ["x" if "\n" in t else t for t in rows]  # one input per line: malformed
         joined = "\n".join(rows)
     values = _uniform(joined, n, width)
     if values is not None:
@@ -330,7 +353,7 @@ def _uniform(joined: str, n: int, width: int) -> np.ndarray | None:
     checked and parsed at C speed; else None (the caller's slower path decides)."""
     import numpy as np
 
-    if not n:
+    if not n or not joined.isascii():
         return None
     blob = (joined + "\n").encode()
     if blob[:1] == b"<":  # token form: <a_12><b_4>... on every line
@@ -338,20 +361,26 @@ def _uniform(joined: str, n: int, width: int) -> np.ndarray | None:
             blob = blob.replace(b"> ", b">").replace(b">\t", b">")
         k, extra = divmod(blob.count(b"<"), n)
         shape = b"".join(b"<" + _LETTERS_B[i:i + 1] + b"_>" for i in range(k)) + b"\n"
-        if extra or not 1 <= k <= width or blob.translate(None, _DIGITS) != shape * n:
+        if extra or not 1 <= k <= width or blob.translate(None, _DIGITS) != shape * n \
+                or b"_>" in blob or _digits_astray(blob):
             return None
         numbers = blob.translate(_UNTOKEN, b"<_" + _LETTERS_B)
+        separators = n * (k + 1)  # a space after each number, and the line's end
     else:  # the first line says how many numbers; every line must have as many
         k = blob[:blob.index(b"\n")].count(b"-") + 1
         if k > width or blob.translate(None, _DIGITS) != (b"-" * (k - 1) + b"\n") * n:
             return None
+        if b"\n\n" in b"\n" + blob or b"--" in blob or b"\n-" in b"\n" + blob or \
+                b"-\n" in blob:
+            return None  # an empty number: the slower path marks its line
         numbers = blob.replace(b"-", b" ")
+        separators = n * k  # one after each number
     values = np.fromstring(numbers.decode(), dtype=np.int64, sep=" ")
     if values.size != n * k:  # an empty number somewhere
         return None
     # more than ten digits is malformed, as parse_id has it: that takes leading zeros, seen
     # as more digits in the text than the values have (the scan for them only then)
-    digits = len(numbers) - n * k  # a separator after each number
+    digits = len(numbers) - separators
     if digits != int(np.searchsorted(10 ** np.arange(1, 19), values, side="right").sum()) + \
             values.size and _LONG_NUMBER.search(numbers):
         return None
@@ -359,6 +388,21 @@ def _uniform(joined: str, n: int, width: int) -> np.ndarray | None:
 
 
 _LONG_NUMBER = re.compile(rb"[0-9]{11}")
+
+
+def _digits_astray(blob: bytes) -> bool:
+    """Whether a digit of token-form lines stands elsewhere than after a token's '_' (where
+    the shape check, which drops every digit, would not see it: <1a_2>)."""
+    import numpy as np
+
+    a = np.frombuffer(blob, np.uint8)
+    digit = (a >= 48) & (a <= 57)
+    # each digit follows '_' or a digit, and is followed by '>' or a digit
+    before = np.concatenate(([0], a[:-1]))
+    after = np.concatenate((a[1:], [0]))
+    ok_before = (before == 95) | ((before >= 48) & (before <= 57))
+    ok_after = (after == 62) | ((after >= 48) & (after <= 57))
+    return bool((digit & ~(ok_before & ok_after)).any())
 
 
 def _mixed(rows: list[str], joined: str, n: int, width: int
@@ -377,7 +421,9 @@ def _mixed(rows: list[str], joined: str, n: int, width: int
         if not which.size:
             continue
         text = joined if which.size == n else "\n".join(rows[i] for i in which)
-        blob = np.frombuffer((text + "\n").encode(), np.uint8)
+        # any character but ASCII digits, '-' and tokens marks its line malformed; a lone
+        # surrogate (from undecodable input) is such a character too
+        blob = np.frombuffer((text + "\n").encode("utf-8", "surrogatepass"), np.uint8)
         part_bad = np.zeros(which.size, dtype=bool)
         if convert is not None:
             blob = convert(blob, [rows[i] for i in which], part_bad)
@@ -430,7 +476,7 @@ def _tokens_to_dashes(a: np.ndarray, rows: list[str], bad: np.ndarray) -> np.nda
             if not _TOKEN_ROW.fullmatch(t):
                 bad[i] = True
                 rows[i] = "<a_0>"
-        a = np.frombuffer(("\n".join(rows) + "\n").encode(), np.uint8)
+        a = np.frombuffer(("\n".join(rows) + "\n").encode("utf-8", "surrogatepass"), np.uint8)
     nl, opening = a == 10, a == 60
     letter = (a >= 97) & (a <= 122)
     line_of = np.cumsum(nl) - nl

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, StateError
-from .ids import CodeSpace, format_ids, parse_many
-from .store import assignments, codebooks, lookups, versions
+from .ids import CodeSpace, ParsedMany, format_ids, parse_many
+from .store import assignments, codebooks, items, lookups, versions
 from .store.db import Tx
 from .store.schema import State
 from .store.versions import Version
@@ -45,6 +45,7 @@ class Resolution:
     # and the metadata of the items found, by key
     nearest: list[list[int]] | None = None
     metadata: dict[str, dict | None] | None = None
+    parsed: ParsedMany | None = None  # the inputs as parsed
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -83,10 +84,12 @@ class Resolution:
                     (self.metadata.get(row["key"]) or {})
         if self.nearest is not None:
             keys = self.snapshot.keys
+            removed = self.snapshot.removed
             for row, places in zip(out, self.nearest, strict=True):
-                row["nearest"] = [{"key": keys[p], "id": text} for p, text in
-                                  zip(places, self.snapshot.ids(np.asarray(places, np.int64)),
-                                      strict=True)] if places else []
+                row["nearest"] = [
+                    {"key": keys[p], "id": text, "removed": bool(removed[p])} for p, text in
+                    zip(places, self.snapshot.ids(np.asarray(places, np.int64)), strict=True)
+                ] if places else []
         return out
 
 
@@ -96,12 +99,14 @@ class Snapshot:
 
     def __init__(self, version: Version, codes: np.ndarray, disamb: np.ndarray,
                  removed: np.ndarray, keys: list[str], *, ref: str | int | None = None,
-                 tx: Tx | None = None):
+                 tx: Tx | None = None, state: tuple[int, int] | None = None):
+        """``ref`` and ``tx``: how it was taken, for :meth:`is_current`; ``state`` what that
+        reads (:func:`_state`) as it was then."""
         self.version = version
         self.space: CodeSpace = version.space
         self.keys = keys
         self.removed = np.asarray(removed, dtype=bool)
-        self._ref, self._tx, self._held = ref, tx, len(keys)
+        self._ref, self._tx, self._state = ref, tx, state
         # one sorted int64 per ID where (code, number) fits in one: a single search finds it
         self._radix = version.max_disambiguation + 1
         self._fits = (np.prod(self.space.sizes, dtype=object) * self._radix) < 2**63
@@ -116,8 +121,8 @@ class Snapshot:
         self._children: dict[int, np.ndarray] = {}
         # code tuples under a prefix of each depth
         self._span = [math.prod(self.space.sizes[d:]) for d in range(self.space.levels + 1)]
-        # prefix -> the codes that follow it (at most one entry per prefix shorter than the
-        # code tuple)
+        # prefix -> the codes that follow it: at most one entry per prefix shorter than the
+        # code tuple that issued IDs have (65,793 at 3 x 256), so never more than that
         self._next: dict[tuple, list[int]] = {}
 
     def __len__(self) -> int:
@@ -164,14 +169,15 @@ class Snapshot:
             hit = found >= 0
             index[rows[hit]] = found[hit]
             count[rows[hit]] = 1
-            status[rows] = np.where(hit, np.where(self.removed[np.maximum(found, 0)],
-                                                  REMOVED, FOUND), UNKNOWN)
+            gone = np.zeros(rows.size, dtype=bool)
+            gone[hit] = self.removed[found[hit]]
+            status[rows] = np.where(hit, np.where(gone, REMOVED, FOUND), UNKNOWN)
         rows = np.flatnonzero(parsed.ok & (parsed.disamb < 0))
         if rows.size:
             lo, hi = self._bounds(parsed.codes[rows], parsed.depth[rows])
             count[rows] = hi - lo
             status[rows] = np.where(hi > lo, PREFIX, UNKNOWN)
-        return Resolution(self, inputs, status, index, count)
+        return Resolution(self, inputs, status, index, count, parsed=parsed)
 
     def _find(self, packed: np.ndarray, disamb: np.ndarray) -> np.ndarray:
         """The place of each (packed code, number) among the IDs, -1 where none."""
@@ -199,18 +205,9 @@ class Snapshot:
                 out[i] = j
         return out
 
-    def _spans(self, codes: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The first and last packed code under each prefix (its first ``depth`` codes)."""
-        sizes = np.asarray(self.space.sizes, dtype=np.int64)
-        span = np.ones(self.space.levels + 1, dtype=np.int64)  # tuples under a prefix
-        for d in range(self.space.levels - 1, -1, -1):
-            span[d] = span[d + 1] * sizes[d]
-        first = self.space.pack(np.where(codes >= 0, codes, 0))
-        return first, first + span[depth] - 1
-
     def _bounds(self, codes: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) places of the IDs under each prefix (its first ``depth`` codes)."""
-        first, last = self._spans(codes, depth)
+        first, last = self.space.prefix_spans(codes, depth)
         if self._fits:
             return (np.searchsorted(self._key, first * self._radix),
                     np.searchsorted(self._key, (last + 1) * self._radix))
@@ -221,41 +218,39 @@ class Snapshot:
                 books: list[np.ndarray]) -> list[list[int]]:
         """For each input that is a well-formed whole ID no item holds (unknown), the places
         of the ``k`` issued IDs closest to it; [] for the others. Plain residuals: by the
-        distance between the decoded codes; normalized ones, which cannot be decoded: by the
-        longest shared prefix (ties in ID order)."""
+        distance between the decoded codes (the sums of their centroids); normalized ones,
+        which cannot be decoded: by the longest shared prefix (ties in ID order)."""
         out: list[list[int]] = [[] for _ in range(len(resolution))]
-        parsed = parse_many(resolution.inputs, self.space)
+        parsed = resolution.parsed or parse_many(resolution.inputs, self.space)
         rows = np.flatnonzero((resolution.status == UNKNOWN) & parsed.full)
         if not rows.size or not len(self):
             return out
         k = min(k, len(self))
         wanted = parsed.codes[rows]
-        if self.version.residual == "plain":
-            from .engine import decode
-
-            target = decode(wanted, books)
-            codes = self.space.unpack(self.codes)
-            best = np.full((rows.size, k), np.inf)
-            where = np.zeros((rows.size, k), dtype=np.int64)
-            for at in range(0, len(self), NEAREST_CHUNK):
-                part = decode(codes[at:at + NEAREST_CHUNK], books)
-                d = (np.square(target).sum(1)[:, None] - 2 * target @ part.T
-                     + np.square(part).sum(1)[None, :])
-                d = np.concatenate([best, d], axis=1)
-                places = np.concatenate([where, at + np.arange(part.shape[0])[None, :]
-                                         .repeat(rows.size, 0)], axis=1)
-                keep = np.argsort(d, axis=1, kind="stable")[:, :k]
-                best = np.take_along_axis(d, keep, 1)
-                where = np.take_along_axis(places, keep, 1)
+        if self.version.residual != "plain":
             for i, row in enumerate(rows.tolist()):
-                out[row] = where[i].tolist()
+                for depth in range(self.space.levels, -1, -1):
+                    lo, hi = self.range(wanted[i, :depth].tolist())
+                    if hi > lo:
+                        out[row] = list(range(lo, min(hi, lo + k)))
+                        break
             return out
+        target = _decoded(wanted, books)
+        norms = np.square(target).sum(1)
+        best = np.full((rows.size, 0), np.inf, dtype=np.float32)
+        where = np.empty((rows.size, 0), dtype=np.int64)
+        for at in range(0, len(self), NEAREST_CHUNK):
+            codes = self.space.unpack(self._at(slice(at, at + NEAREST_CHUNK))[0])
+            part = _decoded(codes, books)
+            d = norms[:, None] - 2 * target @ part.T + np.square(part).sum(1)[None, :]
+            take = min(k, d.shape[1])
+            near = np.argpartition(d, take - 1, axis=1)[:, :take]
+            best = np.concatenate([best, np.take_along_axis(d, near, 1)], axis=1)
+            where = np.concatenate([where, near + at], axis=1)
+            keep = np.argsort(best, axis=1, kind="stable")[:, :k]
+            best, where = np.take_along_axis(best, keep, 1), np.take_along_axis(where, keep, 1)
         for i, row in enumerate(rows.tolist()):
-            for depth in range(self.space.levels - 1, -1, -1):
-                lo, hi = self.range(wanted[i, :depth].tolist())
-                if hi > lo:
-                    out[row] = list(range(lo, min(hi, lo + k)))
-                    break
+            out[row] = where[i].tolist()
         return out
 
     # -- prefixes ------------------------------------------------------------------------------
@@ -266,7 +261,9 @@ class Snapshot:
         return hi - lo
 
     def range(self, prefix: Sequence[int]) -> tuple[int, int]:
-        """[lo, hi): the snapshot places of the IDs under ``prefix``, in ID order."""
+        """[lo, hi): the snapshot places of the IDs under ``prefix``, in ID order. A prefix
+        longer than the code tuple, or a code out of its level's range, is a ValueError."""
+        self.space.check_prefix(prefix)
         first = 0
         for c, k in zip(prefix, self.space.sizes, strict=False):
             first = first * k + int(c)
@@ -284,13 +281,15 @@ class Snapshot:
         whole ID. Sorted."""
         depth = len(prefix)
         if depth > self.space.levels:
-            return []
+            self.space.check_prefix(prefix, extra=1)
+            return []  # a whole ID: nothing follows
         if depth == self.space.levels:
             lo, hi = self.range(prefix)
             return self._at(slice(lo, hi))[1].tolist()
         prefix = tuple(prefix)
         found = self._next.get(prefix)
         if found is None:  # kept: a beam search asks for the same few prefixes again and again
+            self.space.check_prefix(prefix)
             children = self._prefixes(depth + 1)
             base = 0
             for c, k in zip(prefix, self.space.sizes, strict=False):
@@ -304,8 +303,7 @@ class Snapshot:
         """The sorted distinct packed prefixes of ``depth`` codes among the IDs."""
         found = self._children.get(depth)
         if found is None:
-            below = int(np.prod(self.space.sizes[depth:], dtype=np.int64))
-            codes = self.codes // below  # sorted, as the IDs are
+            codes = self.codes // self._span[depth]  # sorted, as the IDs are
             keep = np.concatenate(([True], codes[1:] != codes[:-1])) if codes.size else []
             found = self._children[depth] = codes[keep]
         return found
@@ -313,26 +311,46 @@ class Snapshot:
     # -- staleness -----------------------------------------------------------------------------
 
     def is_current(self) -> bool:
-        """Whether the version still holds exactly these IDs and the reference it was taken
-        through (an alias, say) still names it: one small read (a frozen version's count is
-        its seal's)."""
+        """Whether the version still holds exactly these IDs, no item was removed or brought
+        back since, and the reference it was taken through (an alias, say) still names it:
+        small reads (a frozen version's count is its seal's, the items not live are counted
+        through their own small index)."""
         if self._tx is None:
             return True
         with self._tx(write=False) as conn:
             number = versions.resolve_number(conn, self._ref)
-            return number == self.version.number and \
-                assignments.count(conn, number) == self._held
+            return number == self.version.number and _state(conn, number) == self._state
+
+
+def _state(conn, number: int) -> tuple[int, int]:
+    """What a snapshot of version ``number`` depends on besides its alias: how many IDs it
+    holds, and how many items are removed (or lack an embedding)."""
+    return assignments.count(conn, number), items.count_not_live(conn)
+
+
+def _decoded(codes: np.ndarray, books: list[np.ndarray]) -> np.ndarray:
+    """The sum of each row's centroids (plain residuals), in numpy: no faiss for resolve."""
+    out = np.zeros((codes.shape[0], books[0].shape[1]), dtype=np.float32)
+    for level, book in enumerate(books):
+        out += book[codes[:, level]]
+    return out
 
 
 def take(tx: Tx, ref: str | int | None = None) -> Snapshot:
     """The IDs of the frozen or retired version ``ref`` names (default: the active one)."""
     with tx(write=False) as conn:
-        v = versions.resolve(conn, ref)
-        if v.state == State.DRAFT:
-            raise StateError(f"{v.label} is a draft: its IDs may still go; freeze it to "
-                             "take a snapshot")
+        v = _published(conn, ref)
         codes, disamb, removed, keys = assignments.snapshot(conn, v.number)
-    return Snapshot(v, codes, disamb, removed, keys, ref=ref, tx=tx)
+        state = _state(conn, v.number)
+    return Snapshot(v, codes, disamb, removed, keys, ref=ref, tx=tx, state=state)
+
+
+def _published(conn, ref: str | int | None) -> Version:
+    v = versions.resolve(conn, ref)
+    if v.state == State.DRAFT:
+        raise StateError(f"{v.label} is a draft: its IDs may still go; freeze it to resolve "
+                         "against it or take a snapshot")
+    return v
 
 
 # up to this many inputs, resolve reads only the ID ranges they fall in, not the version
@@ -354,12 +372,10 @@ def resolve(tx: Tx, inputs: Sequence[str], ref: str | int | None = None, *,
         snap = take(tx, ref)
     else:
         with tx(write=False) as conn:
-            v = versions.resolve(conn, ref)
+            v = _published(conn, ref)
             parsed = parse_many(inputs, v.space)
             ok = np.flatnonzero(parsed.ok)
-            empty = Snapshot(v, np.empty(0, np.int64), np.empty(0, np.int64),
-                             np.empty(0, bool), [])
-            first, last = empty._spans(parsed.codes[ok], parsed.depth[ok])
+            first, last = v.space.prefix_spans(parsed.codes[ok], parsed.depth[ok])
             codes, disamb, removed, keys = assignments.snapshot(
                 conn, v.number, ranges=sorted(set(zip(first.tolist(), last.tolist(),
                                                       strict=True))))

@@ -167,26 +167,14 @@ def test_is_current_turns_false_after_an_assign_or_an_alias_move(trained):
 def test_parse_many_agrees_with_parse_id():
     """The vectorised parser against the one-at-a-time one, on generated inputs of every
     form, some broken."""
-    import re
-
     from registry.errors import InputError
     from registry.ids import CodeSpace, parse_id
 
     space = CodeSpace((8, 4, 4))
 
     def one(text: str):
-        t = text.strip()
-        if "\n" in text:
-            return None
-        if t.startswith("<"):
-            if not re.fullmatch(r"(?:[ \t]*<[a-z]_\d{1,10}>[ \t]*)+", t):
-                return None
-            tokens = re.findall(r"<([a-z])_(\d{1,10})>", t)
-            if [letter for letter, _ in tokens] != list("abcdefgh"[:len(tokens)]):
-                return None
-            t = "-".join(d for _, d in tokens)
         try:
-            parsed = parse_id(t, space)
+            parsed = parse_id(text, space)  # takes the token form too
         except InputError:
             return None
         return parsed.codes, parsed.disambiguation
@@ -210,3 +198,62 @@ def test_parse_many_agrees_with_parse_id():
                     tuple(p.codes[i][:p.depth[i]].tolist()),
                     None if p.disamb[i] < 0 else int(p.disamb[i]))
                 assert got == one(text), (group, text)
+
+
+def test_edges_found_in_review(reg, run):
+    """Inputs and states that once crashed or answered wrongly."""
+    reg.add(make_keys(40), make_vectors(40))
+    reg.train(codebook_size=[16, 16, 16], name="sparse", max_disambiguation=3)
+    # a draft is refused alike, a few inputs or many
+    for inputs in (["1"], ["1"] * 300):
+        with pytest.raises(StateError, match="draft"):
+            reg.resolve(inputs, "sparse")
+    reg.freeze("sparse")
+    taken = set(reg.snapshot("sparse").ids(np.arange(40)))
+    empty = next(f"{a}-{b}-{c}-0" for a in range(16) for b in range(16) for c in range(16)
+                 if f"{a}-{b}-{c}-0" not in taken and f"{a}-{b}-{c}-1" not in taken)
+    # an ID in a part of the code space no item holds: unknown, not an error
+    assert reg.resolve([empty], "sparse").statuses == ["unknown"]
+    assert reg.resolve([empty, "<a_0><b_0><c_0><d_0>"], "sparse").statuses[0] == "unknown"
+    # blank input, digits out of place in a token, undecodable text: malformed
+    for inputs in ([""], [" "], ["\t"], ["<a1_2><b_3>"], ["<1a_2>"], ["\udcff"],
+                   ["\udcff", "1-2"]):
+        assert reg.resolve(inputs, "sparse").statuses[0] == "malformed", inputs
+    # Unicode white space around an input is stripped, as parse_id strips it
+    assert reg.resolve(["\u00a01-2"], "sparse").statuses == \
+        reg.resolve(["1-2"], "sparse").statuses != ["malformed"]
+    snap = reg.snapshot("sparse")
+    for bad in ([16], [1, 99], [-1], [1, 2, 3, 0, 0]):
+        with pytest.raises(ValueError):
+            snap.count(bad)
+        with pytest.raises(ValueError):
+            snap.allowed_next(bad)
+    # a removal makes a snapshot stale: it holds each item's state
+    first = snap.keys[0]
+    assert snap.is_current()
+    reg.remove([first])
+    assert not snap.is_current()
+    assert reg.snapshot("sparse").resolve([snap.ids([0])[0]]).statuses == ["removed"]
+    # '-' alone reads standard input; an input's own tab does not split its row
+    from click.testing import CliRunner
+
+    from registry.cli import cli
+
+    piped = CliRunner().invoke(cli, ["--db", reg.url, "resolve", "-", "-v", "sparse"],
+                               input=f"{snap.ids([1])[0]}\n<a_1>\t<b_2>\n")
+    lines = piped.stdout.splitlines()
+    assert piped.exit_code == 0 and lines[0].split("\t")[1] == "found"
+    assert lines[1].startswith("<a_1>\\t<b_2>\t") and len(lines[1].split("\t")) == 5
+
+
+def test_nearest_on_a_normalized_version_starts_at_the_ids_own_tuple(reg):
+    reg.add(make_keys(300), make_vectors(300))
+    reg.train(codebook_size=[4, 4, 4], residual="normalized", collisions="suffix",
+              name="n", max_disambiguation=200)
+    reg.freeze("n")
+    snap = reg.snapshot("n")
+    crowded = snap.ids([0])[0].rsplit("-", 1)[0]
+    wanted = f"{crowded}-199"  # a number that tuple never reached
+    near = reg.resolve([wanted], "n", nearest=2).rows()[0]["nearest"]
+    assert [n["id"].rsplit("-", 1)[0] for n in near] == [crowded, crowded]
+    assert all(n["removed"] is False for n in near)

@@ -192,6 +192,14 @@ def count_live(conn: Connection) -> int:
     return conn.exec_driver_sql(f"SELECT count(*) FROM items i WHERE {_LIVE}").scalar_one()
 
 
+def count_not_live(conn: Connection) -> int:
+    """Items removed or without an embedding, counted through their own small partial index
+    (migration 0007): cheap however large the catalog."""
+    hint = " INDEXED BY ix_items_not_live" if conn.dialect.name == "sqlite" else ""
+    return conn.exec_driver_sql(f"SELECT count(*) FROM items i{hint} WHERE {_NOT_LIVE}"
+                                ).scalar_one()
+
+
 def live_vectors(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 vectors) of every live item, in id order."""
     return read_vectors(conn, f"FROM items i WHERE {_LIVE}", {}, count_live(conn), dim)

@@ -32,7 +32,7 @@ from sqlalchemy import (
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
                               "0004_seals_and_guards", "0005_assignment_partitions",
                               "0006_covering_id_index", "0007_not_live_index",
-                              "0008_vocabulary_limits")
+                              "0008_vocabulary_limits", "0009_tokens")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_TERMS = ("removed_at IS NULL", "embedding IS NOT NULL")
@@ -164,6 +164,21 @@ aliases = Table(
     Column("name", Text, primary_key=True),
     Column("version_id", Integer, ForeignKey("versions.id"), nullable=False),
     _ts("updated_at"),
+)
+
+# API tokens of `registry serve`: only the sha256 of each secret is kept
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("scope", String(8), nullable=False),
+    Column("digest", String(64), nullable=False),
+    _ts("created_at"),
+    _ts("revoked_at", nullable=True),
+    UniqueConstraint("name"),
+    UniqueConstraint("digest"),
+    CheckConstraint("scope IN ('read', 'write', 'admin')", name="scope"),
 )
 
 events = Table(
