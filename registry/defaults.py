@@ -29,7 +29,7 @@ STICKINESS = 0.02
 # measurable (BENCHMARKS.md, "Allocation blocks and batch sizes")
 ALLOCATION_BLOCK = 8192
 # assign: items per transaction; larger batches write the code index in fewer, denser
-# commits (BENCHMARKS.md, issue 6)
+# commits (BENCHMARKS.md, Design figures: assign batch size)
 ASSIGN_BATCH = 50_000
 # assign: processes sharing the work
 WORKERS = 1
