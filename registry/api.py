@@ -167,11 +167,12 @@ class Registry:
         return lifecycle.freeze(self._tx, version, reason)
 
     def activate(self, version: str | int, *, alias: str = defaults.ALIAS,
-                 reason: str | None = None) -> StateChange:
-        """Point ``alias`` (default ``active``) at a frozen version."""
+                 reason: str | None = None, actor: str | None = None) -> StateChange:
+        """Point ``alias`` (default ``active``) at a frozen version; ``actor`` names who in
+        the history."""
         from . import lifecycle
 
-        return lifecycle.activate(self._tx, version, alias, reason)
+        return lifecycle.activate(self._tx, version, alias, reason, actor)
 
     def retire(self, version: str | int, *, reason: str | None = None) -> StateChange:
         """Take a version out of use: it stays readable, but gets no new IDs and cannot be
@@ -189,14 +190,14 @@ class Registry:
         return lifecycle.delete(self._tx, version, reason)
 
     def rollback(self, to: str | int | None = None, *, alias: str = defaults.ALIAS,
-                 reason: str | None = None) -> RollbackResult:
+                 reason: str | None = None, actor: str | None = None) -> RollbackResult:
         """Point ``alias`` back at the version it pointed at before (or at ``to``). The items
         registered since that version was trained get their IDs in it first, and the alias
         moves last (see :func:`registry.lifecycle.rollback`). Nothing is deleted; rolling
         forward again is another ``activate``."""
         from . import lifecycle
 
-        return lifecycle.rollback(self._tx, to, alias, reason)
+        return lifecycle.rollback(self._tx, to, alias, reason, actor)
 
     def history(self, version: str | int | None = None, *,
                 limit: int = defaults.HISTORY_LIMIT) -> list[versions.Event]:

@@ -49,9 +49,18 @@ class AddResult:
     dim: int | None = None
     seconds: float = 0.0
     texts: bool = False  # texts embedded here, not vectors given (from ``model`` or not)
+    # where asked for: key -> added, changed (content or metadata), restored or unchanged
+    outcomes: dict[str, str] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.outcomes is None:
+            del out["outcomes"]
+        return out
+
+    def _set(self, key: str, outcome: str) -> None:
+        if self.outcomes is not None:
+            self.outcomes[key] = outcome
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,7 @@ def _plan(incoming: Incoming, hashes: list[str], known: dict[str, Stored],
         if old is None:
             plan.embed.append(i)
             result.added += 1
+            result._set(key, "added")
             continue
         if old.meta != incoming.metas[i]:
             plan.metas[old.id] = incoming.metas[i]
@@ -123,12 +133,16 @@ def _plan(incoming: Incoming, hashes: list[str], known: dict[str, Stored],
             plan.restore.append(old.id)
         if old.removed:
             result.restored += 1
+            result._set(key, "restored")
         elif not same:
             result.changed += 1
+            result._set(key, "changed")
         elif old.id in plan.metas:
             result.meta_updated += 1
+            result._set(key, "changed")
         else:
             result.unchanged += 1
+            result._set(key, "unchanged")
     return plan
 
 
@@ -152,8 +166,10 @@ def _added_meanwhile(conn, rows: list[dict], result: AddResult) -> tuple[list[di
         if (old.content_hash == r["content_hash"] and old.model == r["embedding_model"]
                 and old.has_embedding and not old.removed):
             result.unchanged += 1
+            result._set(r["key"], "unchanged")
         else:
             result.changed += 1
+            result._set(r["key"], "changed")
             late.append({"id": old.id, **{k: v for k, v in r.items()
                                           if k not in ("key", "meta", "created_at")}})
     return fresh, late
@@ -253,7 +269,7 @@ def from_file(path: str | Path, *, key: str | None, text: str | None, vector: st
 
 
 def add_incoming(tx: Tx, incoming: Incoming, options: EmbedOptions,
-                 progress: Progress | None = None) -> AddResult:
+                 progress: Progress | None = None, *, outcomes: bool = False) -> AddResult:
     """Check that ``options`` fit what was given (an option that would do nothing is
     refused), then :func:`add`."""
     o = options
@@ -275,7 +291,8 @@ def add_incoming(tx: Tx, incoming: Incoming, options: EmbedOptions,
         raise InputError(f"commit batch must be between 1 and 1000000, got {o.commit_every}",
                          param="commit_every")
     return add(tx, incoming, embedder=embedder, vector_space=space, dtype=o.dtype,
-               reembed=o.reembed, commit_batch=o.commit_every, progress=progress)
+               reembed=o.reembed, commit_batch=o.commit_every, progress=progress,
+               outcomes=outcomes)
 
 
 def add_items(tx: Tx, keys: Sequence[str], vectors: np.ndarray | None,
@@ -349,9 +366,10 @@ def report(tx: Tx, *, status: str, changed_since: str | int | None,
 def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
         vector_space: VectorSpace | None = None, dtype: str = defaults.DTYPE,
         reembed: bool = False, commit_batch: int = 2048,
-        progress: Progress | None = None) -> AddResult:
+        progress: Progress | None = None, outcomes: bool = False) -> AddResult:
     """Store ``incoming``: texts embedded with ``embedder``, or vectors as given (from the
-    model ``vector_space`` names, when it is given)."""
+    model ``vector_space`` names, when it is given); with ``outcomes``, the result says what
+    became of each key."""
     start = time.perf_counter()
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}",
@@ -376,7 +394,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     else:
         hashes = [content_hash(vector=v) for v in incoming.vectors]
     result = AddResult(incoming.source, len(incoming.keys), model=model, dim=dim,
-                       texts=is_text)
+                       texts=is_text, outcomes={} if outcomes else None)
 
     with tx(write=False) as conn:
         # a re-embedding may find (and finish) a mix of spaces; otherwise there is one
@@ -402,7 +420,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
     if plan.restore or plan.metas:
         with tx(write=True) as conn:
             items.set_removed(conn, plan.restore, None)
-            items.update_meta(conn, plan.metas)
+            items.update_meta(conn, plan.metas, db.now())
 
     # the file's new and changed items, then (with --reembed) every other live item
     jobs = [_Job(incoming.keys[i], hashes[i], incoming.texts[i] if is_text else None, i,

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from . import defaults
 from . import formatting as fmt
 from .api import Registry
-from .errors import InputError, NotFoundError, RegistryError, StateError
+from .errors import InputError, NotFoundError, RegistryError, StateError, extra_hint
 from .store.db import first_line
 from .version import __version__
 
@@ -653,6 +653,44 @@ def token_revoke(reg: Registry, name: str, as_json: bool) -> None:
     """Revoke token NAME: a running server stops taking it within seconds."""
     t = reg.revoke_token(name)
     _emit(as_json, t.to_dict(), lambda: f"revoked token {t.name!r}")
+
+
+@cli.command()
+@click.option("--host", default=defaults.SERVE_HOST, show_default=True,
+              help="Address to listen on; 0.0.0.0 for every interface.")
+@click.option("--port", type=int, default=defaults.SERVE_PORT, show_default=True)
+@click.option("--workers", type=int, default=defaults.SERVE_WORKERS, show_default=True,
+              help="Processes sharing the port, each holding its own copy of the IDs.")
+@click.option("--no-tokens", "no_tokens", is_flag=True,
+              help="Answer without API tokens (everyone is admin): loopback addresses only.")
+@click.option("--max-body", type=int, default=defaults.SERVE_MAX_BODY, show_default=True,
+              help="Largest request body, in bytes.")
+@click.option("--max-ids", type=int, default=defaults.SERVE_MAX_IDS, show_default=True,
+              help="Most inputs in one POST /v1/resolve.")
+@click.option("--max-items", type=int, default=defaults.SERVE_MAX_ITEMS, show_default=True,
+              help="Most items in one POST /v1/items.")
+@click.option("--max-page", type=int, default=defaults.SERVE_MAX_PAGE, show_default=True,
+              help="Largest `limit` of GET /v1/prefixes/{prefix}.")
+@click.option("--poll", type=float, default=None,
+              help="Seconds between looks at the database for alias moves, revoked tokens "
+                   "and new IDs [default: 0.5].")
+@pass_registry
+def serve(reg: Registry, host: str, port: int, workers: int, no_tokens: bool, max_body: int,
+          max_ids: int, max_items: int, max_page: int, poll: float | None) -> None:
+    """Serve the registry over HTTP: JSON under /v1, docs at /docs, health at /healthz and
+    /readyz, Prometheus at /metrics. Every request but health needs a token (see `registry
+    token create`)."""
+    try:
+        from . import service
+    except ImportError as e:
+        raise InputError(f"needs the serve extra ({e.name} is missing): "
+                         f"{extra_hint('serve')}") from None
+    live = [t for t in reg.tokens() if t.revoked_at is None]  # the database answers, too
+    if not live and not no_tokens:
+        click.echo("no live API token yet: every request but health will get 401 until you "
+                   "run `registry token create NAME --scope read`", err=True)
+    service.run(reg.url, host=host, port=port, workers=workers, auth=not no_tokens,
+                limits=service.Limits(max_body, max_ids, max_items, max_page), poll=poll)
 
 
 @cli.command(name="versions")

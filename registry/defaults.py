@@ -47,3 +47,13 @@ LOOKUP_LIMIT = 20
 ITEMS_LIMIT = 20
 HISTORY_LIMIT = 50
 STATS_SAMPLE = 1000
+
+# registry serve: where it listens, and the most one request may carry (each configurable)
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8000
+SERVE_WORKERS = 1
+SERVE_MAX_BODY = 8 * 1024 * 1024  # bytes of a request body
+SERVE_MAX_IDS = 10_000  # inputs of one POST /v1/resolve
+SERVE_MAX_ITEMS = 1_000  # items of one POST /v1/items
+SERVE_PAGE = 100  # items of one page of GET /v1/prefixes/{prefix}
+SERVE_MAX_PAGE = 10_000

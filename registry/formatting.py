@@ -231,10 +231,11 @@ def stats(r) -> str:
 def history(events) -> str:
     if not events:
         return "no events yet"
-    return table(["when", "action", "version", "other", "details", "reason"],
+    return table(["when", "action", "version", "other", "details", "reason", "by"],
                   [[e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.version, e.other,
                     ", ".join(f"{k}={v}" for k, v in (e.params or {}).items()
-                              if k != "codebook_sizes") or "-", e.reason or "-"]
+                              if k != "codebook_sizes") or "-", e.reason or "-",
+                    e.actor or "-"]
                    for e in events])
 
 

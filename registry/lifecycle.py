@@ -68,7 +68,8 @@ def freeze(tx: Tx, ref: str | int, reason: str | None) -> StateChange:
         return StateChange(versions.get(conn, v.number), "freeze", changed=True)
 
 
-def activate(tx: Tx, ref: str | int, alias: str, reason: str | None) -> StateChange:
+def activate(tx: Tx, ref: str | int, alias: str, reason: str | None,
+             actor: str | None = None) -> StateChange:
     versions.check_name(alias, "alias", param="alias")
     with tx(write=True) as conn:
         v = versions.resolve(conn, ref, lock=True)
@@ -85,7 +86,7 @@ def activate(tx: Tx, ref: str | int, alias: str, reason: str | None) -> StateCha
         previous = versions.set_alias(conn, alias, v.number, now)
         if previous != v.number:
             versions.log_event(conn, "activate", now, version=v.number, other=previous,
-                               params={"alias": alias}, reason=reason)
+                               params={"alias": alias}, reason=reason, actor=actor)
         return StateChange(versions.get(conn, v.number), "activate",
                            changed=previous != v.number, previous=previous, alias=alias)
 
@@ -132,7 +133,8 @@ def delete(tx: Tx, ref: str | int, reason: str | None) -> StateChange:
     return StateChange(v, "delete", changed=True)
 
 
-def rollback(tx: Tx, to: str | int | None, alias: str, reason: str | None) -> RollbackResult:
+def rollback(tx: Tx, to: str | int | None, alias: str, reason: str | None,
+             actor: str | None = None) -> RollbackResult:
     """Give the version rolled back to its missing IDs (batch by batch), then move the alias
     in a transaction of its own, then assign what arrived meanwhile: killed at any point, the
     alias's readers see a version whose items all have IDs (as far as its limit allows)."""
@@ -150,7 +152,7 @@ def rollback(tx: Tx, to: str | int | None, alias: str, reason: str | None) -> Ro
         now = db.now()
         versions.set_alias(conn, alias, target.number, now)
         versions.log_event(conn, "rollback", now, version=target.number, other=current.number,
-                           params={"alias": alias}, reason=reason)
+                           params={"alias": alias}, reason=reason, actor=actor)
     then = assigning.assign(tx, target.number, defaults.ASSIGN_BATCH)  # usually none
     with tx(write=False) as conn:
         moved_to = versions.get(conn, target.number)

@@ -135,6 +135,22 @@ def count(conn: Connection, version: int) -> int:
                         .where(assignments.c.version_id == version)).scalar()
 
 
+def served(conn: Connection, version: int, after_item: int = 0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list]:
+    """(item ids, packed codes, numbers, removed flags, keys, metadata as JSON text or None)
+    of the IDs of ``version`` held by items whose id is above ``after_item``, in ID order:
+    what a server holds of a version, whole (``after_item`` 0) or what it gained since."""
+    rows = driver_rows(conn, "SELECT a.item_id, a.code, a.disamb, i.removed_at IS NOT NULL, "
+                       "i.key, CAST(i.meta AS TEXT) FROM assignments a "
+                       "JOIN items i ON i.id = a.item_id WHERE a.version_id = ? "
+                       "AND a.item_id > ? ORDER BY a.code, a.disamb",
+                       [version, after_item])
+    n = len(rows)
+    columns = [np.fromiter((r[c] for r in rows), dtype=t, count=n)
+               for c, t in enumerate((np.int64, np.int64, np.int64, bool))]
+    return (*columns, [r[4] for r in rows], [r[5] for r in rows])
+
+
 def issued_codes(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
                  ) -> np.ndarray:
     """Every packed code issued in ``version``, sorted (a code shared by several IDs shows

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, select, text, update
 
 from ..errors import InputError
 from .bulk import insert_rows, int_list, pg_array, read_vectors
@@ -118,10 +118,11 @@ def update_content(conn: Connection, rows: list[dict]) -> None:
                      [{"b_" + k: v for k, v in r.items()} for r in rows])
 
 
-def update_meta(conn: Connection, metas: dict[int, dict | None]) -> None:
+def update_meta(conn: Connection, metas: dict[int, dict | None], now: datetime) -> None:
+    """New metadata for existing items, stamped ``now`` (what a server watches for)."""
     if metas:
         conn.execute(update(items).where(items.c.id == bindparam("b_id"))
-                     .values(meta=bindparam("b_meta")),
+                     .values(meta=bindparam("b_meta"), meta_updated_at=now),
                      [{"b_id": i, "b_meta": m} for i, m in metas.items()])
 
 
@@ -198,6 +199,18 @@ def count_not_live(conn: Connection) -> int:
     hint = " INDEXED BY ix_items_not_live" if conn.dialect.name == "sqlite" else ""
     return conn.exec_driver_sql(f"SELECT count(*) FROM items i{hint} WHERE {_NOT_LIVE}"
                                 ).scalar_one()
+
+
+def meta_mark(conn: Connection) -> datetime | None:
+    """When the metadata of an existing item last changed (one index seek)."""
+    return conn.execute(select(func.max(items.c.meta_updated_at))).scalar()
+
+
+def meta_changes(conn: Connection, since: datetime) -> list[tuple[str, str | None]]:
+    """(key, metadata as JSON text or None) of the items whose metadata changed at or after
+    ``since``."""
+    q = select(items.c.key, cast(items.c.meta, Text)).where(items.c.meta_updated_at >= since)
+    return [tuple(r) for r in conn.execute(q)]
 
 
 def live_vectors(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from sqlalchemy import (
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
                               "0004_seals_and_guards", "0005_assignment_partitions",
                               "0006_covering_id_index", "0007_not_live_index",
-                              "0008_vocabulary_limits", "0009_tokens")
+                              "0008_vocabulary_limits", "0009_tokens", "0010_service")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_TERMS = ("removed_at IS NULL", "embedding IS NOT NULL")
@@ -81,6 +81,9 @@ items = Table(
     _ts("created_at"),
     _ts("updated_at"),
     _ts("removed_at", nullable=True),
+    # when the metadata of an existing item last changed (not set by its insert): a server
+    # picks up edits made elsewhere through this index (migration 0010)
+    _ts("meta_updated_at", nullable=True),
     UniqueConstraint("key"),
     # the live items' embedding space in two index seeks (migration 0002)
     Index("ix_items_live_space", "embedding_model", "embedding_dim", "id"),  # partial: ddl_metadata
@@ -88,6 +91,7 @@ items = Table(
     Index("ix_items_id_key_removed_at", "id", "key", "removed_at"),
     # the few items that are not live, which assign counts among the IDs (0007)
     Index("ix_items_not_live", "id"),  # partial: ddl_metadata
+    Index("ix_items_meta_updated_at", "meta_updated_at"),
 )
 
 versions = Table(
@@ -191,6 +195,8 @@ events = Table(
     Column("other_version_id", Integer),
     Column("params", JSON(none_as_null=True)),
     Column("reason", Text),
+    # who: the API token's name for changes made through `registry serve` (migration 0010)
+    Column("actor", Text),
 )
 
 

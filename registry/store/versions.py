@@ -177,10 +177,11 @@ def resolve(conn: Connection, ref: str | int | None, *, lock: bool = False) -> V
     return found
 
 
-def all_versions(conn: Connection) -> list[tuple[Version, int]]:
-    """Every version with its number of assigned items, oldest first."""
+def all_versions(conn: Connection, *, counts: bool = True) -> list[tuple[Version, int]]:
+    """Every version with its number of assigned items (0 without ``counts``: a scan of
+    every ID), oldest first."""
     counts = dict(conn.execute(select(assignments.c.version_id, func.count())
-                               .group_by(assignments.c.version_id)).all())
+                               .group_by(assignments.c.version_id)).all()) if counts else {}
     named: dict[int, list[str]] = {}
     for name, number in conn.execute(select(aliases.c.name, aliases.c.version_id)
                                      .order_by(aliases.c.name)):
@@ -279,10 +280,12 @@ def set_alias(conn: Connection, name: str, number: int, now: datetime) -> int | 
 
 def log_event(conn: Connection, action: str, now: datetime, *, version: int | None = None,
               other: int | None = None, params: dict | None = None,
-              reason: str | None = None) -> None:
-    """Append to the event log; events are never updated or deleted."""
+              reason: str | None = None, actor: str | None = None) -> None:
+    """Append to the event log; events are never updated or deleted. ``actor``: who, where
+    known (the API token's name for a change made through the service)."""
     conn.execute(insert(events).values(created_at=now, action=action, version_id=version,
-                                       other_version_id=other, params=params, reason=reason))
+                                       other_version_id=other, params=params, reason=reason,
+                                       actor=actor))
 
 
 @dataclass(frozen=True)
@@ -298,11 +301,12 @@ class Event:
     other: int | None
     params: dict | None
     reason: str | None
+    actor: str | None = None
 
     def to_dict(self) -> dict:
         return {"id": self.id, "at": _iso(self.at), "action": self.action,
                 "version": self.version, "other_version": self.other, "params": self.params,
-                "reason": self.reason}
+                "reason": self.reason, "actor": self.actor}
 
 
 MAX_EVENTS = 10_000
@@ -322,7 +326,7 @@ def history(conn: Connection, ref: str | int | None = None,
             version = resolve(conn, ref).number
         q = q.where((events.c.version_id == version) | (events.c.other_version_id == version))
     return [Event(r.id, r.created_at, r.action, r.version_id, r.other_version_id, r.params,
-                  r.reason) for r in conn.execute(q)]
+                  r.reason, r.actor) for r in conn.execute(q)]
 
 
 def activated_from(conn: Connection, alias: str, version: int) -> int | None:

@@ -1,0 +1,587 @@
+"""``registry serve``: the registry as an HTTP service (FastAPI on uvicorn).
+
+FastAPI for the OpenAPI description and interactive docs it derives from the same
+declarations that check each request; the hot routes build their answers directly on
+Starlette, which FastAPI runs on. Reads answer from :mod:`registry.serving`'s in-memory
+views; writes go through the library (:mod:`registry.intake`, :mod:`registry.lifecycle`)
+in a worker thread. Every answer names the version that gave it; every error is
+``{"error": KIND, "detail": ...}`` with a 4xx status (5xx only for a database that is away).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from . import defaults, lifecycle, tokens
+from .errors import InputError, RegistryError
+from .ids import parse_id
+from .intake import Intake
+from .serving import Served
+from .snapshot import MAX_NEAREST
+from .store.db import Database
+from .version import __version__
+
+disable_created_metrics()  # a *_created series per label set is noise for counters
+
+# the status of each library error kind
+STATUS = {"input": 400, "not_found": 404, "state": 409, "database": 503}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most one request may carry (``registry serve`` options)."""
+
+    body: int = defaults.SERVE_MAX_BODY
+    ids: int = defaults.SERVE_MAX_IDS
+    items: int = defaults.SERVE_MAX_ITEMS
+    page: int = defaults.SERVE_MAX_PAGE
+
+
+VERSION_PARAMETER = {"name": "version", "in": "query", "required": False,
+                     "description": "number, name or alias; default: the active version",
+                     "schema": {"type": "string"}}
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status, kind and one-line detail."""
+
+    def __init__(self, status: int, kind: str, detail: str,
+                 headers: dict[str, str] | None = None):
+        self.status, self.kind, self.detail, self.headers = status, kind, detail, headers
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def _error(status: int, kind: str, detail: str, headers=None) -> Response:
+    return _json({"error": kind, "detail": detail}, status, headers)
+
+
+# -- request bodies ------------------------------------------------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ResolveRequest(_Strict):
+    ids: list[str] = Field(description="IDs, their token form, or prefixes of either")
+    version: str | int | None = Field(None, description="number, name or alias; default: "
+                                      "the active version")
+    nearest: int = Field(0, ge=0, le=MAX_NEAREST, description="for an unknown whole ID, "
+                         "this many issued IDs closest to it")
+    metadata: bool = Field(False, description="add the found items' metadata")
+
+
+class NewItem(_Strict):
+    key: str
+    text: str | None = None
+    vector: list[float] | None = Field(None, description="finite numbers, the catalog's "
+                                       "dimension")
+    metadata: dict[str, Any] | None = None
+
+
+class ItemsRequest(_Strict):
+    items: list[NewItem]
+
+
+class ChangeRequest(_Strict):
+    reason: str | None = Field(None, max_length=1000)
+
+
+class RollbackRequest(ChangeRequest):
+    to: str | int | None = Field(None, description="the version to go back to; default: "
+                                 "the one the alias pointed at before")
+
+
+# -- the application ---------------------------------------------------------------------
+
+def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Limits(),
+               poll: float | None = None, served: Served | None = None) -> FastAPI:
+    """The service over the registry at ``url``. ``auth`` False answers without tokens
+    (``registry serve --no-tokens``, loopback only)."""
+    db = Database(url)
+    state = served or Served(db, auth=auth, **({} if poll is None else {"poll": poll}))
+    intake = Intake(db.tx)
+    metrics = _Metrics()
+
+    app = FastAPI(title="registry", version=__version__,
+                  description="Semantic IDs: resolve model output, look items up, register "
+                  "new items, move the active version.", lifespan=_lifespan(state))
+    app.state.served = state
+
+    def caller(request: Request, need: str) -> str | None:
+        """The name of the token the request carries, if its scope allows ``need``."""
+        if not state.auth:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise ApiError(401, "unauthorized", "send `Authorization: Bearer <token>` (see "
+                           "`registry token create`)", {"WWW-Authenticate": "Bearer"})
+        token = state.caller(secret.strip())
+        if token is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked token",
+                           {"WWW-Authenticate": "Bearer"})
+        if not tokens.allows(token.scope, need):
+            raise ApiError(403, "forbidden", f"token {token.name!r} has scope {token.scope}; "
+                           f"this needs {need}")
+        return token.name
+
+    secured = {"openapi_extra": {"security": [{"bearer": []}]}}
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Response:
+        """The process answers (no token needed)."""
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        """The database answered the last refresh (no token needed); 503 otherwise."""
+        if not state.ready:
+            return _error(503, "not_ready", "the database has not answered lately")
+        return _json({"status": "ready", "versions_held": [v.label for v in state.held()]})
+
+    @app.get("/metrics", tags=["health"], **secured)
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text format: requests by route and status, latency, views held."""
+        caller(request, "read")
+        return Response(metrics.render(state), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/versions", tags=["read"], **secured)
+    async def list_versions(request: Request) -> Response:
+        """Every version with its state, aliases and parameters; ``active``: its number."""
+        caller(request, "read")
+        rows = await run_in_threadpool(_versions, db)
+        active = state._names.get(defaults.ALIAS)
+        return _json({"version": None if active is None else {"number": active},
+                      "versions": rows})
+
+    # the query read by hand: FastAPI's parameter machinery costs this route (the hottest)
+    # as much as the rest of it (BENCHMARKS.md, bench_serve)
+    @app.get("/v1/items/{key}", tags=["read"], openapi_extra={
+        **secured["openapi_extra"], "parameters": [VERSION_PARAMETER]})
+    async def item(request: Request, key: str) -> Response:
+        """The item's ID in the version, whether it is live or removed, its metadata."""
+        caller(request, "read")
+        query = request.query_params
+        if query and set(query) - {"version"}:
+            raise ApiError(400, "input", "unknown query parameter "
+                           f"{_short(sorted(set(query) - {'version'})[0])!r}")
+        view = await _view(state, query.get("version"))
+        found = view.item(key)
+        if found is None:
+            raise ApiError(404, "not_found", f"no ID for key {_short(key)!r} in "
+                           f"{view.version.label}")
+        found["version"] = view.label
+        return _json(found)
+
+    @app.post("/v1/resolve", tags=["read"], **secured)
+    async def resolve(request: Request, body: ResolveRequest) -> Response:
+        """One row per input, in order: found, removed, prefix (with ``count`` items under
+        it), unknown or malformed; a bad row never fails the batch."""
+        caller(request, "read")
+        if len(body.ids) > limits.ids:
+            raise ApiError(413, "too_large", f"{len(body.ids)} ids; at most {limits.ids} "
+                           "per request")
+        view = await _view(state, body.version)
+        res = view.snapshot.resolve(body.ids)
+        if body.nearest:
+            books = await run_in_threadpool(view.codebooks, db)
+            res.nearest = view.snapshot.nearest(res, body.nearest, books)
+        rows = res.rows()
+        if body.metadata:
+            for row in rows:
+                meta = None if row["key"] is None else view.meta.get(row["key"])
+                row["metadata"] = None if row["key"] is None else (
+                    json.loads(meta) if meta else {})
+        return _json({"version": view.label, "rows": rows})
+
+    @app.get("/v1/prefixes/{prefix}", tags=["read"], **secured)
+    async def prefix(request: Request, prefix: str,
+                     version: Annotated[str | None, Query(description="number, name or "
+                                                          "alias")] = None,
+                     limit: Annotated[int, Query(ge=1)] = defaults.SERVE_PAGE,
+                     after: Annotated[str | None, Query(description="the `next` cursor of "
+                                                        "the page before")] = None
+                     ) -> Response:
+        """The items under a prefix (``12-4`` or ``<a_12><b_4>``) in ID order, a page at a
+        time: ``next`` is the cursor of the page after, null on the last."""
+        caller(request, "read")
+        if limit > limits.page:
+            raise ApiError(400, "input", f"limit: at most {limits.page}, got {limit}")
+        view = await _view(state, version)
+        snap = view.snapshot
+        parsed = parse_id(prefix, snap.space)
+        if parsed.is_full:
+            raise ApiError(400, "input", f"{_short(prefix)!r} is a whole ID, not a prefix: "
+                           "POST it to /v1/resolve")
+        lo, hi = snap.range(parsed.codes)
+        start = lo
+        if after is not None:
+            cursor = parse_id(after, snap.space)
+            if not cursor.is_full:
+                raise ApiError(400, "input", f"after: {_short(after)!r} is not a whole ID")
+            packed = int(snap.space.pack(np.array([cursor.codes]))[0])
+            start = max(lo, snap.first_after(packed, cursor.disambiguation))
+        end = min(hi, start + limit)
+        places = np.arange(start, end)
+        ids = snap.ids(places) if end > start else []
+        rows = [{"key": snap.keys[p], "id": i, "state": "removed" if snap.removed[p]
+                 else "live"} for p, i in zip(places.tolist(), ids, strict=True)]
+        return _json({"version": view.label, "prefix": prefix, "count": hi - lo,
+                      "items": rows, "next": ids[-1] if end < hi and ids else None})
+
+    @app.post("/v1/items", tags=["write"], **secured)
+    async def post_items(request: Request, body: ItemsRequest) -> Response:
+        """Add or update items (texts to embed, or vectors) and give each an ID in the
+        active version at once: per item, added / changed / restored / unchanged and its
+        ID. The same request twice changes nothing the second time."""
+        caller(request, "write")
+        given = body.items
+        if not given:
+            raise ApiError(400, "input", "items: give at least one item")
+        if len(given) > limits.items:
+            raise ApiError(413, "too_large", f"{len(given)} items; at most {limits.items} "
+                           "per request")
+        keys, texts, vectors, metas = _split(given)
+        done = await run_in_threadpool(intake.register, keys, texts=texts, vectors=vectors,
+                                       metas=metas, source="items")
+        await run_in_threadpool(state.refresh)  # this server reads its own writes at once
+        return _json({"version": _label(done.version), "items": done.rows(),
+                      "full": done.full})
+
+    @app.post("/v1/versions/{version}/activate", tags=["admin"], **secured)
+    async def activate(request: Request, version: str,
+                       body: Annotated[ChangeRequest | None, Body()] = None) -> Response:
+        """Point the active alias at a frozen version; the history names the token."""
+        actor = caller(request, "admin")
+        reason = body.reason if body else None
+        change = await run_in_threadpool(lifecycle.activate, db.tx, _ref(version),
+                                         defaults.ALIAS, reason, actor)
+        await run_in_threadpool(state.refresh)
+        return _json({"version": _label(change.version), "change": change.to_dict()})
+
+    @app.post("/v1/rollback", tags=["admin"], **secured)
+    async def rollback(request: Request,
+                       body: Annotated[RollbackRequest | None, Body()] = None) -> Response:
+        """Point the active alias back at the version before (or ``to``); the items
+        registered since get their IDs there first. The history names the token."""
+        actor = caller(request, "admin")
+        body = body or RollbackRequest()
+        done = await run_in_threadpool(lifecycle.rollback, db.tx, _ref(body.to),
+                                       defaults.ALIAS, body.reason, actor)
+        await run_in_threadpool(state.refresh)
+        return _json({"version": _label(done.version), "rollback": done.to_dict()})
+
+    _handlers(app)
+    app.add_middleware(_Guard, limit=limits.body, metrics=metrics)
+    _security_scheme(app)
+    return app
+
+
+def from_environment() -> FastAPI:
+    """The app as ``registry serve`` configures it for uvicorn's worker processes (which
+    import it by name): the options travel in REGISTRY_SERVE."""
+    options = json.loads(os.environ.get("REGISTRY_SERVE", "{}"))
+    return create_app(options.get("url"), auth=options.get("auth", True),
+                      limits=Limits(**options.get("limits", {})), poll=options.get("poll"))
+
+
+def _lifespan(state: Served):
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await run_in_threadpool(state.start)
+        yield
+        state.stop()
+
+    return lifespan
+
+
+async def _view(state: Served, ref: str | int | None):
+    held = state.held_view(ref)
+    if held is not None:
+        return held
+    return await run_in_threadpool(state.view, ref)
+
+
+def _versions(db: Database) -> list[dict]:
+    from .store import versions
+
+    with db.tx(write=False) as conn:
+        return [{**v.to_dict(), "items": n} for v, n in versions.all_versions(conn)]
+
+
+def _label(v) -> dict:
+    return {"number": v.number, "name": v.name}
+
+
+def _ref(value: str | int | None) -> str | int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _split(given: list[NewItem]):
+    """keys, texts, vectors and metadata of the posted items: all texts or all vectors."""
+    with_text = [i for i, it in enumerate(given) if it.text is not None]
+    with_vector = [i for i, it in enumerate(given) if it.vector is not None]
+    for i, it in enumerate(given):
+        if (it.text is None) == (it.vector is None):
+            raise ApiError(400, "input", f"items[{i}]: give `text` or `vector`, one of them")
+    if with_text and with_vector:
+        raise ApiError(400, "input", f"items[{with_text[0]}] has a text and "
+                       f"items[{with_vector[0]}] a vector: post texts and vectors apart")
+    keys = [it.key for it in given]
+    metas = [it.metadata for it in given]
+    if with_text:
+        return keys, [it.text for it in given], None, metas
+    lengths = {len(it.vector) for it in given}
+    if len(lengths) != 1:
+        raise ApiError(400, "input", "items: every vector needs the same length")
+    with np.errstate(over="ignore"):
+        vectors = np.asarray([it.vector for it in given], dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+        raise ApiError(400, "input", f"items[{row}].vector: numbers must be finite float32")
+    return keys, None, vectors, metas
+
+
+# -- errors, limits, metrics ---------------------------------------------------------------
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request, e: ApiError):
+        return _error(e.status, e.kind, e.detail, e.headers)
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request, e: RegistryError):
+        return _error(STATUS.get(e.code, 400), e.code, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e: RequestValidationError):
+        kind = request.headers.get("content-type", "application/json")
+        if request.method == "POST" and "json" not in kind:
+            return _error(415, "unsupported_media_type", f"a body of {_short(kind)}: send "
+                          "JSON, with `Content-Type: application/json`")
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        kind = first.get("type", "")
+        detail = "malformed JSON" if kind == "json_invalid" else first.get("msg", "invalid")
+        return _error(400, "input", f"{where}: {detail}" if where else detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed",
+                413: "too_large"}.get(e.status_code, "input")
+        return _error(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, e: Exception):  # a bug: say so, without a traceback
+        import logging
+
+        logging.getLogger("registry.serve").exception("unexpected error")
+        return _error(500, "internal", f"{type(e).__name__}: an unexpected error (see the "
+                      "server's log)")
+
+
+class _Metrics:
+    """The Prometheus figures, in a registry of their own (several apps in one process, as
+    the tests run them, do not collide)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("registry_http_requests", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.seconds = Histogram("registry_http_request_duration_seconds",
+                                 "Time to answer, by route", ["route"],
+                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25,
+                                          .5, 1, 2.5, 5, 10), registry=self.registry)
+        self._children: dict = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:  # labels() looks its child up by name each time: kept instead
+            found = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                           self.seconds.labels(route))
+        found[0].inc()
+        found[1].observe(seconds)
+
+    def render(self, state: Served) -> bytes:
+        lines = [generate_latest(self.registry).decode()]
+        gauges = [("registry_view_ids", "IDs held in memory, by version",
+                   [(f'{{version="{v.version.number}"}}', len(v.snapshot))
+                    for v in state.held()]),
+                  ("registry_refresh_age_seconds", "Seconds since the views were refreshed",
+                   [("", round(time.monotonic() - state.refreshed_at, 3))]),
+                  ("registry_view_reloads", "Views read whole (start, removals, new versions)",
+                   [("", state.reloads)]),
+                  ("registry_view_merges", "Views grown by the IDs assigned since",
+                   [("", state.merges)]),
+                  ("registry_refresh_errors", "Refreshes that failed (database away)",
+                   [("", state.refresh_errors)])]
+        for name, doc, values in gauges:
+            lines.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+            lines += [f"{name}{labels} {value}\n" for labels, value in values]
+        return "".join(lines).encode()
+
+
+class _Guard:
+    """Plain ASGI middleware (no task per request, unlike BaseHTTPMiddleware): refuses a
+    body over the limit with a JSON 413 (by its Content-Length, or while a chunked one
+    arrives), and counts and times every answer by route and status."""
+
+    def __init__(self, app, limit: int, metrics: _Metrics):
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def sent(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            if length is not None:
+                if not length.isdigit() or int(length) > self.limit:
+                    return await _too_large(sent, self.limit)
+            elif b"transfer-encoding" in headers:  # chunked: read it here, up to the limit
+                body = await _read(receive, self.limit)
+                if body is None:
+                    return await _too_large(sent, self.limit)
+                receive = _replay(body)
+            await self.app(scope, receive, sent)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(scope["method"], route.path if route else "unmatched",
+                                 status[0], time.perf_counter() - start)
+
+
+async def _read(receive, limit: int) -> bytes | None:
+    """A whole request body, or None once it passes ``limit`` bytes."""
+    parts, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            return None
+        parts.append(part)
+        more = message.get("more_body", False)
+    return b"".join(parts)
+
+
+def _replay(body: bytes):
+    sent = [False]
+
+    async def receive():
+        if sent[0]:
+            return {"type": "http.disconnect"}
+        sent[0] = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps({"error": "too_large",
+                       "detail": f"request body over {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _security_scheme(app: FastAPI) -> None:
+    """Bearer tokens in the OpenAPI description, so that the docs' Authorize button works."""
+    build = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "a token from `registry token create`"}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+
+def run(url: str | None, *, host: str = defaults.SERVE_HOST, port: int = defaults.SERVE_PORT,
+        workers: int = defaults.SERVE_WORKERS, auth: bool = True, limits: Limits = Limits(),
+        poll: float | None = None) -> None:
+    """Serve until interrupted, under uvicorn; ``workers`` processes share the port, each
+    with its own views. Without tokens (``auth`` False) only on a loopback address."""
+    import uvicorn
+
+    check_options(host, port, workers, auth, limits, poll)
+    options = {"url": url, "auth": auth, "poll": poll,
+               "limits": {"body": limits.body, "ids": limits.ids, "items": limits.items,
+                          "page": limits.page}}
+    os.environ["REGISTRY_SERVE"] = json.dumps(options)
+    uvicorn.run("registry.service:from_environment", factory=True, host=host, port=port,
+                workers=workers, log_level="info", access_log=False,
+                timeout_graceful_shutdown=10)
+
+
+def check_options(host: str, port: int, workers: int, auth: bool, limits: Limits,
+                  poll: float | None) -> None:
+    """Refuse what would not work, or would open the registry to the network."""
+    import ipaddress
+
+    if not auth:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InputError(f"serving without tokens is for a loopback address (127.0.0.1, "
+                             f"::1, localhost) only, not {host}: create a token with "
+                             "`registry token create NAME` and serve with tokens",
+                             param="auth")
+    for param, value, low, high in (("port", port, 1, 65535), ("workers", workers, 1, 64),
+                                    ("max_body", limits.body, 1024, 1 << 30),
+                                    ("max_ids", limits.ids, 1, 1_000_000),
+                                    ("max_items", limits.items, 1, 100_000),
+                                    ("max_page", limits.page, 1, 1_000_000)):
+        if not low <= value <= high:
+            raise InputError(f"must be between {low} and {high}, got {value}", param=param)
+    if poll is not None and not 0.05 <= poll <= 60:
+        raise InputError(f"must be between 0.05 and 60 seconds, got {poll}", param="poll")
