@@ -18,6 +18,22 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _INT_MAX = 2**31 - 1
 
 
+def _mallopt():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def give_back(threshold: int = 1 << 20) -> bool:
+    """For a long-running server, the other way round: every block over ``threshold`` bytes
+    is mapped afresh and returned to the system when freed (glibc otherwise raises its
+    threshold as large blocks come and go, and keeps their pages), so that a view replaced by
+    a grown one leaves no pages held. True where glibc took the setting."""
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
 def tune() -> bool:
     """Keep freed memory for the next array and fault in small pages; True where glibc took
     the setting (elsewhere only numpy's part applies)."""
@@ -27,10 +43,8 @@ def tune() -> bool:
                          "_set_madvise_hugepage", None)
     if set_advice is not None:
         set_advice(False)
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _INT_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD,
                                                                            _INT_MAX))

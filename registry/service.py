@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -29,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -38,7 +40,7 @@ from .ids import parse_id
 from .intake import Intake
 from .serving import Served
 from .snapshot import MAX_NEAREST
-from .store.db import Database
+from .store.db import Database, first_line
 from .version import __version__
 
 disable_created_metrics()  # a *_created series per label set is noise for counters
@@ -131,8 +133,15 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
                   "new items, move the active version.", lifespan=_lifespan(state))
     app.state.served = state
 
-    def caller(request: Request, need: str) -> str | None:
-        """The name of the token the request carries, if its scope allows ``need``."""
+    def caller(request: Request, need: str, *query: str) -> str | None:
+        """The name of the token the request carries, if its scope allows ``need``; and a
+        query parameter other than ``query`` refused (it would do nothing)."""
+        if request.scope["query_string"]:
+            unknown = set(request.query_params) - set(query)
+            if unknown:
+                raise ApiError(400, "input", "unknown query parameter "
+                               f"{_short(sorted(unknown)[0])!r}" + (
+                                   f" (this takes {', '.join(query)})" if query else ""))
         if not state.auth:
             return None
         header = request.headers.get("authorization", "")
@@ -174,9 +183,9 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         """Every version with its state, aliases and parameters; ``active``: its number."""
         caller(request, "read")
         rows = await run_in_threadpool(_versions, db)
-        active = state._names.get(defaults.ALIAS)
-        return _json({"version": None if active is None else {"number": active},
-                      "versions": rows})
+        active = [r for r in rows if defaults.ALIAS in r["aliases"]]
+        return _json({"version": {"number": active[0]["version"], "name": active[0]["name"]}
+                      if active else None, "versions": rows})
 
     # the query read by hand: FastAPI's parameter machinery costs this route (the hottest)
     # as much as the rest of it (BENCHMARKS.md, bench_serve)
@@ -184,12 +193,8 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         **secured["openapi_extra"], "parameters": [VERSION_PARAMETER]})
     async def item(request: Request, key: str) -> Response:
         """The item's ID in the version, whether it is live or removed, its metadata."""
-        caller(request, "read")
-        query = request.query_params
-        if query and set(query) - {"version"}:
-            raise ApiError(400, "input", "unknown query parameter "
-                           f"{_short(sorted(set(query) - {'version'})[0])!r}")
-        view = await _view(state, query.get("version"))
+        caller(request, "read", "version")
+        view = await _view(state, request.query_params.get("version"))
         found = view.item(key)
         if found is None:
             raise ApiError(404, "not_found", f"no ID for key {_short(key)!r} in "
@@ -228,7 +233,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
                      ) -> Response:
         """The items under a prefix (``12-4`` or ``<a_12><b_4>``) in ID order, a page at a
         time: ``next`` is the cursor of the page after, null on the last."""
-        caller(request, "read")
+        caller(request, "read", "version", "limit", "after")
         if limit > limits.page:
             raise ApiError(400, "input", f"limit: at most {limits.page}, got {limit}")
         view = await _view(state, version)
@@ -314,6 +319,9 @@ def _lifespan(state: Served):
 
     @asynccontextmanager
     async def lifespan(app):
+        from .allocator import give_back
+
+        give_back()
         await run_in_threadpool(state.start)
         yield
         state.stop()
@@ -383,6 +391,10 @@ def _handlers(app: FastAPI) -> None:
     async def registry_error(request, e: RegistryError):
         return _error(STATUS.get(e.code, 400), e.code, str(e))
 
+    @app.exception_handler(OperationalError)
+    async def database_away(request, e: OperationalError):
+        return _error(503, "database", f"database error: {first_line(e)}")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         kind = request.headers.get("content-type", "application/json")
@@ -434,8 +446,16 @@ class _Metrics:
         found[1].observe(seconds)
 
     def render(self, state: Served) -> bytes:
-        lines = [generate_latest(self.registry).decode()]
-        gauges = [("registry_view_ids", "IDs held in memory, by version",
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:  # several workers: the counts of all of them, from their shared files
+            from prometheus_client import multiprocess
+
+            everyone = CollectorRegistry()
+            multiprocess.MultiProcessCollector(everyone, path=shared)
+            lines = [generate_latest(everyone).decode()]
+        else:
+            lines = [generate_latest(self.registry).decode()]
+        gauges = [("registry_view_ids", "IDs held in memory by this worker, by version",
                    [(f'{{version="{v.version.number}"}}', len(v.snapshot))
                     for v in state.held()]),
                   ("registry_refresh_age_seconds", "Seconds since the views were refreshed",
@@ -556,9 +576,12 @@ def run(url: str | None, *, host: str = defaults.SERVE_HOST, port: int = default
                "limits": {"body": limits.body, "ids": limits.ids, "items": limits.items,
                           "page": limits.page}}
     os.environ["REGISTRY_SERVE"] = json.dumps(options)
-    uvicorn.run("registry.service:from_environment", factory=True, host=host, port=port,
-                workers=workers, log_level="info", access_log=False,
-                timeout_graceful_shutdown=10)
+    with tempfile.TemporaryDirectory(prefix="registry-metrics-") as shared:
+        if workers > 1:  # each worker counts into files here; /metrics adds them up
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        uvicorn.run("registry.service:from_environment", factory=True, host=host, port=port,
+                    workers=workers, log_level="info", access_log=False,
+                    timeout_graceful_shutdown=10)
 
 
 def check_options(host: str, port: int, workers: int, auth: bool, limits: Limits,

@@ -118,7 +118,7 @@ def test_every_endpoint(trained, tokens, migrated_url):
         assert ready["status"] == "ready"
 
         listed = c.get("/v1/versions").json()
-        assert listed["version"] == {"number": 1}
+        assert listed["version"] == {"number": 1, "name": "v1"}
         assert [x["version"] for x in listed["versions"]] == [1]
 
         got = c.get("/v1/items/item00042").json()
@@ -253,6 +253,25 @@ def test_alias_moved_by_the_cli_is_seen_within_2_seconds(trained, tokens, migrat
         wait_for(lambda: c.get("/v1/items/item00005").json()["metadata"] == {"edited": True})
 
 
+def test_instances_see_each_other(trained, tokens, migrated_url):
+    """Two instances on one database, one with two workers: an activate made through one is
+    seen by the other within 2 s; /metrics counts the requests of every worker."""
+    reg, _ = trained
+    reg.train(codebook_size=[4, 4, 4], seed=9, name="v2", max_disambiguation=1000)
+    reg.freeze("v2")
+    with serving(migrated_url, "--workers", "2") as a, serving(migrated_url) as b, \
+            a.client(tokens["admin"]) as ca, b.client(tokens["read"]) as cb:
+        assert cb.get("/v1/items/item00003").json()["version"]["number"] == 1
+        assert ca.post("/v1/versions/v2/activate", json={}).status_code == 200
+        assert wait_for(lambda: cb.get("/v1/items/item00003").json()["version"][
+            "number"] == 2) < 2
+        for _ in range(20):
+            assert ca.get("/v1/items/item00003").status_code == 200
+        metrics = ca.get("/metrics").text
+        line = 'registry_http_requests_total{method="GET",route="/v1/items/{key}",status="200"}'
+        assert f"{line} 20.0" in metrics
+
+
 def _nested(depth: int) -> bytes:
     return b'{"ids": ' + b"[" * depth + b"]" * depth + b"}"
 
@@ -283,6 +302,8 @@ def hostile(vector_dim: int) -> list[tuple[str, str, str, object, int]]:
         ("NUL in a key", "GET", "/v1/items/a%00b", None, 404),
         ("unknown key", "GET", "/v1/items/no-such-key", None, 404),
         ("unknown query", "GET", "/v1/items/item00001?bogus=1", None, 400),
+        ("query where none is taken", "POST", "/v1/resolve?nearest=3", {"ids": ["1"]}, 400),
+        ("unknown prefix query", "GET", "/v1/prefixes/1?limt=3", None, 400),
         ("version unknown", "GET", "/v1/items/item00001?version=nope", None, 404),
         ("prefix malformed", "GET", "/v1/prefixes/zz", None, 400),
         ("prefix out of range", "GET", "/v1/prefixes/99-99", None, 400),
