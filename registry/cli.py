@@ -658,7 +658,8 @@ def token_revoke(reg: Registry, name: str, as_json: bool) -> None:
 @cli.command()
 @click.option("--host", default=defaults.SERVE_HOST, show_default=True,
               help="Address to listen on; 0.0.0.0 for every interface.")
-@click.option("--port", type=int, default=defaults.SERVE_PORT, show_default=True)
+@click.option("--port", type=int, default=defaults.SERVE_PORT, show_default=True,
+              help="Port to listen on.")
 @click.option("--workers", type=int, default=defaults.SERVE_WORKERS, show_default=True,
               help="Processes sharing the port, each holding its own copy of the IDs.")
 @click.option("--no-tokens", "no_tokens", is_flag=True,

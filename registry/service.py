@@ -13,40 +13,33 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Body, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from . import defaults, lifecycle, tokens
-from .errors import InputError, RegistryError
+from .errors import InputError
+from .http_layer import (
+    ApiError,
+    Guard,
+    Metrics,
+    error_response,
+    install_handlers,
+    json_response,
+    short,
+)
 from .ids import parse_id
 from .intake import Intake
 from .serving import Served
 from .snapshot import MAX_NEAREST
-from .store.db import Database, first_line
+from .store.db import Database
 from .version import __version__
-
-disable_created_metrics()  # a *_created series per label set is noise for counters
-
-# the status of each library error kind
-STATUS = {"input": 400, "not_found": 404, "state": 409, "database": 503}
 
 
 @dataclass(frozen=True)
@@ -63,25 +56,6 @@ VERSION_PARAMETER = {"name": "version", "in": "query", "required": False,
                      "description": "number, name or alias; default: the active version",
                      "schema": {"type": "string"}}
 
-
-class ApiError(Exception):
-    """An answer other than 200: its status, kind and one-line detail."""
-
-    def __init__(self, status: int, kind: str, detail: str,
-                 headers: dict[str, str] | None = None):
-        self.status, self.kind, self.detail, self.headers = status, kind, detail, headers
-
-
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status, headers=headers, media_type="application/json")
-
-
-def _error(status: int, kind: str, detail: str, headers=None) -> Response:
-    return _json({"error": kind, "detail": detail}, status, headers)
-
-
-# -- request bodies ------------------------------------------------------------------------
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -120,13 +94,14 @@ class RollbackRequest(ChangeRequest):
 # -- the application ---------------------------------------------------------------------
 
 def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Limits(),
-               poll: float | None = None, served: Served | None = None) -> FastAPI:
+               poll: float | None = None) -> FastAPI:
     """The service over the registry at ``url``. ``auth`` False answers without tokens
-    (``registry serve --no-tokens``, loopback only)."""
+    (``registry serve --no-tokens``, loopback only); ``poll``: seconds between looks at the
+    database (:data:`registry.serving.POLL`)."""
     db = Database(url)
-    state = served or Served(db, auth=auth, **({} if poll is None else {"poll": poll}))
+    state = Served(db, auth=auth, **({} if poll is None else {"poll": poll}))
     intake = Intake(db.tx)
-    metrics = _Metrics()
+    metrics = Metrics()
 
     app = FastAPI(title="registry", version=__version__,
                   description="Semantic IDs: resolve model output, look items up, register "
@@ -140,7 +115,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
             unknown = set(request.query_params) - set(query)
             if unknown:
                 raise ApiError(400, "input", "unknown query parameter "
-                               f"{_short(sorted(unknown)[0])!r}" + (
+                               f"{short(sorted(unknown)[0])!r}" + (
                                    f" (this takes {', '.join(query)})" if query else ""))
         if not state.auth:
             return None
@@ -163,14 +138,14 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Response:
         """The process answers (no token needed)."""
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
         """The database answered the last refresh (no token needed); 503 otherwise."""
         if not state.ready:
-            return _error(503, "not_ready", "the database has not answered lately")
-        return _json({"status": "ready", "versions_held": [v.label for v in state.held()]})
+            return error_response(503, "not_ready", "the database has not answered lately")
+        return json_response({"status": "ready", "versions_held": [v.label for v in state.held()]})
 
     @app.get("/metrics", tags=["health"], **secured)
     async def prometheus(request: Request) -> Response:
@@ -184,7 +159,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         caller(request, "read")
         rows = await run_in_threadpool(_versions, db)
         active = [r for r in rows if defaults.ALIAS in r["aliases"]]
-        return _json({"version": {"number": active[0]["version"], "name": active[0]["name"]}
+        return json_response({"version": {"number": active[0]["version"], "name": active[0]["name"]}
                       if active else None, "versions": rows})
 
     # the query read by hand: FastAPI's parameter machinery costs this route (the hottest)
@@ -197,10 +172,10 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         view = await _view(state, request.query_params.get("version"))
         found = view.item(key)
         if found is None:
-            raise ApiError(404, "not_found", f"no ID for key {_short(key)!r} in "
+            raise ApiError(404, "not_found", f"no ID for key {short(key)!r} in "
                            f"{view.version.label}")
         found["version"] = view.label
-        return _json(found)
+        return json_response(found)
 
     @app.post("/v1/resolve", tags=["read"], **secured)
     async def resolve(request: Request, body: ResolveRequest) -> Response:
@@ -221,7 +196,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
                 meta = None if row["key"] is None else view.meta.get(row["key"])
                 row["metadata"] = None if row["key"] is None else (
                     json.loads(meta) if meta else {})
-        return _json({"version": view.label, "rows": rows})
+        return json_response({"version": view.label, "rows": rows})
 
     @app.get("/v1/prefixes/{prefix}", tags=["read"], **secured)
     async def prefix(request: Request, prefix: str,
@@ -240,14 +215,14 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         snap = view.snapshot
         parsed = parse_id(prefix, snap.space)
         if parsed.is_full:
-            raise ApiError(400, "input", f"{_short(prefix)!r} is a whole ID, not a prefix: "
+            raise ApiError(400, "input", f"{short(prefix)!r} is a whole ID, not a prefix: "
                            "POST it to /v1/resolve")
         lo, hi = snap.range(parsed.codes)
         start = lo
         if after is not None:
             cursor = parse_id(after, snap.space)
             if not cursor.is_full:
-                raise ApiError(400, "input", f"after: {_short(after)!r} is not a whole ID")
+                raise ApiError(400, "input", f"after: {short(after)!r} is not a whole ID")
             packed = int(snap.space.pack(np.array([cursor.codes]))[0])
             start = max(lo, snap.first_after(packed, cursor.disambiguation))
         end = min(hi, start + limit)
@@ -255,7 +230,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         ids = snap.ids(places) if end > start else []
         rows = [{"key": snap.keys[p], "id": i, "state": "removed" if snap.removed[p]
                  else "live"} for p, i in zip(places.tolist(), ids, strict=True)]
-        return _json({"version": view.label, "prefix": prefix, "count": hi - lo,
+        return json_response({"version": view.label, "prefix": prefix, "count": hi - lo,
                       "items": rows, "next": ids[-1] if end < hi and ids else None})
 
     @app.post("/v1/items", tags=["write"], **secured)
@@ -274,7 +249,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         done = await run_in_threadpool(intake.register, keys, texts=texts, vectors=vectors,
                                        metas=metas, source="items")
         await run_in_threadpool(state.refresh)  # this server reads its own writes at once
-        return _json({"version": _label(done.version), "items": done.rows(),
+        return json_response({"version": _label(done.version), "items": done.rows(),
                       "full": done.full})
 
     @app.post("/v1/versions/{version}/activate", tags=["admin"], **secured)
@@ -286,7 +261,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         change = await run_in_threadpool(lifecycle.activate, db.tx, _ref(version),
                                          defaults.ALIAS, reason, actor)
         await run_in_threadpool(state.refresh)
-        return _json({"version": _label(change.version), "change": change.to_dict()})
+        return json_response({"version": _label(change.version), "change": change.to_dict()})
 
     @app.post("/v1/rollback", tags=["admin"], **secured)
     async def rollback(request: Request,
@@ -298,10 +273,10 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         done = await run_in_threadpool(lifecycle.rollback, db.tx, _ref(body.to),
                                        defaults.ALIAS, body.reason, actor)
         await run_in_threadpool(state.refresh)
-        return _json({"version": _label(done.version), "rollback": done.to_dict()})
+        return json_response({"version": _label(done.version), "rollback": done.to_dict()})
 
-    _handlers(app)
-    app.add_middleware(_Guard, limit=limits.body, metrics=metrics)
+    install_handlers(app)
+    app.add_middleware(Guard, limit=limits.body, metrics=metrics)
     _security_scheme(app)
     return app
 
@@ -351,10 +326,6 @@ def _ref(value: str | int | None) -> str | int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= 60 else text[:60] + "..."
-
-
 def _split(given: list[NewItem]):
     """keys, texts, vectors and metadata of the posted items: all texts or all vectors."""
     with_text = [i for i, it in enumerate(given) if it.text is not None]
@@ -381,171 +352,6 @@ def _split(given: list[NewItem]):
 
 
 # -- errors, limits, metrics ---------------------------------------------------------------
-
-def _handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request, e: ApiError):
-        return _error(e.status, e.kind, e.detail, e.headers)
-
-    @app.exception_handler(RegistryError)
-    async def registry_error(request, e: RegistryError):
-        return _error(STATUS.get(e.code, 400), e.code, str(e))
-
-    @app.exception_handler(OperationalError)
-    async def database_away(request, e: OperationalError):
-        return _error(503, "database", f"database error: {first_line(e)}")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, e: RequestValidationError):
-        kind = request.headers.get("content-type", "application/json")
-        if request.method == "POST" and "json" not in kind:
-            return _error(415, "unsupported_media_type", f"a body of {_short(kind)}: send "
-                          "JSON, with `Content-Type: application/json`")
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        kind = first.get("type", "")
-        detail = "malformed JSON" if kind == "json_invalid" else first.get("msg", "invalid")
-        return _error(400, "input", f"{where}: {detail}" if where else detail)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, e: HTTPException):
-        kind = {404: "not_found", 405: "method_not_allowed",
-                413: "too_large"}.get(e.status_code, "input")
-        return _error(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request, e: Exception):  # a bug: say so, without a traceback
-        import logging
-
-        logging.getLogger("registry.serve").exception("unexpected error")
-        return _error(500, "internal", f"{type(e).__name__}: an unexpected error (see the "
-                      "server's log)")
-
-
-class _Metrics:
-    """The Prometheus figures, in a registry of their own (several apps in one process, as
-    the tests run them, do not collide)."""
-
-    def __init__(self):
-        self.registry = CollectorRegistry()
-        self.requests = Counter("registry_http_requests", "HTTP requests answered",
-                                ["method", "route", "status"], registry=self.registry)
-        self.seconds = Histogram("registry_http_request_duration_seconds",
-                                 "Time to answer, by route", ["route"],
-                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25,
-                                          .5, 1, 2.5, 5, 10), registry=self.registry)
-        self._children: dict = {}
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        found = self._children.get(key)
-        if found is None:  # labels() looks its child up by name each time: kept instead
-            found = self._children[key] = (self.requests.labels(method, route, str(status)),
-                                           self.seconds.labels(route))
-        found[0].inc()
-        found[1].observe(seconds)
-
-    def render(self, state: Served) -> bytes:
-        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if shared:  # several workers: the counts of all of them, from their shared files
-            from prometheus_client import multiprocess
-
-            everyone = CollectorRegistry()
-            multiprocess.MultiProcessCollector(everyone, path=shared)
-            lines = [generate_latest(everyone).decode()]
-        else:
-            lines = [generate_latest(self.registry).decode()]
-        gauges = [("registry_view_ids", "IDs held in memory by this worker, by version",
-                   [(f'{{version="{v.version.number}"}}', len(v.snapshot))
-                    for v in state.held()]),
-                  ("registry_refresh_age_seconds", "Seconds since the views were refreshed",
-                   [("", round(time.monotonic() - state.refreshed_at, 3))]),
-                  ("registry_view_reloads", "Views read whole (start, removals, new versions)",
-                   [("", state.reloads)]),
-                  ("registry_view_merges", "Views grown by the IDs assigned since",
-                   [("", state.merges)]),
-                  ("registry_refresh_errors", "Refreshes that failed (database away)",
-                   [("", state.refresh_errors)])]
-        for name, doc, values in gauges:
-            lines.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-            lines += [f"{name}{labels} {value}\n" for labels, value in values]
-        return "".join(lines).encode()
-
-
-class _Guard:
-    """Plain ASGI middleware (no task per request, unlike BaseHTTPMiddleware): refuses a
-    body over the limit with a JSON 413 (by its Content-Length, or while a chunked one
-    arrives), and counts and times every answer by route and status."""
-
-    def __init__(self, app, limit: int, metrics: _Metrics):
-        self.app, self.limit, self.metrics = app, limit, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start = time.perf_counter()
-        status = [500]
-
-        async def sent(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            if length is not None:
-                if not length.isdigit() or int(length) > self.limit:
-                    return await _too_large(sent, self.limit)
-            elif b"transfer-encoding" in headers:  # chunked: read it here, up to the limit
-                body = await _read(receive, self.limit)
-                if body is None:
-                    return await _too_large(sent, self.limit)
-                receive = _replay(body)
-            await self.app(scope, receive, sent)
-        finally:
-            route = scope.get("route")
-            self.metrics.observe(scope["method"], route.path if route else "unmatched",
-                                 status[0], time.perf_counter() - start)
-
-
-async def _read(receive, limit: int) -> bytes | None:
-    """A whole request body, or None once it passes ``limit`` bytes."""
-    parts, size, more = [], 0, True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        part = message.get("body", b"")
-        size += len(part)
-        if size > limit:
-            return None
-        parts.append(part)
-        more = message.get("more_body", False)
-    return b"".join(parts)
-
-
-def _replay(body: bytes):
-    sent = [False]
-
-    async def receive():
-        if sent[0]:
-            return {"type": "http.disconnect"}
-        sent[0] = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
-
-
-async def _too_large(send, limit: int) -> None:
-    body = json.dumps({"error": "too_large",
-                       "detail": f"request body over {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
-
 
 def _security_scheme(app: FastAPI) -> None:
     """Bearer tokens in the OpenAPI description, so that the docs' Authorize button works."""

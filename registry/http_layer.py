@@ -1,0 +1,224 @@
+"""The HTTP layer of ``registry serve`` apart from its routes: JSON answers and the one shape
+of every error, the exception handlers, a plain ASGI middleware for the body limit and the
+request metrics, and the Prometheus figures (summed over workers where there are several)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+
+from .errors import RegistryError
+from .serving import Served
+from .store.db import first_line
+
+disable_created_metrics()  # a *_created series per label set is noise for counters
+
+# the status of each library error kind
+STATUS = {"input": 400, "not_found": 404, "state": 409, "database": 503}
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status, kind and one-line detail."""
+
+    def __init__(self, status: int, kind: str, detail: str,
+                 headers: dict[str, str] | None = None):
+        self.status, self.kind, self.detail, self.headers = status, kind, detail, headers
+
+
+def json_response(content: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """``content`` as compact UTF-8 JSON."""
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def error_response(status: int, kind: str, detail: str, headers=None) -> Response:
+    """The one shape of every error: ``{"error": KIND, "detail": one line}``."""
+    return json_response({"error": kind, "detail": detail}, status, headers)
+
+
+def short(text: str) -> str:
+    """A client's text as an error quotes it: 60 characters at most."""
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Every error as :func:`error_response`: ours, the library's, FastAPI's request checks,
+    Starlette's 404 and 405, a database that is away; anything else is a bug, logged with
+    its traceback and answered 500 without it."""
+    @app.exception_handler(ApiError)
+    async def api_error(request, e: ApiError):
+        return error_response(e.status, e.kind, e.detail, e.headers)
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request, e: RegistryError):
+        return error_response(STATUS.get(e.code, 400), e.code, str(e))
+
+    @app.exception_handler(OperationalError)
+    async def database_away(request, e: OperationalError):
+        return error_response(503, "database", f"database error: {first_line(e)}")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e: RequestValidationError):
+        kind = request.headers.get("content-type", "application/json")
+        if request.method == "POST" and "json" not in kind:
+            return error_response(415, "unsupported_media_type", f"a body of {short(kind)}: "
+                                  "send JSON, with `Content-Type: application/json`")
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        kind = first.get("type", "")
+        detail = "malformed JSON" if kind == "json_invalid" else first.get("msg", "invalid")
+        return error_response(400, "input", f"{where}: {detail}" if where else detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed",
+                413: "too_large"}.get(e.status_code, "input")
+        return error_response(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, e: Exception):
+        logging.getLogger("registry.serve").exception("unexpected error")
+        return error_response(500, "internal", f"{type(e).__name__}: an unexpected error "
+                              "(see the server's log)")
+
+
+class Metrics:
+    """The Prometheus figures, in a registry of their own (several apps in one process, as
+    the tests run them, do not collide)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("registry_http_requests", "HTTP requests answered",
+                                ["method", "route", "status"], registry=self.registry)
+        self.seconds = Histogram("registry_http_request_duration_seconds",
+                                 "Time to answer, by route", ["route"],
+                                 buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25,
+                                          .5, 1, 2.5, 5, 10), registry=self.registry)
+        self._children: dict = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:  # labels() looks its child up by name each time: kept instead
+            found = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                           self.seconds.labels(route))
+        found[0].inc()
+        found[1].observe(seconds)
+
+    def render(self, state: Served) -> bytes:
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:  # several workers: the counts of all of them, from their shared files
+            from prometheus_client import multiprocess
+
+            everyone = CollectorRegistry()
+            multiprocess.MultiProcessCollector(everyone, path=shared)
+            lines = [generate_latest(everyone).decode()]
+        else:
+            lines = [generate_latest(self.registry).decode()]
+        gauges = [("registry_view_ids", "IDs held in memory by this worker, by version",
+                   [(f'{{version="{v.version.number}"}}', len(v.snapshot))
+                    for v in state.held()]),
+                  ("registry_refresh_age_seconds", "Seconds since the views were refreshed",
+                   [("", round(time.monotonic() - state.refreshed_at, 3))]),
+                  ("registry_view_reloads", "Views read whole (start, removals, new versions)",
+                   [("", state.reloads)]),
+                  ("registry_view_merges", "Views grown by the IDs assigned since",
+                   [("", state.merges)]),
+                  ("registry_refresh_errors", "Refreshes that failed (database away)",
+                   [("", state.refresh_errors)])]
+        for name, doc, values in gauges:
+            lines.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+            lines += [f"{name}{labels} {value}\n" for labels, value in values]
+        return "".join(lines).encode()
+
+
+class Guard:
+    """Plain ASGI middleware (no task per request, unlike BaseHTTPMiddleware): refuses a
+    body over the limit with a JSON 413 (by its Content-Length, or while a chunked one
+    arrives), and counts and times every answer by route and status."""
+
+    def __init__(self, app, limit: int, metrics: Metrics):
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def sent(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            if length is not None:
+                if not length.isdigit() or int(length) > self.limit:
+                    return await _too_large(sent, self.limit)
+            elif b"transfer-encoding" in headers:  # chunked: read it here, up to the limit
+                body = await _read(receive, self.limit)
+                if body is None:
+                    return await _too_large(sent, self.limit)
+                receive = _replay(body)
+            await self.app(scope, receive, sent)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(scope["method"], route.path if route else "unmatched",
+                                 status[0], time.perf_counter() - start)
+
+
+async def _read(receive, limit: int) -> bytes | None:
+    """A whole request body, or None once it passes ``limit`` bytes."""
+    parts, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            return None
+        parts.append(part)
+        more = message.get("more_body", False)
+    return b"".join(parts)
+
+
+def _replay(body: bytes):
+    sent = [False]
+
+    async def receive():
+        if sent[0]:
+            return {"type": "http.disconnect"}
+        sent[0] = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps({"error": "too_large",
+                       "detail": f"request body over {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
