@@ -318,8 +318,9 @@ class Registry:
 
         return tokens.listing(self._tx)
 
-    def revoke_token(self, name: str) -> Token:
-        """Revoke an API token: a server stops taking it within seconds."""
+    def revoke_token(self, name: str) -> tuple[Token, bool]:
+        """Revoke an API token: a server stops taking it within seconds. Also says whether
+        it was live until now."""
         from . import tokens
 
         return tokens.revoke(self._tx, name)

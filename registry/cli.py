@@ -628,8 +628,11 @@ def token() -> None:
 def token_create(reg: Registry, name: str, scope: str, as_json: bool) -> None:
     """Create token NAME and print its secret, once: only a digest of it is kept."""
     made, secret = reg.create_token(name, scope)
-    _emit(as_json, {**made.to_dict(), "token": secret}, lambda: (
-        f"{secret}\n(token {made.name!r}, scope {made.scope}: shown once, keep it now)"))
+    if as_json:
+        _emit(True, {**made.to_dict(), "token": secret}, str)
+        return
+    click.echo(secret)  # alone on standard output: TOKEN=$(registry token create NAME)
+    click.echo(f"token {made.name!r}, scope {made.scope}: shown once, keep it now", err=True)
 
 
 @token.command(name="list")
@@ -651,8 +654,9 @@ def token_list(reg: Registry, as_json: bool) -> None:
 @pass_registry
 def token_revoke(reg: Registry, name: str, as_json: bool) -> None:
     """Revoke token NAME: a running server stops taking it within seconds."""
-    t = reg.revoke_token(name)
-    _emit(as_json, t.to_dict(), lambda: f"revoked token {t.name!r}")
+    t, changed = reg.revoke_token(name)
+    _emit(as_json, {**t.to_dict(), "changed": changed}, lambda: (
+        f"revoked token {t.name!r}" if changed else f"token {t.name!r} was revoked already"))
 
 
 @cli.command()

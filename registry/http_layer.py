@@ -5,9 +5,9 @@ request metrics, and the Prometheus figures (summed over workers where there are
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from .errors import RegistryError
 from .serving import Served
 from .store.db import first_line
+from .tokens import allows
 
 disable_created_metrics()  # a *_created series per label set is noise for counters
 
@@ -80,11 +81,7 @@ def install_handlers(app: FastAPI) -> None:
         if request.method == "POST" and "json" not in kind:
             return error_response(415, "unsupported_media_type", f"a body of {short(kind)}: "
                                   "send JSON, with `Content-Type: application/json`")
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        kind = first.get("type", "")
-        detail = "malformed JSON" if kind == "json_invalid" else first.get("msg", "invalid")
-        return error_response(400, "input", f"{where}: {detail}" if where else detail)
+        return error_response(400, "input", _invalid(e.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(request, e: HTTPException):
@@ -93,10 +90,75 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
-    async def unexpected(request, e: Exception):
-        logging.getLogger("registry.serve").exception("unexpected error")
+    async def unexpected(request, e: Exception):  # a bug: the server's log has its traceback
         return error_response(500, "internal", f"{type(e).__name__}: an unexpected error "
                               "(see the server's log)")
+
+
+# the parts of a validation error's location that say nothing to a client
+_NOISE = {"body", "query", "path", "str", "int", "float", "bool", "list", "dict",
+          "list[str]", "list[float]", "dict[str,any]", "none", "function-after"}
+
+
+def _invalid(errors: list[dict]) -> str:
+    """FastAPI's first validation error as one line: where (``items row 2 vector``) and
+    what."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        at = [p for p in first.get("loc", ()) if isinstance(p, int)]
+        return "malformed JSON" + (f" at character {at[0]}" if at else "")
+    where, parts = [], list(first.get("loc", ()))
+    for part in parts:
+        if isinstance(part, int):
+            where.append(f"row {part + 1}")
+        elif str(part).lower().replace(" ", "") not in _NOISE:
+            where.append(str(part))
+    detail = first.get("msg", "invalid")
+    if first.get("type") == "missing":
+        detail = "required"
+    return f"{' '.join(where)}: {detail}" if where else detail
+
+
+# the ASGI scope key a route finds the name of the token it was called with under
+ACTOR = "registry.actor"
+
+
+class Bearer:
+    """Plain ASGI middleware that checks the bearer token before anything else of the
+    request is read (a request without a token learns nothing about its body): 401 for
+    none, or an unknown or revoked one; 403 for a scope too small. ``check`` None: no
+    tokens (everyone may do everything)."""
+
+    def __init__(self, app, check: Callable[[str], Any] | None,
+                 need: Callable[[str, str], str | None]):
+        self.app, self.check, self.need = app, check, need
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.check is not None:
+            need = self.need(scope["method"], scope["path"])
+            if need is not None:
+                refused = self._refused(scope, need)
+                if refused is not None:
+                    return await refused(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def _refused(self, scope, need: str) -> Response | None:
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        scheme, _, secret = header.decode("latin-1").partition(" ")
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not secret.strip():
+            return error_response(401, "unauthorized", "send `Authorization: Bearer <token>` "
+                                  "(see `registry token create`)", challenge)
+        token = self.check(secret.strip())
+        if token is None:
+            return error_response(401, "unauthorized", "unknown or revoked token", challenge)
+        if not allows(token.scope, need):
+            return error_response(403, "forbidden", f"token {token.name!r} has scope "
+                                  f"{token.scope}; this needs {need}")
+        scope[ACTOR] = token.name
+        return None
 
 
 class Metrics:
@@ -137,14 +199,15 @@ class Metrics:
                     for v in state.held()]),
                   ("registry_refresh_age_seconds", "Seconds since the views were refreshed",
                    [("", round(time.monotonic() - state.refreshed_at, 3))]),
-                  ("registry_view_reloads", "Views read whole (start, removals, new versions)",
+                  ("registry_view_reads_total", "Versions read whole by this worker",
                    [("", state.reloads)]),
-                  ("registry_view_merges", "Views grown by the IDs assigned since",
-                   [("", state.merges)]),
-                  ("registry_refresh_errors", "Refreshes that failed (database away)",
-                   [("", state.refresh_errors)])]
+                  ("registry_view_merges_total", "Views this worker grew by the IDs "
+                   "assigned since", [("", state.merges)]),
+                  ("registry_refresh_errors_total", "Refreshes of this worker that failed "
+                   "(database away)", [("", state.refresh_errors)])]
         for name, doc, values in gauges:
-            lines.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+            kind = "counter" if name.endswith("_total") else "gauge"
+            lines.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
             lines += [f"{name}{labels} {value}\n" for labels, value in values]
         return "".join(lines).encode()
 
@@ -215,10 +278,48 @@ def _replay(body: bytes):
 
 
 async def _too_large(send, limit: int) -> None:
-    body = json.dumps({"error": "too_large",
-                       "detail": f"request body over {limit} bytes"}).encode()
+    body = json.dumps({"error": "too_large", "detail": f"request body over {limit} bytes"},
+                      separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+def describe(app: FastAPI) -> None:
+    """The OpenAPI description as the service answers: bearer tokens (so that the docs'
+    Authorize button works), and the errors in their one shape instead of FastAPI's 422."""
+    build = app.openapi
+    error = {"description": "an error: `{\"error\": KIND, \"detail\": one line}`",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    statuses = {"400": "bad input", "401": "no token, or an unknown or revoked one",
+                "403": "the token's scope is too small", "404": "no such version or item",
+                "409": "not in this state", "413": "too large",
+                "415": "not JSON"}
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "a token from `registry token create`"}}
+            schemas = components.setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            schemas["Error"] = {"type": "object", "required": ["error", "detail"],
+                                "properties": {"error": {"type": "string"},
+                                               "detail": {"type": "string"}}}
+            for path, operations in schema["paths"].items():
+                if not (path.startswith("/v1/") or path == "/metrics"):
+                    continue
+                for operation in operations.values():
+                    answers = operation.setdefault("responses", {})
+                    answers.pop("422", None)
+                    for status, why in statuses.items():
+                        answers.setdefault(status, {**error, "description": why})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi

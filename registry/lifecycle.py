@@ -91,6 +91,22 @@ def activate(tx: Tx, ref: str | int, alias: str, reason: str | None,
                            changed=previous != v.number, previous=previous, alias=alias)
 
 
+def activate_filled(tx: Tx, ref: str | int, alias: str, reason: str | None,
+                    actor: str | None = None) -> StateChange:
+    """:func:`activate`, with the items registered since the version was trained given
+    their IDs in it first and whatever arrived meanwhile after (as :func:`rollback` does):
+    the alias's readers find every item. What the service's activate does."""
+    from . import assigning
+
+    with tx(write=False) as conn:
+        v = versions.resolve(conn, ref)
+    if v.state == State.FROZEN:  # anything else: activate says what is wrong
+        assigning.assign(tx, v.number, defaults.ASSIGN_BATCH)
+    change = activate(tx, ref, alias, reason, actor)
+    assigning.assign(tx, change.version.number, defaults.ASSIGN_BATCH)
+    return change
+
+
 def retire(tx: Tx, ref: str | int, reason: str | None) -> StateChange:
     with tx(write=True) as conn:
         v = versions.resolve(conn, ref, lock=True)

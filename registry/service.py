@@ -23,19 +23,22 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from . import defaults, lifecycle, tokens
+from . import defaults, lifecycle
 from .errors import InputError
 from .http_layer import (
+    ACTOR,
     ApiError,
+    Bearer,
     Guard,
     Metrics,
+    describe,
     error_response,
     install_handlers,
     json_response,
     short,
 )
 from .ids import parse_id
-from .intake import Intake
+from .intake import KEEP, Intake
 from .serving import Served
 from .snapshot import MAX_NEAREST
 from .store.db import Database
@@ -52,6 +55,7 @@ class Limits:
     page: int = defaults.SERVE_MAX_PAGE
 
 
+OPTIONS = "REGISTRY_SERVE"  # the environment variable the options travel in
 VERSION_PARAMETER = {"name": "version", "in": "query", "required": False,
                      "description": "number, name or alias; default: the active version",
                      "schema": {"type": "string"}}
@@ -62,6 +66,8 @@ class _Strict(BaseModel):
 
 
 class ResolveRequest(_Strict):
+    """Model output to resolve, in one batch."""
+
     ids: list[str] = Field(description="IDs, their token form, or prefixes of either")
     version: str | int | None = Field(None, description="number, name or alias; default: "
                                       "the active version")
@@ -71,6 +77,9 @@ class ResolveRequest(_Strict):
 
 
 class NewItem(_Strict):
+    """One item: its key, and a text to embed or a vector; metadata left out keeps what the
+    item has (null clears it)."""
+
     key: str
     text: str | None = None
     vector: list[float] | None = Field(None, description="finite numbers, the catalog's "
@@ -79,16 +88,36 @@ class NewItem(_Strict):
 
 
 class ItemsRequest(_Strict):
+    """Items to add or update and give IDs at once."""
+
     items: list[NewItem]
+    version: str | int | None = Field(None, description="the frozen version to give IDs "
+                                      "in; default: the active version")
 
 
 class ChangeRequest(_Strict):
+    """Why (kept in the history)."""
+
     reason: str | None = Field(None, max_length=1000)
 
 
 class RollbackRequest(ChangeRequest):
+    """Why, and where to (default: where the alias pointed before)."""
+
     to: str | int | None = Field(None, description="the version to go back to; default: "
                                  "the one the alias pointed at before")
+
+
+def scope_needed(method: str, path: str) -> str | None:
+    """The token scope a request needs (None: none), checked before anything else."""
+    if path.startswith("/v1/"):
+        if method == "POST" and path == "/v1/items":
+            return "write"
+        if method == "POST" and (path == "/v1/rollback" or (
+                path.startswith("/v1/versions/") and path.endswith("/activate"))):
+            return "admin"
+        return "read"
+    return "read" if path == "/metrics" else None
 
 
 # -- the application ---------------------------------------------------------------------
@@ -105,70 +134,48 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
 
     app = FastAPI(title="registry", version=__version__,
                   description="Semantic IDs: resolve model output, look items up, register "
-                  "new items, move the active version.", lifespan=_lifespan(state))
+                  "new items, move the active version. Every route under /v1 and /metrics "
+                  "needs `Authorization: Bearer <token>` (`registry token create`).",
+                  lifespan=_lifespan(state))
     app.state.served = state
-
-    def caller(request: Request, need: str, *query: str) -> str | None:
-        """The name of the token the request carries, if its scope allows ``need``; and a
-        query parameter other than ``query`` refused (it would do nothing)."""
-        if request.scope["query_string"]:
-            unknown = set(request.query_params) - set(query)
-            if unknown:
-                raise ApiError(400, "input", "unknown query parameter "
-                               f"{short(sorted(unknown)[0])!r}" + (
-                                   f" (this takes {', '.join(query)})" if query else ""))
-        if not state.auth:
-            return None
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret:
-            raise ApiError(401, "unauthorized", "send `Authorization: Bearer <token>` (see "
-                           "`registry token create`)", {"WWW-Authenticate": "Bearer"})
-        token = state.caller(secret.strip())
-        if token is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked token",
-                           {"WWW-Authenticate": "Bearer"})
-        if not tokens.allows(token.scope, need):
-            raise ApiError(403, "forbidden", f"token {token.name!r} has scope {token.scope}; "
-                           f"this needs {need}")
-        return token.name
-
     secured = {"openapi_extra": {"security": [{"bearer": []}]}}
 
-    @app.get("/healthz", tags=["health"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["health"])
     async def healthz() -> Response:
         """The process answers (no token needed)."""
         return json_response({"status": "ok"})
 
-    @app.get("/readyz", tags=["health"])
+    @app.api_route("/readyz", methods=["GET", "HEAD"], tags=["health"])
     async def readyz() -> Response:
         """The database answered the last refresh (no token needed); 503 otherwise."""
         if not state.ready:
             return error_response(503, "not_ready", "the database has not answered lately")
-        return json_response({"status": "ready", "versions_held": [v.label for v in state.held()]})
+        return json_response({"status": "ready"})
 
     @app.get("/metrics", tags=["health"], **secured)
     async def prometheus(request: Request) -> Response:
         """Prometheus text format: requests by route and status, latency, views held."""
-        caller(request, "read")
+        only(request)
         return Response(metrics.render(state), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/versions", tags=["read"], **secured)
     async def list_versions(request: Request) -> Response:
-        """Every version with its state, aliases and parameters; ``active``: its number."""
-        caller(request, "read")
+        """Every version with its state, aliases and parameters; ``version``: the active
+        one."""
+        only(request)
         rows = await run_in_threadpool(_versions, db)
         active = [r for r in rows if defaults.ALIAS in r["aliases"]]
-        return json_response({"version": {"number": active[0]["version"], "name": active[0]["name"]}
-                      if active else None, "versions": rows})
+        return json_response({"version": {"number": active[0]["version"],
+                                          "name": active[0]["name"]} if active else None,
+                              "versions": rows})
 
     # the query read by hand: FastAPI's parameter machinery costs this route (the hottest)
     # as much as the rest of it (BENCHMARKS.md, bench_serve)
-    @app.get("/v1/items/{key}", tags=["read"], openapi_extra={
+    @app.get("/v1/items/{key:path}", tags=["read"], openapi_extra={
         **secured["openapi_extra"], "parameters": [VERSION_PARAMETER]})
     async def item(request: Request, key: str) -> Response:
         """The item's ID in the version, whether it is live or removed, its metadata."""
-        caller(request, "read", "version")
+        only(request, "version")
         view = await _view(state, request.query_params.get("version"))
         found = view.item(key)
         if found is None:
@@ -181,7 +188,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
     async def resolve(request: Request, body: ResolveRequest) -> Response:
         """One row per input, in order: found, removed, prefix (with ``count`` items under
         it), unknown or malformed; a bad row never fails the batch."""
-        caller(request, "read")
+        only(request)
         if len(body.ids) > limits.ids:
             raise ApiError(413, "too_large", f"{len(body.ids)} ids; at most {limits.ids} "
                            "per request")
@@ -208,7 +215,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
                      ) -> Response:
         """The items under a prefix (``12-4`` or ``<a_12><b_4>``) in ID order, a page at a
         time: ``next`` is the cursor of the page after, null on the last."""
-        caller(request, "read", "version", "limit", "after")
+        only(request, "version", "limit", "after")
         if limit > limits.page:
             raise ApiError(400, "input", f"limit: at most {limits.page}, got {limit}")
         view = await _view(state, version)
@@ -231,14 +238,14 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         rows = [{"key": snap.keys[p], "id": i, "state": "removed" if snap.removed[p]
                  else "live"} for p, i in zip(places.tolist(), ids, strict=True)]
         return json_response({"version": view.label, "prefix": prefix, "count": hi - lo,
-                      "items": rows, "next": ids[-1] if end < hi and ids else None})
+                              "items": rows, "next": ids[-1] if end < hi and ids else None})
 
     @app.post("/v1/items", tags=["write"], **secured)
     async def post_items(request: Request, body: ItemsRequest) -> Response:
         """Add or update items (texts to embed, or vectors) and give each an ID in the
         active version at once: per item, added / changed / restored / unchanged and its
         ID. The same request twice changes nothing the second time."""
-        caller(request, "write")
+        only(request)
         given = body.items
         if not given:
             raise ApiError(400, "input", "items: give at least one item")
@@ -247,44 +254,64 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
                            "per request")
         keys, texts, vectors, metas = _split(given)
         done = await run_in_threadpool(intake.register, keys, texts=texts, vectors=vectors,
-                                       metas=metas, source="items")
+                                       metas=metas, version=_ref(body.version),
+                                       source="items")
         await run_in_threadpool(state.refresh)  # this server reads its own writes at once
         return json_response({"version": _label(done.version), "items": done.rows(),
-                      "full": done.full})
+                              "full": done.full})
 
     @app.post("/v1/versions/{version}/activate", tags=["admin"], **secured)
     async def activate(request: Request, version: str,
                        body: Annotated[ChangeRequest | None, Body()] = None) -> Response:
-        """Point the active alias at a frozen version; the history names the token."""
-        actor = caller(request, "admin")
+        """Point the active alias at a frozen version, after giving the items registered
+        since it was trained their IDs in it; the history names the token."""
+        only(request)
         reason = body.reason if body else None
-        change = await run_in_threadpool(lifecycle.activate, db.tx, _ref(version),
-                                         defaults.ALIAS, reason, actor)
+        change = await run_in_threadpool(lifecycle.activate_filled, db.tx, _ref(version),
+                                         defaults.ALIAS, reason, actor(request))
         await run_in_threadpool(state.refresh)
-        return json_response({"version": _label(change.version), "change": change.to_dict()})
+        return json_response({"version": _label(change.version),
+                              "change": change.to_dict()})
 
     @app.post("/v1/rollback", tags=["admin"], **secured)
     async def rollback(request: Request,
                        body: Annotated[RollbackRequest | None, Body()] = None) -> Response:
         """Point the active alias back at the version before (or ``to``); the items
         registered since get their IDs there first. The history names the token."""
-        actor = caller(request, "admin")
+        only(request)
         body = body or RollbackRequest()
         done = await run_in_threadpool(lifecycle.rollback, db.tx, _ref(body.to),
-                                       defaults.ALIAS, body.reason, actor)
+                                       defaults.ALIAS, body.reason, actor(request))
         await run_in_threadpool(state.refresh)
         return json_response({"version": _label(done.version), "rollback": done.to_dict()})
 
     install_handlers(app)
+    # outermost last: the guard counts every answer, the bearer check's too
+    app.add_middleware(Bearer, check=state.caller if auth else None, need=scope_needed)
     app.add_middleware(Guard, limit=limits.body, metrics=metrics)
-    _security_scheme(app)
+    describe(app)
     return app
+
+
+def only(request: Request, *query: str) -> None:
+    """Refuse a query parameter other than ``query``: it would do nothing."""
+    if request.scope["query_string"]:
+        unknown = set(request.query_params) - set(query)
+        if unknown:
+            raise ApiError(400, "input", "unknown query parameter "
+                           f"{short(sorted(unknown)[0])!r}" + (
+                               f" (this takes {', '.join(query)})" if query else ""))
+
+
+def actor(request: Request) -> str | None:
+    """The name of the token the request came with (None without tokens)."""
+    return request.scope.get(ACTOR)
 
 
 def from_environment() -> FastAPI:
     """The app as ``registry serve`` configures it for uvicorn's worker processes (which
     import it by name): the options travel in REGISTRY_SERVE."""
-    options = json.loads(os.environ.get("REGISTRY_SERVE", "{}"))
+    options = json.loads(os.environ.get(OPTIONS, "{}"))
     return create_app(options.get("url"), auth=options.get("auth", True),
                       limits=Limits(**options.get("limits", {})), poll=options.get("poll"))
 
@@ -323,7 +350,9 @@ def _label(v) -> dict:
 
 
 def _ref(value: str | int | None) -> str | int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
 
 
 def _split(given: list[NewItem]):
@@ -332,12 +361,13 @@ def _split(given: list[NewItem]):
     with_vector = [i for i, it in enumerate(given) if it.vector is not None]
     for i, it in enumerate(given):
         if (it.text is None) == (it.vector is None):
-            raise ApiError(400, "input", f"items[{i}]: give `text` or `vector`, one of them")
+            raise ApiError(400, "input", f"items row {i + 1}: give `text` or `vector`, one "
+                           "of them")
     if with_text and with_vector:
-        raise ApiError(400, "input", f"items[{with_text[0]}] has a text and "
-                       f"items[{with_vector[0]}] a vector: post texts and vectors apart")
+        raise ApiError(400, "input", f"items row {with_text[0] + 1} has a text and row "
+                       f"{with_vector[0] + 1} a vector: post texts and vectors apart")
     keys = [it.key for it in given]
-    metas = [it.metadata for it in given]
+    metas = [it.metadata if "metadata" in it.model_fields_set else KEEP for it in given]
     if with_text:
         return keys, [it.text for it in given], None, metas
     lengths = {len(it.vector) for it in given}
@@ -347,27 +377,9 @@ def _split(given: list[NewItem]):
         vectors = np.asarray([it.vector for it in given], dtype=np.float32)
     if not np.isfinite(vectors).all():
         row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-        raise ApiError(400, "input", f"items[{row}].vector: numbers must be finite float32")
+        raise ApiError(400, "input", f"items row {row + 1} vector: numbers must be finite "
+                       "and within float32's range")
     return keys, None, vectors, metas
-
-
-# -- errors, limits, metrics ---------------------------------------------------------------
-
-def _security_scheme(app: FastAPI) -> None:
-    """Bearer tokens in the OpenAPI description, so that the docs' Authorize button works."""
-    build = app.openapi
-
-    def openapi():
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "a token from `registry token create`"}}
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi
-
 
 
 def run(url: str | None, *, host: str = defaults.SERVE_HOST, port: int = defaults.SERVE_PORT,
@@ -381,13 +393,21 @@ def run(url: str | None, *, host: str = defaults.SERVE_HOST, port: int = default
     options = {"url": url, "auth": auth, "poll": poll,
                "limits": {"body": limits.body, "ids": limits.ids, "items": limits.items,
                           "page": limits.page}}
-    os.environ["REGISTRY_SERVE"] = json.dumps(options)
-    with tempfile.TemporaryDirectory(prefix="registry-metrics-") as shared:
-        if workers > 1:  # each worker counts into files here; /metrics adds them up
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
-        uvicorn.run("registry.service:from_environment", factory=True, host=host, port=port,
-                    workers=workers, log_level="info", access_log=False,
-                    timeout_graceful_shutdown=10)
+    saved = {k: os.environ.get(k) for k in (OPTIONS, "PROMETHEUS_MULTIPROC_DIR")}
+    try:
+        os.environ[OPTIONS] = json.dumps(options)  # how uvicorn's workers get them
+        with tempfile.TemporaryDirectory(prefix="registry-metrics-") as shared:
+            if workers > 1:  # each worker counts into files here; /metrics adds them up
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+            uvicorn.run("registry.service:from_environment", factory=True, host=host,
+                        port=port, workers=workers, log_level="info", access_log=False,
+                        timeout_graceful_shutdown=10)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def check_options(host: str, port: int, workers: int, auth: bool, limits: Limits,

@@ -2,12 +2,13 @@
 it answers from (one :class:`View` each), the live API tokens, and the aliases.
 
 A refresher thread reads a few small figures every ``poll`` seconds: the live tokens, the
-aliases and versions, and for each view held its ID count, the count of items not live and
-the time metadata last changed. A view then gains the IDs assigned since (merged into its
-snapshot, no reload) and the metadata edited since; an item removed or brought back reloads
-it whole, in the background, while the old view goes on answering. So an alias moved by
-another process, a revoked token or a new ID is seen within ``poll`` seconds (plus a
-reload's time for a version not held yet).
+aliases and versions, and for each view held its ID count and when an item was last touched
+(metadata, content or removal changed). A view then gains the IDs assigned since (merged into
+its snapshot, no reload) and the metadata and removed flags of the items touched since. Only
+IDs given to items older than the view (rare: a rollback's) make it read the version whole,
+in a thread of its own while the old view goes on answering. So an alias moved by another
+process, a revoked token, a new ID or a removal is seen within ``poll`` seconds (plus a
+first read for a version not held yet).
 
 No web framework here: :mod:`registry.service` turns requests into calls on :class:`Served`.
 """
@@ -21,13 +22,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from . import tokens
 from .errors import NotFoundError
-from .snapshot import Snapshot, _published, _state
+from .snapshot import Snapshot, published
 from .store import assignments, items, versions
+from .store import tokens as stored_tokens
 from .store.db import Database
 from .store.tokens import Token
 from .store.versions import Version
@@ -38,23 +40,24 @@ log = logging.getLogger("registry.serve")
 POLL = 0.5
 # the versions held besides the ones the aliases name, least recently asked for dropped first
 KEEP = 4
+# items touched this long before the last mark are read again: a writer stamps before it
+# commits, and hosts' clocks differ a little; reading a change twice is harmless
+OVERLAP = timedelta(seconds=60)
 
 
 @dataclass
 class View:
     """One published version in memory: its snapshot (resolve, prefixes), each key's ID
     (:meth:`Snapshot.id_key`), the metadata of items that have some (as JSON text), and
-    what the database said when the view was last brought up to date."""
+    how far the database was read."""
 
     version: Version
     snapshot: Snapshot
     by_key: dict[str, int | tuple[int, int]]
     meta: dict[str, str]
     last_item: int  # the largest item id among its IDs: IDs assigned since lie above it
-    not_live: int  # items removed or without an embedding, when read
-    meta_mark: datetime | None
-    loaded_at: float
-    _books: list | None = None
+    touched: datetime | None  # the items touched up to then are read
+    _books: list | None = field(default=None, repr=False)
 
     def codebooks(self, db: Database) -> list:
         """The version's codebooks (read once: a published version's never change)."""
@@ -82,25 +85,44 @@ class View:
         return {"key": key, "id": held[0], "state": "removed" if held[1] else "live",
                 "metadata": None if meta is None else json.loads(meta)}
 
+    def grow(self, rows) -> None:
+        """Take in IDs assigned since (:func:`registry.store.assignments.served` rows)."""
+        ids, codes, disamb, removed, keys, metas = rows
+        self.snapshot = self.snapshot.grown(codes, disamb, removed, keys)
+        self.by_key.update(zip(keys, self.snapshot.id_keys(codes, disamb), strict=True))
+        self.meta.update((k, m) for k, m in zip(keys, metas, strict=True) if _has(m))
+        self.last_item = max(self.last_item, int(ids.max()))
 
-def _view(db: Database, number: int) -> View:
-    """A version read whole."""
+    def touch(self, rows: list[tuple[str, str | None, bool]]) -> None:
+        """Take in the metadata and removed flags of items touched since."""
+        flags = self.snapshot.removed
+        for key, meta, removed in rows:
+            found = self.by_key.get(key)
+            if found is None:
+                continue  # no ID here
+            if _has(meta):
+                self.meta[key] = meta
+            else:
+                self.meta.pop(key, None)
+            at = self.snapshot.place(found)
+            if at >= 0:
+                flags[at] = removed
+
+
+def _has(meta: str | None) -> bool:
+    return meta is not None and meta != "null"
+
+
+def read_view(db: Database, number: int) -> View:
+    """A published version read whole."""
     with db.tx(write=False) as conn:
-        v = _published(conn, number)
+        mark = items.touched_mark(conn)  # first: what is touched while reading is read again
+        v = published(conn, number)
         ids, codes, disamb, removed, keys, metas = assignments.served(conn, number)
-        state = _state(conn, number)
-        mark = items.meta_mark(conn)
-    snap = Snapshot(v, codes, disamb, removed, keys, ref=number, tx=db.tx, state=state)
-    by_key = dict(zip(keys, _id_keys(snap, codes, disamb), strict=True))
-    meta = {k: m for k, m in zip(keys, metas, strict=True) if m is not None and m != "null"}
-    return View(v, snap, by_key, meta, int(ids.max(initial=0)), state[1], mark,
-                time.monotonic())
-
-
-def _id_keys(snap: Snapshot, codes, disamb) -> list:
-    if snap._fits:
-        return (codes * snap._radix + disamb).tolist()
-    return list(zip(codes.tolist(), disamb.tolist(), strict=True))
+    snap = Snapshot(v, codes, disamb, removed, keys)
+    by_key = dict(zip(keys, snap.id_keys(codes, disamb), strict=True))
+    meta = {k: m for k, m in zip(keys, metas, strict=True) if _has(m)}
+    return View(v, snap, by_key, meta, int(ids.max(initial=0)), mark)
 
 
 class Served:
@@ -115,6 +137,7 @@ class Served:
         self.auth = auth
         self._views: OrderedDict[int, View] = OrderedDict()
         self._loading: dict[int, threading.Lock] = {}
+        self._reloading: set[int] = set()
         self._lock = threading.RLock()  # views and loads
         self._refreshing = threading.Lock()
         self._tokens: dict[str, Token] = {}
@@ -141,6 +164,7 @@ class Served:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the refresher."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -166,13 +190,18 @@ class Served:
 
     # -- views ---------------------------------------------------------------------------
 
+    def _known(self, ref: str | int | None) -> int | None:
+        """The number ``ref`` names as of the last refresh, else None."""
+        name = "active" if ref is None else str(ref)
+        found = self._names.get(name)
+        if found is None and name.isascii() and name.isdigit() and int(name) in self._numbers:
+            found = int(name)
+        return found
+
     def number(self, ref: str | int | None) -> int:
         """The version number ``ref`` (number, name or alias; None: the active alias) names
         now, as of the last refresh; the database says what is wrong with one it lacks."""
-        name = "active" if ref is None else str(ref)
-        found = self._names.get(name)
-        if found is None and name.isdigit() and int(name) in self._numbers:
-            found = int(name)
+        found = self._known(ref)
         if found is None:
             with self.db.tx(write=False) as conn:
                 return versions.resolve(conn, ref).number
@@ -181,17 +210,15 @@ class Served:
     def view(self, ref: str | int | None) -> View:
         """The view of the version ``ref`` names, loaded (and kept) on first use."""
         number = self.number(ref)
+        held = self._held(number)
+        if held is not None:
+            return held
         with self._lock:
-            held = self._views.get(number)
-            if held is not None:
-                self._views.move_to_end(number)
-                return held
             loading = self._loading.setdefault(number, threading.Lock())
         with loading:  # one load per version, however many requests ask at once
-            with self._lock:
-                held = self._views.get(number)
+            held = self._held(number)
             if held is None:
-                held = _view(self.db, number)
+                held = read_view(self.db, number)
                 self.reloads += 1
                 gc.freeze()  # millions of long-lived objects: no more full collections over them
                 with self._lock:
@@ -200,15 +227,20 @@ class Served:
             return held
 
     def held_view(self, ref: str | int | None) -> View | None:
-        """The view ``ref`` names if it is held and named by the last refresh, else None
-        (without waiting or reading the database)."""
-        name = "active" if ref is None else str(ref)
-        number = self._names.get(name)
-        if number is None and name.isdigit():
-            number = int(name)
-        return self._views.get(number)
+        """The view ``ref`` names if it is held, else None (without waiting or reading the
+        database)."""
+        number = self._known(ref)
+        return None if number is None else self._held(number)
+
+    def _held(self, number: int) -> View | None:
+        with self._lock:
+            held = self._views.get(number)
+            if held is not None:
+                self._views.move_to_end(number)
+            return held
 
     def held(self) -> list[View]:
+        """The views held, least recently asked for first."""
         with self._lock:
             return list(self._views.values())
 
@@ -224,8 +256,7 @@ class Served:
         """One round: tokens, aliases and versions, then each view brought up to date."""
         with self._refreshing:
             with self.db.tx(write=False) as conn:
-                live = {t.digest: t for t in tokens.store.listing(conn)
-                        if t.revoked_at is None}
+                live = {t.digest: t for t in stored_tokens.active(conn)}
                 names, numbers, aliases = {}, set(), set()
                 for v, _ in versions.all_versions(conn, counts=False):
                     numbers.add(v.number)
@@ -247,39 +278,43 @@ class Served:
     def _update(self, view: View) -> None:
         number = view.version.number
         with self.db.tx(write=False) as conn:
-            count, not_live = _state(conn, number)
-            mark = items.meta_mark(conn)
-            grown = changed = None
-            if count != len(view.snapshot) and not_live == view.not_live:
+            mark = items.touched_mark(conn)
+            count = assignments.count(conn, number)
+            grown = touched = None
+            if count > len(view.snapshot):
                 grown = assignments.served(conn, number, view.last_item)
-            if mark is not None and mark != view.meta_mark:
-                changed = items.meta_changes(conn, view.meta_mark or mark)
-            state = versions.get(conn, number)
-        if not_live != view.not_live or (
-                grown is not None and len(view.snapshot) + len(grown[0]) != count):
-            fresh = _view(self.db, number)  # removals, or IDs given to older items: whole
-            self.reloads += 1
-            gc.freeze()
-            self._replace(number, fresh)
-            return
+            if mark is not None and mark != view.touched:
+                touched = items.touched_since(conn, (view.touched or mark) - OVERLAP)
+            view.version = versions.get(conn, number)
         if grown is not None and len(grown[0]):
-            ids, codes, disamb, removed, keys, metas = grown
-            view.snapshot = view.snapshot.grown(codes, disamb, removed, keys)
-            view.by_key.update(zip(keys, _id_keys(view.snapshot, codes, disamb), strict=True))
-            view.meta.update((k, m) for k, m in zip(keys, metas, strict=True)
-                             if m is not None and m != "null")
-            view.last_item = max(view.last_item, int(ids.max()))
+            view.grow(grown)
             self.merges += 1
-        if changed is not None:
-            for key, meta in changed:
-                if meta is None or meta == "null":
-                    view.meta.pop(key, None)
-                else:
-                    view.meta[key] = meta
-            view.meta_mark = mark
-        view.version = state
+        if touched:
+            view.touch(touched)
+        view.touched = mark
+        if len(view.snapshot) != count:  # IDs given to items older than the view's newest
+            self._reload_later(number)
 
-    def _replace(self, number: int, view: View) -> None:
+    def _reload_later(self, number: int) -> None:
+        """Read a version whole in a thread of its own; the view held answers meanwhile."""
         with self._lock:
-            if number in self._views:
-                self._views[number] = view
+            if number in self._reloading:
+                return
+            self._reloading.add(number)
+
+        def reload() -> None:
+            try:
+                fresh = read_view(self.db, number)
+                gc.freeze()
+                with self._lock:
+                    if number in self._views:
+                        self._views[number] = fresh
+                self.reloads += 1
+            except Exception:
+                self.refresh_errors += 1
+                log.exception("reading version %s failed", number)
+            finally:
+                with self._lock:
+                    self._reloading.discard(number)
+
+        threading.Thread(target=reload, name=f"registry-reload-{number}", daemon=True).start()

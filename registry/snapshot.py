@@ -159,6 +159,12 @@ class Snapshot:
         code, number = divmod(id_key, self._radix) if self._fits else id_key
         return int(self._find(np.array([code], np.int64), np.array([number], np.int64))[0])
 
+    def id_keys(self, codes: np.ndarray, disamb: np.ndarray) -> list:
+        """:meth:`id_key` of many IDs at once (packed codes and their numbers)."""
+        if self._fits:
+            return (np.asarray(codes, np.int64) * self._radix + disamb).tolist()
+        return list(zip(np.asarray(codes).tolist(), np.asarray(disamb).tolist(), strict=True))
+
     def one(self, id_key: int | tuple[int, int]) -> tuple[str, bool] | None:
         """The canonical text of the ID :meth:`id_key` gave and whether its item was
         removed; None where the snapshot lacks it. Python scalars only: one ID costs
@@ -408,13 +414,14 @@ def _decoded(codes: np.ndarray, books: list[np.ndarray]) -> np.ndarray:
 def take(tx: Tx, ref: str | int | None = None) -> Snapshot:
     """The IDs of the frozen or retired version ``ref`` names (default: the active one)."""
     with tx(write=False) as conn:
-        v = _published(conn, ref)
+        v = published(conn, ref)
         codes, disamb, removed, keys = assignments.snapshot(conn, v.number)
         state = _state(conn, v.number)
     return Snapshot(v, codes, disamb, removed, keys, ref=ref, tx=tx, state=state)
 
 
-def _published(conn, ref: str | int | None) -> Version:
+def published(conn, ref: str | int | None) -> Version:
+    """The frozen or retired version ``ref`` names; a draft is refused."""
     v = versions.resolve(conn, ref)
     if v.state == State.DRAFT:
         raise StateError(f"{v.label} is a draft: its IDs may still go; freeze it to resolve "
@@ -441,7 +448,7 @@ def resolve(tx: Tx, inputs: Sequence[str], ref: str | int | None = None, *,
         snap = take(tx, ref)
     else:
         with tx(write=False) as conn:
-            v = _published(conn, ref)
+            v = published(conn, ref)
             parsed = parse_many(inputs, v.space)
             ok = np.flatnonzero(parsed.ok)
             first, last = v.space.prefix_spans(parsed.codes[ok], parsed.depth[ok])

@@ -45,26 +45,30 @@ def create(tx: Tx, name: str, scope: str) -> tuple[Token, str]:
 
 
 def listing(tx: Tx) -> list[Token]:
+    """Every token, revoked ones included, oldest first."""
     with tx(write=False) as conn:
         return store.listing(conn)
 
 
-def revoke(tx: Tx, name: str) -> Token:
-    """Revoke a token by name: it stops working (a server sees it within seconds)."""
+def revoke(tx: Tx, name: str) -> tuple[Token, bool]:
+    """Revoke a token by name: it stops working (a server sees it within seconds). Also
+    says whether it was live until now."""
     with tx(write=True) as conn:
         found = store.by_name(conn, name)
         if found is None:
             raise NotFoundError("token", repr(name), "see `registry token list`")
-        if found.revoked_at is None:
+        live = found.revoked_at is None
+        if live:
             now = db.now()
             store.revoke(conn, name, now)
             versions.log_event(conn, "token revoke", now, params={"name": name})
-        return store.by_name(conn, name)
+        return store.by_name(conn, name), live
 
 
 def check(held: dict[str, Token], secret: str) -> Token | None:
-    """The live token whose secret this is, among ``held`` (digest -> token), else None: the
-    digests are compared in constant time."""
+    """The live token whose secret this is, among ``held`` (digest -> token), else None.
+    Found by its sha256, which reveals nothing of the secret however long the lookup takes;
+    the last comparison is constant-time all the same."""
     wanted = digest(secret)
     found = held.get(wanted)
     if found is not None and hmac.compare_digest(found.digest, wanted):

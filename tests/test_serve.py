@@ -114,8 +114,8 @@ def test_every_endpoint(trained, tokens, migrated_url):
     snap = reg.snapshot()
     with serving(migrated_url) as server, server.client(tokens["admin"]) as c:
         assert httpx.get(server.base + "/healthz").json() == {"status": "ok"}
-        ready = httpx.get(server.base + "/readyz").json()
-        assert ready["status"] == "ready"
+        assert httpx.get(server.base + "/readyz").json() == {"status": "ready"}
+        assert httpx.head(server.base + "/healthz").status_code == 200  # load balancers
 
         listed = c.get("/v1/versions").json()
         assert listed["version"] == {"number": 1, "name": "v1"}
@@ -165,23 +165,39 @@ def test_every_endpoint(trained, tokens, migrated_url):
         assert [r["id"] for r in again] == [r["id"] for r in rows]
         assert reg.get(["fresh-1"])[0].id == rows[0]["id"]
         assert c.get("/v1/items/fresh-2").json()["metadata"] == {"n": 1}  # read own write
+        # metadata left out keeps what the item has; null clears it
+        kept = {k: v for k, v in posted[1].items() if k != "metadata"}
+        assert c.post("/v1/items", json={"items": [kept]}).json()["items"][0][
+            "outcome"] == "unchanged"
+        assert c.get("/v1/items/fresh-2").json()["metadata"] == {"n": 1}
+        c.post("/v1/items", json={"items": [{**kept, "metadata": None}]})
+        assert c.get("/v1/items/fresh-2").json()["metadata"] is None
+        # any key comes back, slashes and all
+        slash = c.post("/v1/items", json={"items": new_items(["a/b c"], seed=3)}).json()
+        assert c.get("/v1/items/a%2Fb%20c").json()["id"] == slash["items"][0]["id"]
 
         metrics = c.get("/metrics").text
         assert 'registry_http_requests_total{method="POST",route="/v1/items",status="200"} ' \
-               '2.0' in metrics
-        assert 'registry_view_ids{version="1"} 602' in metrics
+               '5.0' in metrics
+        assert 'registry_view_ids{version="1"} 603' in metrics
         schema = httpx.get(server.base + "/openapi.json").json()
         assert {"/v1/items/{key}", "/v1/resolve", "/v1/prefixes/{prefix}", "/v1/items",
                 "/v1/rollback", "/v1/versions/{version}/activate"} <= set(schema["paths"])
         assert "bearer" in schema["components"]["securitySchemes"]
+        answers = schema["paths"]["/v1/resolve"]["post"]["responses"]
+        assert "422" not in answers and {"400", "401", "403", "413"} <= set(answers)
         assert "swagger" in httpx.get(server.base + "/docs").text.lower()
 
         # activate and roll back, each recorded with the token's name as the actor
         reg.train(codebook_size=[8, 4, 4], seed=5, name="v2", max_disambiguation=1000)
         reg.freeze("v2")
+        late = c.post("/v1/items", json={"items": new_items(["late-1"], seed=8)}).json()
+        assert late["version"]["number"] == 1
         moved = c.post("/v1/versions/v2/activate", json={"reason": "better"}).json()
         assert moved["version"]["number"] == 2 and moved["change"]["previous"] == 1
         assert c.get("/v1/items/fresh-1").json()["version"]["number"] == 2
+        # registered after v2 was trained: given its ID there before the alias moved
+        assert c.get("/v1/items/late-1").json()["id"] == reg.get(["late-1"], "v2")[0].id
         back = c.post("/v1/rollback", json={"reason": "worse"}).json()
         assert back["version"]["number"] == 1
         events = reg.history(limit=2)
@@ -199,12 +215,17 @@ def test_tokens(trained, tokens, migrated_url):
         assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
         basic = httpx.get(base + "/v1/items/item00001", headers={"Authorization": "Basic x"})
         assert basic.status_code == 401
-        for path in ("/v1/versions", "/metrics"):
+        for path in ("/v1/versions", "/metrics", "/v1/nothing"):
             assert httpx.get(base + path).status_code == 401
+        # the token before anything else: a bad body without one is 401, with too small
+        # a scope 403
+        assert httpx.post(base + "/v1/resolve", content=b"{bad").status_code == 401
+        assert httpx.get(base + "/v1/prefixes/1?limit=abc").status_code == 401
         with server.client(tokens["read"]) as c:
             assert c.get("/v1/items/item00001").status_code == 200
             denied = c.post("/v1/items", json={"items": new_items(["r-1"])})
             assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
+            assert c.post("/v1/items", content=b"{bad").status_code == 403
             assert c.post("/v1/rollback", json={}).status_code == 403
         with server.client(tokens["write"]) as c:
             assert c.post("/v1/items", json={"items": new_items(["w-1"])}).status_code == 200
@@ -249,6 +270,11 @@ def test_alias_moved_by_the_cli_is_seen_within_2_seconds(trained, tokens, migrat
         wait_for(lambda: c.get("/v1/items/cli-new").status_code == 200)
         reg.remove(["item00004"])
         wait_for(lambda: c.get("/v1/items/item00004").json()["state"] == "removed")
+        # one removed and another brought back within one poll: both seen
+        reg.remove(["item00006"])
+        reg.add(["item00004"], make_vectors(600)[4:5])
+        wait_for(lambda: [c.get(f"/v1/items/item0000{i}").json()["state"] for i in (4, 6)]
+                 == ["live", "removed"])
         reg.add(["item00005"], make_vectors(600)[5:6], metas=[{"edited": True}])
         wait_for(lambda: c.get("/v1/items/item00005").json()["metadata"] == {"edited": True})
 
@@ -268,7 +294,8 @@ def test_instances_see_each_other(trained, tokens, migrated_url):
         for _ in range(20):
             assert ca.get("/v1/items/item00003").status_code == 200
         metrics = ca.get("/metrics").text
-        line = 'registry_http_requests_total{method="GET",route="/v1/items/{key}",status="200"}'
+        line = ('registry_http_requests_total{method="GET",route="/v1/items/{key:path}",'
+                'status="200"}')
         assert f"{line} 20.0" in metrics
 
 
@@ -305,6 +332,13 @@ def hostile(vector_dim: int) -> list[tuple[str, str, str, object, int]]:
         ("query where none is taken", "POST", "/v1/resolve?nearest=3", {"ids": ["1"]}, 400),
         ("unknown prefix query", "GET", "/v1/prefixes/1?limt=3", None, 400),
         ("version unknown", "GET", "/v1/items/item00001?version=nope", None, 404),
+        ("version a superscript digit", "GET", "/v1/items/item00001?version=%C2%B2", None,
+         404),
+        ("version an Arabic-Indic 1", "GET", "/v1/items/item00001?version=%D9%A1", None, 404),
+        ("activate a superscript digit", "POST", "/v1/versions/%C2%B2/activate", {}, 404),
+        ("resolve in a superscript", "POST", "/v1/resolve", {"ids": ["1"], "version": "²"},
+         404),
+        ("rollback to a superscript", "POST", "/v1/rollback", {"to": "²"}, 404),
         ("prefix malformed", "GET", "/v1/prefixes/zz", None, 400),
         ("prefix out of range", "GET", "/v1/prefixes/99-99", None, 400),
         ("a whole ID as prefix", "GET", "/v1/prefixes/1-1-1-0", None, 400),

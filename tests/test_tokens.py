@@ -35,9 +35,10 @@ def test_scopes_are_ordered():
 
 def test_revoked_tokens_stop_and_keep_their_names(reg, migrated_url):
     _, secret = reg.create_token("old", "admin")
-    revoked = reg.revoke_token("old")
-    assert revoked.revoked_at is not None
-    assert reg.revoke_token("old").revoked_at == revoked.revoked_at  # already: unchanged
+    revoked, changed = reg.revoke_token("old")
+    assert revoked.revoked_at is not None and changed
+    again, changed = reg.revoke_token("old")
+    assert again.revoked_at == revoked.revoked_at and not changed  # already: unchanged
     from registry.store import tokens as store
 
     with reg._tx(write=False) as conn:
@@ -57,11 +58,13 @@ def test_revoked_tokens_stop_and_keep_their_names(reg, migrated_url):
 def test_token_commands(run):
     made = json.loads(run("token", "create", "ci", "--scope", "read", "--json").stdout)
     assert made["scope"] == "read" and made["token"].startswith("reg_")
-    text = run("token", "create", "ops", "--scope", "admin").stdout.splitlines()
-    assert text[0].startswith("reg_") and "shown once" in text[1]
+    made_text = run("token", "create", "ops", "--scope", "admin")
+    assert made_text.stdout.startswith("reg_") and len(made_text.stdout.split()) == 1
+    assert "shown once" in made_text.stderr  # stdout is the secret alone, for $(...)
     listed = run("token", "list").stdout
     assert "ci" in listed and "ops" in listed and made["token"] not in listed
-    assert run("token", "revoke", "ci").exit_code == 0
+    assert run("token", "revoke", "ci").stdout == "revoked token 'ci'\n"
+    assert "revoked already" in run("token", "revoke", "ci").stdout
     gone = json.loads(run("token", "list", "--json").stdout)
     assert [t["revoked_at"] is not None for t in gone] == [True, False]
     bad = run("token", "create", "x", "--scope", "root", "--json")

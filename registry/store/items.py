@@ -114,23 +114,26 @@ def update_content(conn: Connection, rows: list[dict]) -> None:
     if rows:
         names = [k for k in rows[0] if k != "id"]
         conn.execute(update(items).where(items.c.id == bindparam("b_id"))
-                     .values(removed_at=None, **{k: bindparam("b_" + k) for k in names}),
+                     .values(removed_at=None, touched_at=bindparam("b_updated_at"),
+                             **{k: bindparam("b_" + k) for k in names}),
                      [{"b_" + k: v for k, v in r.items()} for r in rows])
 
 
 def update_meta(conn: Connection, metas: dict[int, dict | None], now: datetime) -> None:
-    """New metadata for existing items, stamped ``now`` (what a server watches for)."""
+    """New metadata for existing items, touched ``now``."""
     if metas:
         conn.execute(update(items).where(items.c.id == bindparam("b_id"))
-                     .values(meta=bindparam("b_meta"), meta_updated_at=now),
+                     .values(meta=bindparam("b_meta"), touched_at=now),
                      [{"b_id": i, "b_meta": m} for i, m in metas.items()])
 
 
-def set_removed(conn: Connection, ids: Sequence[int], when: datetime | None) -> None:
-    """Tombstone items (``when``), or bring them back (None). Rows are never deleted."""
+def set_removed(conn: Connection, ids: Sequence[int], when: datetime | None,
+                now: datetime) -> None:
+    """Tombstone items (``when``), or bring them back (None), touched ``now``. Rows are
+    never deleted."""
     for start in range(0, len(ids), IN_CHUNK):
         conn.execute(update(items).where(items.c.id.in_(list(ids[start:start + IN_CHUNK])))
-                     .values(removed_at=when))
+                     .values(removed_at=when, touched_at=now))
 
 
 def texts_to_reembed(conn: Connection, model: str | None) -> list[tuple[int, str, str | None]]:
@@ -201,15 +204,17 @@ def count_not_live(conn: Connection) -> int:
                                 ).scalar_one()
 
 
-def meta_mark(conn: Connection) -> datetime | None:
-    """When the metadata of an existing item last changed (one index seek)."""
-    return conn.execute(select(func.max(items.c.meta_updated_at))).scalar()
+def touched_mark(conn: Connection) -> datetime | None:
+    """When an existing item was last touched: its metadata, content or removal changed
+    (one index seek)."""
+    return conn.execute(select(func.max(items.c.touched_at))).scalar()
 
 
-def meta_changes(conn: Connection, since: datetime) -> list[tuple[str, str | None]]:
-    """(key, metadata as JSON text or None) of the items whose metadata changed at or after
+def touched_since(conn: Connection, since: datetime) -> list[tuple[str, str | None, bool]]:
+    """(key, metadata as JSON text or None, removed) of the items touched at or after
     ``since``."""
-    q = select(items.c.key, cast(items.c.meta, Text)).where(items.c.meta_updated_at >= since)
+    q = (select(items.c.key, cast(items.c.meta, Text), items.c.removed_at.is_not(None))
+         .where(items.c.touched_at >= since))
     return [tuple(r) for r in conn.execute(q)]
 
 

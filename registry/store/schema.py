@@ -81,9 +81,9 @@ items = Table(
     _ts("created_at"),
     _ts("updated_at"),
     _ts("removed_at", nullable=True),
-    # when the metadata of an existing item last changed (not set by its insert): a server
-    # picks up edits made elsewhere through this index (migration 0010)
-    _ts("meta_updated_at", nullable=True),
+    # when an existing item was last touched: its metadata, content or removal changed (not
+    # set by its insert); a server finds what changed elsewhere through its index (0010)
+    _ts("touched_at", nullable=True),
     UniqueConstraint("key"),
     # the live items' embedding space in two index seeks (migration 0002)
     Index("ix_items_live_space", "embedding_model", "embedding_dim", "id"),  # partial: ddl_metadata
@@ -91,7 +91,7 @@ items = Table(
     Index("ix_items_id_key_removed_at", "id", "key", "removed_at"),
     # the few items that are not live, which assign counts among the IDs (0007)
     Index("ix_items_not_live", "id"),  # partial: ddl_metadata
-    Index("ix_items_meta_updated_at", "meta_updated_at"),
+    Index("ix_items_touched_at", "touched_at"),
 )
 
 versions = Table(
