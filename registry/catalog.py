@@ -334,8 +334,7 @@ def remove(tx: Tx, keys: Sequence[str]) -> RemoveResult:
         if unknown:
             raise NotFoundError("key" if len(unknown) == 1 else "keys", listed(unknown))
         live = [known[k].id for k in keys if not known[k].removed]
-        now = db.now()
-        items.set_removed(conn, live, now, now)
+        items.set_removed(conn, live, db.now())
     return RemoveResult(len(live), len(keys) - len(live))
 
 
@@ -420,9 +419,8 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
 
     if plan.restore or plan.metas:
         with tx(write=True) as conn:
-            now = db.now()
-            items.set_removed(conn, plan.restore, None, now)
-            items.update_meta(conn, plan.metas, now)
+            items.set_removed(conn, plan.restore, None)
+            items.update_meta(conn, plan.metas)
 
     # the file's new and changed items, then (with --reembed) every other live item
     jobs = [_Job(incoming.keys[i], hashes[i], incoming.texts[i] if is_text else None, i,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -110,9 +111,9 @@ def _invalid(errors: list[dict]) -> str:
         at = [p for p in first.get("loc", ()) if isinstance(p, int)]
         return "malformed JSON" + (f" at character {at[0]}" if at else "")
     where, parts = [], list(first.get("loc", ()))
-    for part in parts:
+    for before, part in zip([None, *parts], parts, strict=False):
         if isinstance(part, int):
-            where.append(f"row {part + 1}")
+            where.append(f"row {part + 1}" if before == "items" else f"number {part + 1}")
         elif str(part).lower().replace(" ", "") not in _NOISE:
             where.append(str(part))
     detail = first.get("msg", "invalid")
@@ -121,6 +122,7 @@ def _invalid(errors: list[dict]) -> str:
     return f"{' '.join(where)}: {detail}" if where else detail
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # the ASGI scope key a route finds the name of the token it was called with under
 ACTOR = "registry.actor"
 
@@ -136,6 +138,10 @@ class Bearer:
         self.app, self.check, self.need = app, check, need
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _CONTROL.search(scope["path"]):
+            # a decoded %0A ends a route's pattern ($ matches before a final newline)
+            return await error_response(400, "input", "control characters in the path")(
+                scope, receive, send)
         if scope["type"] == "http" and self.check is not None:
             need = self.need(scope["method"], scope["path"])
             if need is not None:

@@ -64,10 +64,12 @@ class Intake:
     def register(self, keys: Sequence[str], *, vectors: np.ndarray | None = None,
                  texts: Sequence[str] | None = None,
                  metas: Sequence[dict | None] | None = None,
-                 version: str | int | None = None, source: str = "items") -> Registered:
+                 version: str | int | None = None, vector_model: str | None = None,
+                 source: str = "items") -> Registered:
         """Store the items (vectors, or texts to embed), give every item of ``version``
         (default: the active one; frozen) that lacks an ID one, and say what became of
-        each. A metadata entry :data:`KEEP` keeps what the item has."""
+        each. A metadata entry :data:`KEEP` keeps what the item has; ``vector_model``: the
+        model the vectors come from (see :func:`registry.embed.vector_space`)."""
         from . import assigning, catalog
         from .reads import Reader
         from .store import items
@@ -83,9 +85,14 @@ class Intake:
             raise StateError(f"{v.label} is {v.state}: new items get IDs in a frozen version "
                              "only")
         incoming = catalog.given(keys, vectors, texts, metas, source)
+        space = None
+        if vector_model is not None:
+            from .embed import vector_space
+
+            space = vector_space(vector_model)
         added = catalog.add(self._tx, incoming,
                             embedder=self._text_model() if texts is not None else None,
-                            outcomes=True)
+                            vector_space=space, outcomes=True)
         done = assigning.assign(self._tx, v.number, defaults.ASSIGN_BATCH)
         found = {r.key: r.id for r in Reader(self._tx).get(incoming.keys, v.number)}
         return Registered(v, incoming.keys, [added.outcomes[k] for k in incoming.keys],

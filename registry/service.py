@@ -93,6 +93,8 @@ class ItemsRequest(_Strict):
     items: list[NewItem]
     version: str | int | None = Field(None, description="the frozen version to give IDs "
                                       "in; default: the active version")
+    vector_model: str | None = Field(None, description="the model the vectors come from, "
+                                     "where the catalog's vectors name one")
 
 
 class ChangeRequest(_Strict):
@@ -108,16 +110,20 @@ class RollbackRequest(ChangeRequest):
                                  "the one the alias pointed at before")
 
 
+# the paths anyone may ask for: health, and the API's description
+PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect",
+                    "/redoc"})
+
+
 def scope_needed(method: str, path: str) -> str | None:
-    """The token scope a request needs (None: none), checked before anything else."""
-    if path.startswith("/v1/"):
-        if method == "POST" and path == "/v1/items":
-            return "write"
-        if method == "POST" and (path == "/v1/rollback" or (
-                path.startswith("/v1/versions/") and path.endswith("/activate"))):
-            return "admin"
-        return "read"
-    return "read" if path == "/metrics" else None
+    """The token scope a request needs (None: none), checked before anything else: denied
+    by default, so that a path the list does not know needs the most (the middleware refuses
+    control characters first, which the routes' patterns would let through)."""
+    if path in PUBLIC:
+        return None
+    if method == "POST":
+        return {"/v1/resolve": "read", "/v1/items": "write"}.get(path, "admin")
+    return "read"
 
 
 # -- the application ---------------------------------------------------------------------
@@ -140,12 +146,14 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
     app.state.served = state
     secured = {"openapi_extra": {"security": [{"bearer": []}]}}
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["health"])
+    @app.get("/healthz", tags=["health"])
+    @app.head("/healthz", include_in_schema=False)  # what some load balancers check with
     async def healthz() -> Response:
         """The process answers (no token needed)."""
         return json_response({"status": "ok"})
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"], tags=["health"])
+    @app.get("/readyz", tags=["health"])
+    @app.head("/readyz", include_in_schema=False)  # what some load balancers check with
     async def readyz() -> Response:
         """The database answered the last refresh (no token needed); 503 otherwise."""
         if not state.ready:
@@ -193,10 +201,11 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
             raise ApiError(413, "too_large", f"{len(body.ids)} ids; at most {limits.ids} "
                            "per request")
         view = await _view(state, body.version)
-        res = view.snapshot.resolve(body.ids)
+        snap = view.snapshot  # once: the refresher may swap in a grown one meanwhile
+        res = snap.resolve(body.ids)
         if body.nearest:
             books = await run_in_threadpool(view.codebooks, db)
-            res.nearest = view.snapshot.nearest(res, body.nearest, books)
+            res.nearest = snap.nearest(res, body.nearest, books)
         rows = res.rows()
         if body.metadata:
             for row in rows:
@@ -253,9 +262,12 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
             raise ApiError(413, "too_large", f"{len(given)} items; at most {limits.items} "
                            "per request")
         keys, texts, vectors, metas = _split(given)
+        if body.vector_model is not None and texts is not None:
+            raise ApiError(400, "input", "vector_model: is for vectors; texts are embedded "
+                           "with the server's model")
         done = await run_in_threadpool(intake.register, keys, texts=texts, vectors=vectors,
                                        metas=metas, version=_ref(body.version),
-                                       source="items")
+                                       vector_model=body.vector_model, source="items")
         await run_in_threadpool(state.refresh)  # this server reads its own writes at once
         return json_response({"version": _label(done.version), "items": done.rows(),
                               "full": done.full})

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from . import tokens
 from .errors import NotFoundError
@@ -40,9 +40,11 @@ log = logging.getLogger("registry.serve")
 POLL = 0.5
 # the versions held besides the ones the aliases name, least recently asked for dropped first
 KEEP = 4
-# items touched this long before the last mark are read again: a writer stamps before it
-# commits, and hosts' clocks differ a little; reading a change twice is harmless
+# for this long after the newest touch moves, the items touched up to this long before it
+# are read again at each look: a touch is stamped when its transaction starts and may commit
+# after a later one; reading a change twice is harmless
 OVERLAP = timedelta(seconds=60)
+LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class View:
     meta: dict[str, str]
     last_item: int  # the largest item id among its IDs: IDs assigned since lie above it
     touched: datetime | None  # the items touched up to then are read
+    touched_changed: datetime = LONG_AGO  # when the mark last moved, by the database's clock
     _books: list | None = field(default=None, repr=False)
 
     def codebooks(self, db: Database) -> list:
@@ -279,12 +282,17 @@ class Served:
         number = view.version.number
         with self.db.tx(write=False) as conn:
             mark = items.touched_mark(conn)
+            now = items.clock(conn)
             count = assignments.count(conn, number)
             grown = touched = None
             if count > len(view.snapshot):
                 grown = assignments.served(conn, number, view.last_item)
             if mark is not None and mark != view.touched:
-                touched = items.touched_since(conn, (view.touched or mark) - OVERLAP)
+                view.touched_changed = now
+            if mark is not None and now - view.touched_changed < OVERLAP:
+                # for a while after each new mark, what was touched just before it again:
+                # a touch stamped at its transaction's start may commit after the mark
+                touched = items.touched_since(conn, min(view.touched or mark, mark) - OVERLAP)
             view.version = versions.get(conn, number)
         if grown is not None and len(grown[0]):
             view.grow(grown)

@@ -227,6 +227,13 @@ def test_tokens(trained, tokens, migrated_url):
             assert denied.status_code == 403 and denied.json()["error"] == "forbidden"
             assert c.post("/v1/items", content=b"{bad").status_code == 403
             assert c.post("/v1/rollback", json={}).status_code == 403
+            # a decoded line break would end the routes' patterns: refused before the scope
+            for method, path in (("POST", "/v1/rollback%0A"), ("POST", "/v1/items%0A"),
+                                 ("POST", "/v1/versions/1/activate%0a"),
+                                 ("POST", "/v1/anything"), ("GET", "/metrics%0A")):
+                assert c.request(method, path, json={}).status_code in (400, 403), path
+        assert httpx.get(base + "/metrics%0A").status_code == 400
+        assert [e.action for e in reg.history()].count("activate") == 1  # the fixture's
         with server.client(tokens["write"]) as c:
             assert c.post("/v1/items", json={"items": new_items(["w-1"])}).status_code == 200
             assert c.post("/v1/versions/1/activate", json={}).status_code == 403
@@ -326,7 +333,8 @@ def hostile(vector_dim: int) -> list[tuple[str, str, str, object, int]]:
         ("nested 5,000 deep", "POST", "/v1/resolve", _nested(5_000), 400),
         ("text/plain body", "POST", "/v1/resolve", ("text/plain", b'{"ids": []}'), 415),
         ("not UTF-8", "POST", "/v1/resolve", b'{"ids": ["\xff\xfe"]}', 400),
-        ("NUL in a key", "GET", "/v1/items/a%00b", None, 404),
+        ("NUL in a key", "GET", "/v1/items/a%00b", None, 400),
+        ("a line break ending the path", "GET", "/v1/items/item00001%0A", None, 400),
         ("unknown key", "GET", "/v1/items/no-such-key", None, 404),
         ("unknown query", "GET", "/v1/items/item00001?bogus=1", None, 400),
         ("query where none is taken", "POST", "/v1/resolve?nearest=3", {"ids": ["1"]}, 400),
@@ -367,6 +375,8 @@ def hostile(vector_dim: int) -> list[tuple[str, str, str, object, int]]:
          {"items": [{"key": "x", "vector": v, "metadata": [1]}]}, 400),
         ("duplicate keys", "POST", "/v1/items",
          {"items": [{"key": "x", "vector": v}, {"key": "x", "vector": v}]}, 400),
+        ("vectors of another model", "POST", "/v1/items",
+         {"items": [{"key": "x", "vector": v}], "vector_model": "all-MiniLM-L6-v2"}, 400),
         ("texts and vectors", "POST", "/v1/items",
          {"items": [{"key": "x", "vector": v}, {"key": "y", "text": "t"}]}, 400),
         ("activate unknown", "POST", "/v1/versions/999/activate", {}, 404),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection, Text, bindparam, cast, func, select, text, update
@@ -114,26 +114,38 @@ def update_content(conn: Connection, rows: list[dict]) -> None:
     if rows:
         names = [k for k in rows[0] if k != "id"]
         conn.execute(update(items).where(items.c.id == bindparam("b_id"))
-                     .values(removed_at=None, touched_at=bindparam("b_updated_at"),
+                     .values(removed_at=None, touched_at=touch_stamp(conn),
                              **{k: bindparam("b_" + k) for k in names}),
                      [{"b_" + k: v for k, v in r.items()} for r in rows])
 
 
-def update_meta(conn: Connection, metas: dict[int, dict | None], now: datetime) -> None:
-    """New metadata for existing items, touched ``now``."""
+def touch_stamp(conn: Connection):
+    """What ``touched_at`` is set to: the database's clock on PostgreSQL (one clock for
+    every host that writes; the transaction's start), this host's on SQLite (one host)."""
+    return func.now() if conn.dialect.name == "postgresql" else datetime.now(UTC)
+
+
+def clock(conn: Connection) -> datetime:
+    """Now, by the clock :func:`touch_stamp` uses."""
+    if conn.dialect.name == "postgresql":
+        return conn.execute(select(func.statement_timestamp())).scalar()
+    return datetime.now(UTC)
+
+
+def update_meta(conn: Connection, metas: dict[int, dict | None]) -> None:
+    """New metadata for existing items (touched)."""
     if metas:
         conn.execute(update(items).where(items.c.id == bindparam("b_id"))
-                     .values(meta=bindparam("b_meta"), touched_at=now),
+                     .values(meta=bindparam("b_meta"), touched_at=touch_stamp(conn)),
                      [{"b_id": i, "b_meta": m} for i, m in metas.items()])
 
 
-def set_removed(conn: Connection, ids: Sequence[int], when: datetime | None,
-                now: datetime) -> None:
-    """Tombstone items (``when``), or bring them back (None), touched ``now``. Rows are
+def set_removed(conn: Connection, ids: Sequence[int], when: datetime | None) -> None:
+    """Tombstone items (``when``), or bring them back (None); touched either way. Rows are
     never deleted."""
     for start in range(0, len(ids), IN_CHUNK):
         conn.execute(update(items).where(items.c.id.in_(list(ids[start:start + IN_CHUNK])))
-                     .values(removed_at=when, touched_at=now))
+                     .values(removed_at=when, touched_at=touch_stamp(conn)))
 
 
 def texts_to_reembed(conn: Connection, model: str | None) -> list[tuple[int, str, str | None]]:
