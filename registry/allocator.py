@@ -29,7 +29,8 @@ def give_back(threshold: int = 1 << 20) -> bool:
     """For a long-running server, the other way round: every block over ``threshold`` bytes
     is mapped afresh and returned to the system when freed (glibc otherwise raises its
     threshold as large blocks come and go, and keeps their pages), so that a view replaced by
-    a grown one leaves no pages held. True where glibc took the setting."""
+    a grown one leaves no pages held (BENCHMARKS.md, Design figures: giving freed blocks
+    back). True where glibc took the setting."""
     mallopt = _mallopt()
     return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 

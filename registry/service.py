@@ -177,8 +177,9 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
                                           "name": active[0]["name"]} if active else None,
                               "versions": rows})
 
-    # the query read by hand: FastAPI's parameter machinery costs this route (the hottest)
-    # as much as the rest of it (BENCHMARKS.md, bench_serve)
+    # the query read by hand: a FastAPI Query parameter costs the hottest route about a
+    # quarter of the framework's own time (BENCHMARKS.md, Design figures: the items route's
+    # query)
     @app.get("/v1/items/{key:path}", tags=["read"], openapi_extra={
         **secured["openapi_extra"], "parameters": [VERSION_PARAMETER]})
     async def item(request: Request, key: str) -> Response:
