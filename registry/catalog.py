@@ -27,6 +27,9 @@ from .store.db import Tx
 from .store.items import Space, Stored
 
 DTYPES = ("float32", "float16")
+# as an item's metadata: keep what the item has (a new item gets none), decided in the same
+# read that finds what changed
+KEEP = object()
 # the most items `items` lists
 MAX_LISTED = 10_000
 Progress = Callable[[int, int], None]
@@ -124,7 +127,7 @@ def _plan(incoming: Incoming, hashes: list[str], known: dict[str, Stored],
             result.added += 1
             result._set(key, "added")
             continue
-        if old.meta != incoming.metas[i]:
+        if incoming.metas[i] is not KEEP and old.meta != incoming.metas[i]:
             plan.metas[old.id] = incoming.metas[i]
         same = old.content_hash == hashes[i] and old.model == model and old.has_embedding
         if not same:
@@ -444,7 +447,8 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
                        "embedding_dim": int(vec.shape[0]), "embedding_dtype": dtype,
                        "updated_at": now}
             if job.item_id is None:
-                new_rows.append({"key": job.key, "meta": incoming.metas[job.row],
+                meta = incoming.metas[job.row]
+                new_rows.append({"key": job.key, "meta": None if meta is KEEP else meta,
                                  "created_at": now, **content})
             else:
                 changed_rows.append({"id": job.item_id, **content})

@@ -22,9 +22,6 @@ from .store.db import Tx
 from .store.schema import State
 from .store.versions import Version
 
-# in ``metas``: keep the metadata the item has (a new item gets none)
-KEEP = object()
-
 
 @dataclass
 class Registered:
@@ -68,19 +65,14 @@ class Intake:
                  source: str = "items") -> Registered:
         """Store the items (vectors, or texts to embed), give every item of ``version``
         (default: the active one; frozen) that lacks an ID one, and say what became of
-        each. A metadata entry :data:`KEEP` keeps what the item has; ``vector_model``: the
-        model the vectors come from (see :func:`registry.embed.vector_space`)."""
+        each. A metadata entry :data:`registry.catalog.KEEP` keeps what the item has;
+        ``vector_model``: the model the vectors come from (see
+        :func:`registry.embed.vector_space`)."""
         from . import assigning, catalog
         from .reads import Reader
-        from .store import items
 
         with self._tx(write=False) as conn:
             v = versions.resolve(conn, version)
-            if metas is not None and any(m is KEEP for m in metas):
-                kept = items.existing(conn, [k for k, m in zip(keys, metas, strict=True)
-                                             if m is KEEP])
-                metas = [(kept[k].meta if k in kept else None) if m is KEEP else m
-                         for k, m in zip(keys, metas, strict=True)]
         if v.state != State.FROZEN:
             raise StateError(f"{v.label} is {v.state}: new items get IDs in a frozen version "
                              "only")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from . import defaults, lifecycle
+from .catalog import KEEP
 from .errors import InputError
 from .http_layer import (
     ACTOR,
@@ -38,7 +39,7 @@ from .http_layer import (
     short,
 )
 from .ids import parse_id
-from .intake import KEEP, Intake
+from .intake import Intake
 from .serving import Served
 from .snapshot import MAX_NEAREST
 from .store.db import Database
