@@ -78,6 +78,12 @@ class Registry:
         self._tx = self._db.tx
         self._reader = Reader(self._tx)
 
+    @property
+    def database(self) -> db.Database:
+        """The database and its transactions, for code that works below the facade (the
+        service's in-memory views)."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
@@ -167,11 +173,16 @@ class Registry:
         return lifecycle.freeze(self._tx, version, reason)
 
     def activate(self, version: str | int, *, alias: str = defaults.ALIAS,
-                 reason: str | None = None, actor: str | None = None) -> StateChange:
+                 reason: str | None = None, actor: str | None = None,
+                 assign_first: bool = False) -> StateChange:
         """Point ``alias`` (default ``active``) at a frozen version; ``actor`` names who in
-        the history."""
+        the history. ``assign_first``: give the items registered since the version was
+        trained their IDs in it before the alias moves (see
+        :func:`registry.lifecycle.activate_filled`)."""
         from . import lifecycle
 
+        if assign_first:
+            return lifecycle.activate_filled(self._tx, version, alias, reason, actor)
         return lifecycle.activate(self._tx, version, alias, reason, actor)
 
     def retire(self, version: str | int, *, reason: str | None = None) -> StateChange:

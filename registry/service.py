@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -23,7 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from . import defaults, lifecycle
+from . import defaults
+from .api import Registry
 from .catalog import KEEP
 from .errors import InputError
 from .http_layer import (
@@ -42,7 +45,6 @@ from .ids import parse_id
 from .intake import Intake
 from .serving import Served
 from .snapshot import MAX_NEAREST
-from .store.db import Database
 from .version import __version__
 
 
@@ -134,7 +136,8 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
     """The service over the registry at ``url``. ``auth`` False answers without tokens
     (``registry serve --no-tokens``, loopback only); ``poll``: seconds between looks at the
     database (:data:`registry.serving.POLL`)."""
-    db = Database(url)
+    reg = Registry(url)
+    db = reg.database
     state = Served(db, auth=auth, **({} if poll is None else {"poll": poll}))
     intake = Intake(db.tx)
     metrics = Metrics()
@@ -172,7 +175,7 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         """Every version with its state, aliases and parameters; ``version``: the active
         one."""
         only(request)
-        rows = await run_in_threadpool(_versions, db)
+        rows = [s.to_dict() for s in await run_in_threadpool(reg.versions)]
         active = [r for r in rows if defaults.ALIAS in r["aliases"]]
         return json_response({"version": {"number": active[0]["version"],
                                           "name": active[0]["name"]} if active else None,
@@ -281,8 +284,8 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         since it was trained their IDs in it; the history names the token."""
         only(request)
         reason = body.reason if body else None
-        change = await run_in_threadpool(lifecycle.activate_filled, db.tx, _ref(version),
-                                         defaults.ALIAS, reason, actor(request))
+        change = await run_in_threadpool(partial(reg.activate, _ref(version), reason=reason,
+                                                 actor=actor(request), assign_first=True))
         await run_in_threadpool(state.refresh)
         return json_response({"version": _label(change.version),
                               "change": change.to_dict()})
@@ -294,8 +297,8 @@ def create_app(url: str | None = None, *, auth: bool = True, limits: Limits = Li
         registered since get their IDs there first. The history names the token."""
         only(request)
         body = body or RollbackRequest()
-        done = await run_in_threadpool(lifecycle.rollback, db.tx, _ref(body.to),
-                                       defaults.ALIAS, body.reason, actor(request))
+        done = await run_in_threadpool(partial(reg.rollback, _ref(body.to),
+                                               reason=body.reason, actor=actor(request)))
         await run_in_threadpool(state.refresh)
         return json_response({"version": _label(done.version), "rollback": done.to_dict()})
 
@@ -331,8 +334,6 @@ def from_environment() -> FastAPI:
 
 
 def _lifespan(state: Served):
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(app):
         from .allocator import give_back
@@ -341,6 +342,7 @@ def _lifespan(state: Served):
         await run_in_threadpool(state.start)
         yield
         state.stop()
+        state.db.close()
 
     return lifespan
 
@@ -350,13 +352,6 @@ async def _view(state: Served, ref: str | int | None):
     if held is not None:
         return held
     return await run_in_threadpool(state.view, ref)
-
-
-def _versions(db: Database) -> list[dict]:
-    from .store import versions
-
-    with db.tx(write=False) as conn:
-        return [{**v.to_dict(), "items": n} for v, n in versions.all_versions(conn)]
 
 
 def _label(v) -> dict:

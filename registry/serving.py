@@ -39,7 +39,7 @@ log = logging.getLogger("registry.serve")
 # how often the refresher looks (seconds): alias moves and revocations are seen within this
 POLL = 0.5
 # the versions held besides the ones the aliases name, least recently asked for dropped first
-KEEP = 4
+KEEP_VERSIONS = 4
 # for this long after the newest touch moves, the items touched up to this long before it
 # are read again at each look: a touch is stamped when its transaction starts and may commit
 # after a later one; reading a change twice is harmless
@@ -132,7 +132,7 @@ class Served:
     """The server's state: views of published versions, tokens, aliases; kept current by
     :meth:`start`'s thread (or by calling :meth:`refresh`)."""
 
-    def __init__(self, db: Database, *, poll: float = POLL, keep: int = KEEP,
+    def __init__(self, db: Database, *, poll: float = POLL, keep: int = KEEP_VERSIONS,
                  auth: bool = True):
         self.db = db
         self.poll = poll

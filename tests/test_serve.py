@@ -512,7 +512,7 @@ def test_a_view_grows_as_a_fresh_one(trained):
     from registry.serving import Served
 
     reg, _ = trained
-    served = Served(reg._db)
+    served = Served(reg.database)
     served.refresh()
     view = served.view(None)
     reg.add(make_keys(300, prefix="grow"), make_vectors(300, seed=4),
