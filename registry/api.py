@@ -124,7 +124,11 @@ class Registry:
         default ``key``) and a text column or template (``text``) or a vector column
         (``vector``), or of a .npy matrix with a keys file. The whole file is checked before
         anything is written; embedding and writing then go batch by batch. ``options`` as
-        for :meth:`add`."""
+        for :meth:`add`.
+
+        ``path`` may also be a directory or a glob pattern of Parquet shards
+        (``part-*.parquet``): every shard is checked, then they are read and written a
+        record batch at a time (see :mod:`registry.shards`)."""
         from . import catalog
 
         return catalog.add_file(self._tx, path, key=key, text=text, vector=vector,

@@ -275,9 +275,59 @@ def add_incoming(tx: Tx, incoming: Incoming, options: EmbedOptions,
                  progress: Progress | None = None, *, outcomes: bool = False) -> AddResult:
     """Check that ``options`` fit what was given (an option that would do nothing is
     refused), then :func:`add`."""
-    o = options
+    embedder, space = _embedding(incoming.texts is not None, options)
+    return add(tx, incoming, embedder=embedder, vector_space=space, dtype=options.dtype,
+               reembed=options.reembed, commit_batch=options.commit_every, progress=progress,
+               outcomes=outcomes)
+
+
+def add_shards(tx: Tx, path: str | Path, *, key: str | None, text: str | None,
+               vector: str | None, progress: Progress | None, **options) -> AddResult:
+    """A directory or glob of Parquet shards (see :mod:`registry.shards`), every shard
+    checked first, then added a record batch at a time with :class:`EmbedOptions`
+    ``options``. Each batch is :func:`add`'s work, committed as it goes: a rerun after an
+    interruption finds what was written and goes on from there."""
+    from .shards import ShardSet
+
+    o = EmbedOptions(**options)
+    shards = ShardSet(path, "key" if key is None else key, text=text, vector=vector)
+    if o.reembed:
+        raise InputError("re-embeds every item with the rows of one file: give a file, not "
+                         "a set of shards", param="reembed")
+    embedder, space = _embedding(text is not None, o)
+    shards.check(float16=o.dtype == "float16")
+    total = AddResult(str(path), shards.rows, texts=text is not None)
+    start = time.perf_counter()
+    done = 0
+    if progress:
+        progress(0, shards.rows)
+    for piece in shards.pieces():
+        rows = len(piece.keys)
+
+        def step(embedded: int, jobs: int, done: int = done, rows: int = rows) -> None:
+            # one bar over every shard: rows with nothing to embed count as done
+            progress(done + rows - jobs + embedded, shards.rows)
+
+        r = add(tx, piece, embedder=embedder, vector_space=space, dtype=o.dtype,
+                commit_batch=o.commit_every, progress=step if progress else None,
+                refresh=False)
+        done += rows
+        if progress:
+            progress(done, shards.rows)
+        for name in ("added", "changed", "restored", "unchanged", "meta_updated",
+                     "embedded"):
+            setattr(total, name, getattr(total, name) + getattr(r, name))
+        total.model, total.dim = r.model, r.dim
+    _refresh_items(tx, total.embedded)
+    total.seconds = round(time.perf_counter() - start, 3)
+    return total
+
+
+def _embedding(is_text: bool, o: EmbedOptions) -> tuple[Embedder | None, VectorSpace | None]:
+    """The embedder of texts or the space of given vectors that the options name, refusing
+    an option that would do nothing."""
     embedder = space = None
-    if incoming.texts is not None:
+    if is_text:
         if o.vector_model is not None:
             raise InputError("is for vectors; texts are embedded with `model`",
                              param="vector_model")
@@ -293,9 +343,7 @@ def add_incoming(tx: Tx, incoming: Incoming, options: EmbedOptions,
     if not 1 <= o.commit_every <= 1_000_000:
         raise InputError(f"commit batch must be between 1 and 1000000, got {o.commit_every}",
                          param="commit_every")
-    return add(tx, incoming, embedder=embedder, vector_space=space, dtype=o.dtype,
-               reembed=o.reembed, commit_batch=o.commit_every, progress=progress,
-               outcomes=outcomes)
+    return embedder, space
 
 
 def add_items(tx: Tx, keys: Sequence[str], vectors: np.ndarray | None,
@@ -309,7 +357,16 @@ def add_items(tx: Tx, keys: Sequence[str], vectors: np.ndarray | None,
 def add_file(tx: Tx, path: str | Path, *, key: str | None, text: str | None,
              vector: str | None, keys_file: str | Path | None, progress: Progress | None,
              **options) -> AddResult:
-    """A file's rows (see :func:`from_file`), added with :class:`EmbedOptions` ``options``."""
+    """A file's rows (see :func:`from_file`), added with :class:`EmbedOptions` ``options``;
+    or a directory or glob of Parquet shards (:func:`add_shards`)."""
+    from .shards import is_shard_set
+
+    if is_shard_set(path):
+        if keys_file is not None:
+            raise InputError("goes with a .npy matrix, not with Parquet shards",
+                             param="keys_file")
+        return add_shards(tx, path, key=key, text=text, vector=vector, progress=progress,
+                          **options)
     return add_incoming(tx, from_file(path, key=key, text=text, vector=vector,
                                       keys_file=keys_file), EmbedOptions(**options), progress)
 
@@ -366,13 +423,21 @@ def report(tx: Tx, *, status: str, changed_since: str | int | None,
     return ItemsReport(counts, rows, status, None if since is None else since.number, what)
 
 
+def _refresh_items(tx: Tx, written: int) -> None:
+    if written:
+        with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
+            db.refresh_statistics(conn, "items", written, vacuum=True)
+
+
 def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
         vector_space: VectorSpace | None = None, dtype: str = defaults.DTYPE,
         reembed: bool = False, commit_batch: int = 2048,
-        progress: Progress | None = None, outcomes: bool = False) -> AddResult:
+        progress: Progress | None = None, outcomes: bool = False,
+        refresh: bool = True) -> AddResult:
     """Store ``incoming``: texts embedded with ``embedder``, or vectors as given (from the
     model ``vector_space`` names, when it is given); with ``outcomes``, the result says what
-    became of each key."""
+    became of each key. ``refresh=False`` leaves the planner's statistics to the caller,
+    which adds more."""
     start = time.perf_counter()
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}",
@@ -464,8 +529,7 @@ def add(tx: Tx, incoming: Incoming, *, embedder: Embedder | None = None,
         result.dim = int(vectors.shape[1])
         if progress:
             progress(result.embedded, len(jobs))
-    if result.embedded:
-        with tx(write=False, snapshot=False) as conn:  # SQLite: nothing to do, no lock
-            db.refresh_statistics(conn, "items", result.embedded, vacuum=True)
+    if refresh:
+        _refresh_items(tx, result.embedded)
     result.seconds = round(time.perf_counter() - start, 3)
     return result

@@ -196,7 +196,7 @@ def init(reg: Registry, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("file", type=click.Path(path_type=str))
 @click.option("--key", default=None, metavar="COL",
               help="Column holding each item's unique key [default: key].")
 @click.option("--text", default=None, metavar="COL_OR_TEMPLATE",
@@ -234,11 +234,13 @@ def init(reg: Registry, as_json: bool) -> None:
 @pass_registry
 def add(reg: Registry, file: str, key: str | None, text: str | None, vector: str | None,
         keys_file: str | None, as_json: bool, **options) -> None:
-    """Add or update items from FILE (JSONL, JSONL.GZ, CSV, Parquet, or .npy with --keys).
+    """Add or update items from FILE (JSONL, JSONL.GZ, CSV, Parquet, or .npy with --keys),
+    or from a directory or quoted glob of Parquet shards ('out/part-*.parquet').
 
-    The whole file is checked first: a bad row stores nothing. Unchanged items are left
-    alone and never embedded again; changed ones keep their existing IDs. Embeddings are
-    written batch by batch, so an interrupted run resumes where it stopped.
+    The whole file (every shard) is checked first: a bad row stores nothing. Unchanged items
+    are left alone and never embedded again; changed ones keep their existing IDs.
+    Embeddings are written batch by batch (shards a record batch at a time, in bounded
+    memory), so an interrupted run resumes where it stopped.
     """
     with _progress(not as_json, "embedding") as bar:
         r = reg.add_file(file, key=key, text=text, vector=vector, keys_file=keys_file,

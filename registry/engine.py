@@ -128,13 +128,14 @@ def prepare(x: np.ndarray, *, source: str = "vectors", overwrite: bool = False) 
     return out
 
 
-def _sum_squares(a: np.ndarray, chunk: int = 65536) -> float:
+def sum_squares(a: np.ndarray, chunk: int = 65536) -> float:
     """Sum of squares in float64, without a full-size temporary."""
     return float(sum(np.einsum("ij,ij->", a[i:i + chunk], a[i:i + chunk], dtype=np.float64)
                      for i in range(0, a.shape[0], chunk)))
 
 
-def _step(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray, mode: str) -> None:
+def step_residual(residual: np.ndarray, codebook: np.ndarray, labels: np.ndarray,
+                  mode: str) -> None:
     """Advance ``residual`` (our own array) in place to the next level."""
     kmeans.shift(residual, codebook, labels, -1.0)
     if mode == "normalized":
@@ -168,6 +169,23 @@ def code_space_advice(sizes: tuple[int, ...], n: int) -> str | None:
             + (f"; codebook sizes with room for the catalog to grow: {fit}" if fit else ""))
 
 
+def size_warnings(n: int, params: TrainParams) -> list[str]:
+    """What a train of ``n`` items warns about; refuses too few for a codebook."""
+    warnings = []
+    for level, k in enumerate(params.codebook_sizes, start=1):
+        if n < k:
+            raise InputError(f"level {level} needs at least {k} items for {k} codes, "
+                             f"but there are only {n}; add items or use a smaller "
+                             "`codebook_size`", param="codebook_size")
+        if n < MIN_POINTS_PER_CENTROID * k:
+            warnings.append(f"level {level}: {n} items for {k} codes is under "
+                            f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
+    roomy = code_space_advice(params.codebook_sizes, n)
+    if roomy is not None:
+        warnings.append(roomy)
+    return warnings
+
+
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
     if not codebooks:
         raise InputError("no codebooks given", param="codebooks")
@@ -194,20 +212,7 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     start = time.perf_counter()
     data = prepare(x, overwrite=overwrite)
     n, dim = data.shape
-    warnings = []
-    for level, k in enumerate(params.codebook_sizes, start=1):
-        if n < k:
-            raise InputError(f"level {level} needs at least {k} items for {k} codes, "
-                             f"but there are only {n}; add items or use a smaller "
-                             "`codebook_size`", param="codebook_size")
-        if n < MIN_POINTS_PER_CENTROID * k:
-            warnings.append(f"level {level}: {n} items for {k} codes is under "
-                            f"{MIN_POINTS_PER_CENTROID} per code; centroids may be poor")
-
-    roomy = code_space_advice(params.codebook_sizes, n)
-    if roomy is not None:
-        warnings.append(roomy)
-
+    warnings = size_warnings(n, params)
     if warm is not None and params.balance is not None:
         raise InputError("a balanced version cannot be trained from another yet",
                          param="balance")
@@ -232,7 +237,7 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         params.collisions == "nearest-free" or warm is not None)) else None
     # total variance first: after that ``data`` is consumed as the running residual
     mean = data.mean(axis=0, dtype=np.float64)
-    total = _sum_squares(data) - n * float(mean @ mean)
+    total = sum_squares(data) - n * float(mean @ mean)
     residual = data
     codebooks: list[np.ndarray] = []
     codes = np.empty((n, params.levels), dtype=np.int64)
@@ -258,7 +263,7 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
             keep[labels != held, level + 1:] = -1  # changed here: free below
         codes[:, level] = labels
         codebooks.append(codebook)
-        _step(residual, codebook, labels, params.residual)
+        step_residual(residual, codebook, labels, params.residual)
 
     level_err = None
     if warm is None:
@@ -293,31 +298,44 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
                params.beam) for at in range(0, n, ENCODE_CHUNK)])
     stats: dict = {"items": n, "dim": dim, "raw_collision_rate": collision_rate(nearest)}
     del nearest
-    if params.residual == "plain":
-        stats["reconstruction_error"] = _sum_squares(residual) / total if total > 0 else 0.0
+    error = sum_squares(residual) if params.residual == "plain" else None
     if params.collisions == "nearest-free":
-
-        space = CodeSpace(params.codebook_sizes)
         # plain residuals: ``residual`` is each row's final one, under the codes it holds
-        codes, stats["moved"] = collisions.nearest_free(
-            rows_x, greedy, codebooks, params.residual, space, collisions.Occupancy(space),
+        codes, stats["moved"], error = free_tuples(
+            rows_x, lambda rows: residual[rows], greedy, codebooks, params, error,
             prefer=preferred, residual_sq=np.einsum("ij,ij->i", residual, residual)
             if params.residual == "plain" else None)
-        changed = np.flatnonzero((codes != greedy).any(axis=1))
-        if params.residual == "plain" and changed.size:
-            error = _sum_squares(residual)
-            for at in range(0, changed.size, collisions.MOVER_CHUNK):
-                part = changed[at:at + collisions.MOVER_CHUNK]
-                x = rows_x(part)
-                error -= _sum_squares(residual[part])
-                for lvl, cb in enumerate(codebooks):
-                    kmeans.shift(x, cb, codes[part, lvl], -1.0)
-                error += _sum_squares(x)
-            stats["reconstruction_error"] = error / total if total > 0 else 0.0
+    if error is not None:
+        stats["reconstruction_error"] = error / total if total > 0 else 0.0
     stats["train_seconds"] = round(time.perf_counter() - start, 3)
     if warnings:
         stats["warnings"] = warnings
     return TrainResult(codebooks=codebooks, codes=codes, stats=stats)
+
+
+def free_tuples(rows_x, residual_rows, greedy: np.ndarray, codebooks: list[np.ndarray],
+                params: TrainParams, error: float | None, *, prefer: np.ndarray | None = None,
+                residual_sq: np.ndarray | None = None) -> tuple[np.ndarray, int, float | None]:
+    """A train's nearest-free step: (codes, rows moved, the sum of squared final residuals
+    ``error`` once the moved rows sit on their new tuples; None stays None).
+
+    ``rows_x(rows)`` gives rows' normalized vectors, ``residual_rows(rows)`` their final
+    residuals under ``greedy`` (plain residuals only); see :func:`collisions.nearest_free`.
+    """
+    space = CodeSpace(params.codebook_sizes)
+    codes, moved = collisions.nearest_free(
+        rows_x, greedy, codebooks, params.residual, space, collisions.Occupancy(space),
+        prefer=prefer, residual_sq=residual_sq)
+    changed = np.flatnonzero((codes != greedy).any(axis=1))
+    if error is not None and changed.size:
+        for at in range(0, changed.size, collisions.MOVER_CHUNK):
+            part = changed[at:at + collisions.MOVER_CHUNK]
+            x = rows_x(part)
+            error -= sum_squares(residual_rows(part))
+            for lvl, cb in enumerate(codebooks):
+                kmeans.shift(x, cb, codes[part, lvl], -1.0)
+            error += sum_squares(x)
+    return codes, moved, error
 
 
 def _beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray], beam: int,
@@ -387,7 +405,7 @@ def encode(x: np.ndarray, codebooks: list[np.ndarray], residual: str = "plain",
     for level, cb in enumerate(codebooks[:levels]):
         labels, _ = kmeans.nearest(data, cb)
         codes[:, level] = labels
-        _step(data, cb, labels, residual)
+        step_residual(data, cb, labels, residual)
     if levels < len(codebooks):
         keep = sq = None
         wanted = data.shape[0] * sum(cb.shape[0] for cb in codebooks[1:]) * 4

@@ -162,7 +162,7 @@ def _text_lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
-def _vector(value: object, source: str, row: int) -> np.ndarray:
+def parse_vector(value: object, source: str, row: int) -> np.ndarray:
     if isinstance(value, str):
         s = value.strip()
         try:
@@ -199,7 +199,7 @@ def _collect(source: str, records, key_col: str, *, text: TextSpec | None = None
         else:
             if vector_col not in rec:
                 raise InputError(f"no column {vector_col!r}", source=source, row=row)
-            vec = _vector(rec[vector_col], source, row)
+            vec = parse_vector(rec[vector_col], source, row)
             if vec.ndim != 1:
                 raise InputError("vector must be a flat list of numbers", source=source, row=row)
             if dim is None:
@@ -265,16 +265,16 @@ def _parquet_records(path: Path, needed: tuple[str, ...]):
         if col not in table.column_names:
             raise InputError(f"no column {col!r}", source=source)
     for row, rec in enumerate(table.to_pylist(), start=1):
-        yield row, {k: (v if k in needed else _jsonable(v)) for k, v in rec.items()}
+        yield row, {k: (v if k in needed else jsonable(v)) for k, v in rec.items()}
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     return str(value)
 
 

@@ -121,11 +121,23 @@ def train_level(x: np.ndarray, k: int, *, niter: int, seed: int,
     rounds, with ``project`` in a principal-axes projection followed by a few rounds in full
     dimension."""
     rng = np.random.default_rng(seed)
-    n, dim = x.shape
-    sample = x
-    if n > max_points_per_centroid * k:
-        sample = x[np.sort(rng.choice(n, max_points_per_centroid * k, replace=False))]
-    m = sample.shape[0]
+    pick = sample_rows(x.shape[0], max_points_per_centroid * k, rng)
+    return fit_sample(x if pick is None else x[pick], k, niter=niter, rng=rng, project=project)
+
+
+def sample_rows(n: int, m: int, rng: np.random.Generator) -> np.ndarray | None:
+    """The sorted rows of a seeded sample of ``m`` out of ``n``, or None when ``m`` covers
+    them all (then nothing is drawn from ``rng``). A caller that reads its rows from
+    elsewhere draws the same sample as :func:`train_level` with the same generator."""
+    if n <= m:
+        return None
+    return np.sort(rng.choice(n, m, replace=False))
+
+
+def fit_sample(sample: np.ndarray, k: int, *, niter: int, rng: np.random.Generator,
+               project: bool = True) -> np.ndarray:
+    """:func:`train_level` on the rows of its sample, with the generator that drew them."""
+    m, dim = sample.shape
     seeding = np.arange(m) if m <= SEED_ROWS else rng.choice(m, SEED_ROWS, replace=False)
     mean, axes = principal_axes(sample[seeding])
     start = seeding[plusplus(np.ascontiguousarray((sample[seeding] - mean) @ axes[:, :SEED_DIMS]),
@@ -165,8 +177,7 @@ def refine_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
     than ``sample`` rows the passes run on a seeded sample of that many (as the Lloyd rounds
     do), and only the final re-encoding on all.
     """
-    levels = len(books)
-    if levels < 2 or (passes < 1 and beam == 1):
+    if not refines(len(books), passes, beam):
         return
     part_r, part_c = residual, codes
     if passes and sample is not None and residual.shape[0] > sample:
@@ -176,28 +187,40 @@ def refine_deeper(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarra
     if part_r is not residual:
         # back to the level-1 residual while the codebooks are still the ones it was made
         # with; the whole is encoded again at the end
-        _add_back(residual, codes, books)
-    for _ in range(passes):
-        reencode(part_r, part_c, books, beam)
-        for level in range(1, levels):
-            shift(part_r, books[level], part_c[:, level], +1.0)
-            update_means(books[level], part_r, part_c[:, level])
-            shift(part_r, books[level], part_c[:, level], -1.0)
+        add_back(residual, codes, books)
+    refine_passes(part_r, part_c, books, passes, beam)
     if part_r is residual:
         reencode(residual, codes, books, beam)
     else:
         encode_deeper(residual, codes, books, beam)
 
 
+def refines(levels: int, passes: int, beam: int) -> bool:
+    """Whether :func:`refine_deeper` changes anything."""
+    return levels >= 2 and (passes >= 1 or beam > 1)
+
+
+def refine_passes(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+                  passes: int, beam: int = 1) -> None:
+    """The passes of :func:`refine_deeper` on rows given with their final residuals:
+    ``books`` 2..L move (in place), and so do ``residual`` and ``codes``."""
+    for _ in range(passes):
+        reencode(residual, codes, books, beam)
+        for level in range(1, len(books)):
+            shift(residual, books[level], codes[:, level], +1.0)
+            update_means(books[level], residual, codes[:, level])
+            shift(residual, books[level], codes[:, level], -1.0)
+
+
 def reencode(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
              beam: int = 1) -> None:
     """Final residual -> levels 2..L encoded again (see :func:`encode_deeper`) and the new
     final residual, in place."""
-    _add_back(residual, codes, books)
+    add_back(residual, codes, books)
     encode_deeper(residual, codes, books, beam)
 
 
-def _add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
+def add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
     """Final residual -> level-1 residual, in place."""
     for level in range(1, len(books)):
         shift(residual, books[level], codes[:, level], +1.0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import defaults, engine
+from . import chunked, defaults, engine
 from .errors import InputError, StateError
 from .hooks import pause_point
 from .ids import (
@@ -22,7 +22,7 @@ from .ids import (
     disambiguate_keeping,
 )
 from .quality import headline
-from .store import assignments, codebooks, db, items, lookups, versions
+from .store import assignments, codebooks, db, items, lookups, scan, versions
 from .store.db import Tx
 from .store.versions import Version
 
@@ -172,8 +172,15 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
                                                                             space.model):
             raise InputError(f"{parent.label} was trained on other embeddings than the "
                              "items have now: train without it", param="from_version")
-        item_ids, vectors = items.live_vectors(conn, space.dim)
-        if parent is not None:
+        if parent is None:
+            # a chunk at a time, in this read transaction: memory bounded whatever the
+            # catalog's size (registry.chunked)
+            source = scan.LiveVectors(conn, space)
+            item_ids = source.ids
+            result = chunked.train(source, params)
+            del source
+        else:
+            item_ids, vectors = items.live_vectors(conn, space.dim)
             warm = codebooks.read(conn, parent.number)
             held = lookups.population(conn, parent.number)
     space_codes = CodeSpace(params.codebook_sizes)
@@ -191,9 +198,7 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
         keep[had] = space_codes.unpack(old_packed[had])
         result = engine.train(vectors, params, overwrite=True, warm=warm, keep=keep,
                               stickiness=stickiness)
-    else:
-        result = engine.train(vectors, params, overwrite=True)  # ours: spare a copy
-    del vectors
+        del vectors
     packed = space_codes.pack(result.codes)
     if parent is None:
         disamb = disambiguate(packed)

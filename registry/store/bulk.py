@@ -39,6 +39,7 @@ _PG_FIELDS: list[tuple[type, str]] = [
     (Float, ">f8"),
 ]
 _COPY_CHUNK_ROWS = 200_000
+_EXECUTEMANY_ROWS = 200_000
 
 
 def _copy(cur, stmt: str, params=None):
@@ -123,12 +124,15 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
         marks = ", ".join(str(int(a[0])) if one else "?"
                           for a, one in zip(arrays, same, strict=True))
         stmt = f"INSERT INTO {table.name} ({_quoted(conn, names)}) VALUES ({marks})"
-        varying = [a.tolist() for a, one in zip(arrays, same, strict=True) if not one]
+        varying = [a for a, one in zip(arrays, same, strict=True) if not one]
         with driver_cursor(conn, stmt) as cur:
-            if varying:
-                cur.executemany(stmt, zip(*varying, strict=True))
-            else:
-                cur.executemany(stmt, [()] * n)
+            # a part at a time: a Python int per value, for ten million rows, is gigabytes
+            for start in range(0, n, _EXECUTEMANY_ROWS):
+                if varying:
+                    cur.executemany(stmt, zip(*(a[start:start + _EXECUTEMANY_ROWS].tolist()
+                                                for a in varying), strict=True))
+                else:
+                    cur.executemany(stmt, [()] * min(_EXECUTEMANY_ROWS, n - start))
         return n
     fields: list[tuple[str, str]] = [("nfields", ">i2")]
     for i, (name, a) in enumerate(zip(names, arrays, strict=True)):

@@ -1,0 +1,82 @@
+"""The live items of one embedding space, read a part at a time: what a chunked train
+(:mod:`registry.chunked`) reads instead of every vector at once.
+
+The ids come first (8 bytes an item, through the partial index of live items); a row is then
+an item's position among them, and its vector is read by id range (a chunk) or by id list (a
+sample, the rows nearest-free moves). The caller holds one read transaction throughout, so
+every read sees the same items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import Connection
+
+from .bulk import int_list, read_vectors
+from .schema import LIVE_TERMS
+
+# ids fetched per statement while listing them, and per IN list while reading rows by id
+IDS_PER_READ = 1_000_000
+IDS_PER_LIST = 8192
+
+
+class LiveVectors:
+    """The live items of ``space`` (a :class:`registry.store.items.Space`) in id order, as
+    rows of float32 vectors (a :class:`registry.chunked.Rows`): ``ids`` holds their item
+    ids."""
+
+    def __init__(self, conn: Connection, space) -> None:
+        self.conn, self.dim = conn, space.dim
+        pg = conn.dialect.name == "postgresql"
+        model = "i.embedding_model IS NULL" if space.model is None else \
+            ("i.embedding_model = %(model)s" if pg else "i.embedding_model = :model")
+        dim = "%(dim)s" if pg else ":dim"
+        live = " AND ".join(f"i.{term}" for term in LIVE_TERMS)
+        # naming the space lets the partial index of live items (model, dim, id) give the
+        # ids in order without reading an item row
+        self.where = f"FROM items i WHERE {live} AND {model} AND i.embedding_dim = {dim}"
+        self.params = {"model": space.model, "dim": space.dim}
+        self.ids = self._ids()
+        self.n = int(self.ids.size)
+
+    def _ids(self) -> np.ndarray:
+        pg = self.conn.dialect.name == "postgresql"
+        joined = "string_agg(id::text, ',')" if pg else "group_concat(id)"
+        after = "%(after)s" if pg else ":after"
+        sql = (f"SELECT {joined} FROM (SELECT i.id AS id {self.where} AND i.id > {after} "
+               f"ORDER BY i.id LIMIT {IDS_PER_READ}) AS part")
+        parts, last = [], -1
+        while True:
+            got = int_list(self.conn.exec_driver_sql(
+                sql, {**self.params, "after": last}).scalar())
+            if got.size:
+                got.sort()  # the aggregate's order is not promised
+                parts.append(got)
+                last = int(got[-1])
+            if got.size < IDS_PER_READ:
+                break
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """The vectors of rows ``start`` up to ``stop`` (an id range)."""
+        if stop <= start:
+            return np.empty((0, self.dim), dtype=np.float32)
+        lo, hi = int(self.ids[start]), int(self.ids[stop - 1])
+        return self._read(f"{self.where} AND i.id >= {lo} AND i.id <= {hi}",
+                          self.ids[start:stop])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the rows at the sorted positions ``rows`` (by id list)."""
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for at in range(0, len(rows), IDS_PER_LIST):
+            ids = self.ids[rows[at:at + IDS_PER_LIST]]
+            out[at:at + ids.size] = self._read(
+                f"{self.where} AND i.id IN ({','.join(map(str, ids.tolist()))})", ids)
+        return out
+
+    def _read(self, from_where: str, expect: np.ndarray) -> np.ndarray:
+        ids, vectors = read_vectors(self.conn, from_where, self.params, expect.size,
+                                    self.dim, limit=expect.size)
+        if not np.array_equal(ids, expect):
+            raise RuntimeError("the live items changed while a train read them")
+        return vectors
