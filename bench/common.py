@@ -28,6 +28,20 @@ def clustered_vectors(n: int, dim: int, seed: int = 0, clusters: int = 2000) -> 
     return out
 
 
+def clustered_blocks(start: int, stop: int, dim: int, seed: int = 0, clusters: int = 2000,
+                     block: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows ``start`` up to ``stop`` of an endless catalog like :func:`clustered_vectors`
+    (other numbers), a block at a time: (first row, float32 block). Row i is the same
+    whatever range it is asked in, so a catalog of ten million never sits in memory."""
+    centres = np.random.default_rng(seed).standard_normal((clusters, dim), dtype=np.float32)
+    for first in range(start - start % block, stop, block):
+        rng = np.random.default_rng([seed, first // block])
+        out = centres[rng.integers(0, clusters, block)]
+        out += 0.6 * rng.standard_normal((block, dim), dtype=np.float32)
+        lo, hi = max(start, first), min(stop, first + block)
+        yield lo, out[lo - first:hi - first]
+
+
 def debian() -> tuple[np.ndarray, np.ndarray]:
     """The full Debian catalog of ../shared/data: float32 embeddings and each package's
     section."""

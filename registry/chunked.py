@@ -9,7 +9,8 @@ the same steps in the same order, so that its codebooks and codes are those of
 :func:`registry.engine.train` on the same rows (tests/test_chunked.py). What stays in memory
 is a few numbers per item (codes, squared residuals) and one chunk of vectors. Nearest-free
 needs the final residuals of the rows it moves, in an order only known at the end: they are
-written to a temporary file as each chunk is encoded and read back row by row.
+kept as each chunk is encoded, in memory up to RESIDUALS_IN_MEMORY and in a temporary file
+beyond it, and read back row by row.
 
 Numpy in, numpy out: the rows come from a :class:`Rows` source (an array in memory, or the
 database's live items, :class:`registry.store.scan.LiveVectors`).
@@ -27,9 +28,13 @@ import numpy as np
 from . import engine, kmeans
 from .quality import collision_rate
 
-# rows encoded at a time: 256 MB of 384-d float32 vectors (a multiple of the engine's
+# rows encoded at a time: 384 MB of 384-d float32 vectors (a multiple of the engine's
 # sum-of-squares blocks). Below twice this, the whole catalog is read and trained in memory.
 CHUNK_ROWS = 1 << 18
+# the final residuals nearest-free reads back stay in memory up to this size, and go to a
+# temporary file beyond it: writing them there and reading them back costs a sixth of the
+# time of the rest of a train at 1M items (BENCHMARKS.md, Design figures: residuals spilled)
+RESIDUALS_IN_MEMORY = 2 << 30
 
 
 class Rows(Protocol):
@@ -75,9 +80,9 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
     """Codebooks and codes of a cold train of ``source``'s rows, as
     :func:`registry.engine.train` gives them, holding one chunk of ``chunk`` rows at a time
     (:data:`CHUNK_ROWS` by default; every row at once where :func:`in_memory` says so).
-    The nearest-free step's residuals go to a temporary file in ``spill_dir`` (the
-    system's temporary directory by default): ``n * dim * 4`` bytes, removed before
-    returning."""
+    The nearest-free step's residuals (``n * dim * 4`` bytes) stay in memory up to
+    :data:`RESIDUALS_IN_MEMORY`, and go to a temporary file in ``spill_dir`` (the system's
+    temporary directory by default) beyond it, removed before returning."""
     n = source.n
     chunk = CHUNK_ROWS if chunk is None else chunk
     if in_memory(n, params, chunk):
@@ -114,7 +119,13 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
     residual_sq = np.empty(n, dtype=np.float32) if plain and free else None
     row_sum = np.zeros(source.dim, dtype=np.float64)
     total_sq = error = 0.0
-    with _Spill(n, source.dim, spill_dir) if plain and free else _NoSpill() as spill:
+    if not (plain and free):
+        kept = _NoResiduals()
+    elif n * source.dim * 4 <= RESIDUALS_IN_MEMORY:
+        kept = _Residuals(n, source.dim)
+    else:
+        kept = _Spill(n, source.dim, spill_dir)
+    with kept as spill:
         for at in range(0, n, chunk):
             x = engine.prepare(source.rows(at, min(n, at + chunk)), overwrite=True)
             row_sum += x.sum(axis=0, dtype=np.float64)
@@ -205,9 +216,31 @@ class _Spill:
             del view
 
 
-class _NoSpill:
-    def __enter__(self) -> _NoSpill:
+class _Residuals:
+    """The final residuals, in memory (as the in-memory engine holds them)."""
+
+    def __init__(self, n: int, dim: int):
+        self.x = np.empty((n, dim), dtype=np.float32)
+
+    def __enter__(self) -> _Residuals:
         return self
+
+    def __exit__(self, *exc_info) -> None:
+        del self.x
+
+    def write(self, at: int, x: np.ndarray) -> None:
+        self.x[at:at + x.shape[0]] = x
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.x[rows]
+
+
+class _NoResiduals(_Residuals):
+    """None kept: normalized residuals are not decoded (nearest-free reads the rows again),
+    and suffix collisions never move a row."""
+
+    def __init__(self) -> None:
+        pass
 
     def __exit__(self, *exc_info) -> None:
         pass
@@ -216,4 +249,4 @@ class _NoSpill:
         pass
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        raise AssertionError("no residuals kept: normalized residuals are not decoded")
+        raise AssertionError("no residuals kept")

@@ -18,8 +18,11 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("spill", [False, True], ids=["residuals in memory", "spilled"])
 @pytest.mark.parametrize("case", CASES)
-def test_chunked_train_equals_in_memory(case):
+def test_chunked_train_equals_in_memory(case, spill, monkeypatch):
+    if spill:
+        monkeypatch.setattr(chunked, "RESIDUALS_IN_MEMORY", 0)
     kw = dict(CASES[case])
     sizes = kw.pop("sizes", (12, 8, 8))
     x = make_vectors(5000, dim=24, seed=4, clusters=40)
@@ -49,7 +52,8 @@ def test_small_or_balanced_catalogs_train_in_memory():
                                                       balance=0.1), 100)
 
 
-def test_spill_file_is_removed(tmp_path):
+def test_spill_file_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(chunked, "RESIDUALS_IN_MEMORY", 0)
     x = make_vectors(3000, dim=16, seed=1)
     chunked.train(chunked.ArrayRows(x), engine.TrainParams((8, 8, 8),
                                                            max_points_per_centroid=40),
@@ -68,6 +72,7 @@ def test_registry_train_in_chunks_gives_todays_ids(reg, monkeypatch):
     options = dict(levels=3, codebook_size=[8, 8, 4], max_points_per_centroid=40,
                    max_disambiguation=1000)
     monkeypatch.setattr(chunked, "CHUNK_ROWS", 400)
+    monkeypatch.setattr(chunked, "RESIDUALS_IN_MEMORY", 0)
     parts = reg.train(**options, name="chunks")
     monkeypatch.setattr(chunked, "CHUNK_ROWS", 10**7)
     whole = reg.train(**options, name="whole")
