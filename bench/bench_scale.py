@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import clustered_blocks, database, machine, record, table
 
-from registry import Registry
+from registry import Registry, chunked, engine
 from registry.defaults import ASSIGN_BATCH as DEFAULT_BATCH
 
 DIM, SIZES = 384, (256, 256, 256)
@@ -70,6 +70,19 @@ for path in sorted(glob.glob(folder + "/part-*.parquet")):
 assert at == n
 start = time.perf_counter()
 engine.train(x, engine.TrainParams({sizes}), overwrite=True)
+print(json.dumps({{"seconds": time.perf_counter() - start}}))
+"""
+# the engine as train runs it on a catalog too large to hold (registry.chunked), with the rows
+# in a .npy file instead of the database: the same samples, chunks and spilled residuals
+BARE_CHUNKED = """
+import json, sys, time
+import numpy as np
+from registry import chunked, engine
+from registry.allocator import tune
+tune()
+rows = chunked.ArrayRows(np.load(sys.argv[1], mmap_mode="r"))
+start = time.perf_counter()
+chunked.train(rows, engine.TrainParams({sizes}))
 print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """
 # what assign computes, alone: the same new vectors, in the command's batches, encoded
@@ -165,6 +178,15 @@ def write_shards(folder: Path, n: int) -> None:
                     schema=schema))
 
 
+def write_npy(path: Path, n: int) -> None:
+    """Rows 0..n of the generated catalog as one .npy file, written a block at a time."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_2_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (n, DIM)})
+        for _, block in clustered_blocks(0, n, DIM, seed=1):
+            f.write(block.astype("<f4").tobytes())
+
+
 def db_bytes(url: str) -> int:
     """The database's size on disk: the SQLite file and its WAL, or the benchmark schema's
     tables, indexes and TOAST on PostgreSQL."""
@@ -178,9 +200,11 @@ def db_bytes(url: str) -> int:
             "AND c.relkind = 'r'").scalar())
 
 
-def run_database(kind: str, n: int, shards: Path, new_x: np.ndarray, workdir: Path,
-                 repeat: int) -> tuple[list[list[str]], float]:
-    """The rows of one database at one size, and train's median seconds."""
+def run_database(kind: str, n: int, shards: Path, npy: Path | None, new_x: np.ndarray,
+                 workdir: Path, repeat: int) -> tuple[list[list[str]], float]:
+    """The rows of one database at one size, and train's median seconds. ``npy``: the
+    catalog as one file, where train runs in chunks (the bare engine is then the chunked
+    one, reading it; the in-memory engine runs once beside, for reference)."""
     rows = []
     with database(kind, workdir) as url:
         with Registry(url) as reg:
@@ -199,9 +223,19 @@ def run_database(kind: str, n: int, shards: Path, new_x: np.ndarray, workdir: Pa
         # compared: this machine's speed drifts by 10-30% over the minutes of a run, and
         # one process's k-means alone differs from the next one's by up to a tenth
         bares, trains, insides, peak, bare_peak = [], [], [], 0.0, 0.0
+        whole = []
+        if npy is not None:
+            try:
+                whole.append(child(["-c", BARE.format(sizes=SIZES, dim=DIM), str(shards),
+                                    str(n)]))
+            except SystemExit as e:  # out of memory, most likely
+                print(f"the in-memory engine did not run at {n:,}: {str(e)[-300:]}")
         for _ in range(repeat):
-            bare, _, bare_rss = child(["-c", BARE.format(sizes=SIZES, dim=DIM), str(shards),
-                                       str(n)])
+            if npy is None:
+                bare, _, bare_rss = child(["-c", BARE.format(sizes=SIZES, dim=DIM),
+                                           str(shards), str(n)])
+            else:
+                bare, _, bare_rss = child(["-c", BARE_CHUNKED.format(sizes=SIZES), str(npy)])
             out, _, rss = child(registry_cmd(url, "train", "--json"))
             bares.append(bare["seconds"])
             trains.append(out["seconds"])
@@ -213,9 +247,16 @@ def run_database(kind: str, n: int, shards: Path, new_x: np.ndarray, workdir: Pa
         trained = db_bytes(url)
         bare_s, train_s = statistics.median(bares), statistics.median(trains)
         ratio = train_s / bare_s
-        rows.append([f"bare engine.train {n:,} x {DIM} in memory, {kind} run "
-                     f"({_median_of(bares)})", f"{bare_s:.1f} s", "-", "1.00x",
-                     f"RSS {bare_peak:.2f} GB"])
+        if whole:
+            (w, _, w_rss), = whole
+            rows.append([f"engine.train {n:,} x {DIM} in memory, for reference, {kind} run "
+                         "(one run)", f"{w['seconds']:.1f} s", "-",
+                         f"{w['seconds'] / statistics.median(bares):.2f}x the bare",
+                         f"RSS {w_rss:.2f} GB"])
+        what = "engine.train in memory" if npy is None else \
+            "chunked engine (registry.chunked) reading a .npy file"
+        rows.append([f"bare {what}, {n:,} x {DIM}, {kind} run ({_median_of(bares)})",
+                     f"{bare_s:.1f} s", "-", "1.00x", f"RSS {bare_peak:.2f} GB"])
         rows.append([f"train {n:,} x {DIM} end to end, {kind} ({_median_of(trains)}; "
                      f"engine inside {_runs(insides)}; IDs {(trained - size) / n / repeat:,.0f}"
                      " bytes per item on disk)", f"{train_s:.1f} s "
@@ -371,13 +412,19 @@ def main() -> None:
             start = time.perf_counter()
             write_shards(shards, n)
             print(f"{n:,} rows in {SHARDS} shards in {time.perf_counter() - start:.0f} s")
+            npy = None
+            if not chunked.in_memory(n, DIM, engine.TrainParams(SIZES), chunked.CHUNK_ROWS):
+                npy = workdir / f"vectors-{n}.npy"
+                write_npy(npy, n)
             new_x = np.concatenate([b for _, b in clustered_blocks(n, n + new, DIM, seed=1)])
             for kind in args.databases.split(","):
-                got, train_s = run_database(kind, n, shards, new_x, workdir,
+                got, train_s = run_database(kind, n, shards, npy, new_x, workdir,
                                             args.repeat if n <= STEPS[0] else args.repeat_large)
                 rows += got
                 per_item.setdefault(kind, []).append((n, train_s / n))
             shutil.rmtree(shards)
+            if npy is not None:
+                npy.unlink()
     for kind, steps in per_item.items():
         (n0, t0), (n1, t1) = steps[0], steps[-1]
         if n1 > n0:
@@ -390,9 +437,13 @@ def main() -> None:
             f"mixture of 2,000 Gaussians) + {new:,} new, 3 x 256 with the default parameters "
             f"(nearest-free), float32 storage; {machine()}. Command: `{command}`. Each "
             f"catalog is written as {SHARDS} Parquet shards and added with `registry add "
-            "DIR`. Train and assign times are what each command reports for its own work (the "
-            "bare run times `engine.train` alone on the whole catalog in memory, under the "
-            f"same memory settings); the bare computation and the command run in turns "
+            "DIR`. Train and assign times are what each command reports for its own work. "
+            "The bare train runs the engine alone, under the same memory settings: "
+            "`engine.train` on the whole catalog in memory where `registry train` does that "
+            f"too (catalogs up to {chunked.IN_MEMORY_BYTES / 2**30:.0f} GB of vectors), and "
+            "beyond it the chunked engine train then runs (`registry.chunked`) on the catalog "
+            "in a .npy file, with `engine.train` in memory once beside it for reference; the "
+            "bare computation and the command run in turns "
             f"({args.repeat} runs each at 1M and below, {args.repeat_large} above) on each "
             "database, and their medians are compared (the later trains add versions beside "
             "the version 1 that the lookups use). Assign runs once into each of those "

@@ -7,10 +7,10 @@ by row. :func:`train` here draws the same samples from the same generators, read
 rows, trains the same codebooks, then encodes the whole catalog a chunk at a time through
 the same steps in the same order, so that its codebooks and codes are those of
 :func:`registry.engine.train` on the same rows (tests/test_chunked.py). What stays in memory
-is a few numbers per item (codes, squared residuals) and one chunk of vectors. Nearest-free
-needs the final residuals of the rows it moves, in an order only known at the end: they are
-kept as each chunk is encoded, in memory up to RESIDUALS_IN_MEMORY and in a temporary file
-beyond it, and read back row by row.
+is the samples, a few numbers per item (codes, squared residuals) and one chunk of vectors.
+Nearest-free needs the final residuals of the rows it moves, in an order only known at the
+end: they are written to a temporary file as each chunk is encoded and read back row by row.
+A catalog within IN_MEMORY_BYTES is trained in memory as a whole, which is faster.
 
 Numpy in, numpy out: the rows come from a :class:`Rows` source (an array in memory, or the
 database's live items, :class:`registry.store.scan.LiveVectors`).
@@ -29,12 +29,14 @@ from . import engine, kmeans
 from .quality import collision_rate
 
 # rows encoded at a time: 384 MB of 384-d float32 vectors (a multiple of the engine's
-# sum-of-squares blocks). Below twice this, the whole catalog is read and trained in memory.
+# sum-of-squares blocks)
 CHUNK_ROWS = 1 << 18
-# the final residuals nearest-free reads back stay in memory up to this size, and go to a
-# temporary file beyond it: writing them there and reading them back costs a sixth of the
-# time of the rest of a train at 1M items (BENCHMARKS.md, Design figures: residuals spilled)
-RESIDUALS_IN_MEMORY = 2 << 30
+# a catalog whose vectors take no more than this is read whole and trained in memory: the
+# in-memory engine holds the final residuals nearest-free reads back, where a chunked train
+# writes them to a file and reads them again, and draws its samples from memory, where a
+# chunked train reads them from the database at random (BENCHMARKS.md, Design figures:
+# chunked train against the in-memory engine)
+IN_MEMORY_BYTES = 2 << 30
 
 
 class Rows(Protocol):
@@ -44,8 +46,8 @@ class Rows(Protocol):
     n: int
     dim: int
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start`` up to ``stop``, as a new (stop - start, dim) array."""
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start`` up to ``stop``, as a new (stop - start, dim) array or in ``out``."""
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The rows at the sorted positions ``rows``, as a new array in that order."""
@@ -58,21 +60,35 @@ class ArrayRows:
         self.x = x
         self.n, self.dim = x.shape
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.array(self.x[start:stop], dtype=np.float32)
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return np.array(self.x[start:stop], dtype=np.float32)
+        out[:] = self.x[start:stop]
+        return out
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         return np.array(self.x[rows], dtype=np.float32)
 
 
-def in_memory(n: int, params: engine.TrainParams, chunk: int) -> bool:
-    """Whether a train of ``n`` rows reads them all at once: a small catalog, a balanced
-    version (its capacity-constrained assignment sees every row together), or samples that
-    would hold every row anyway."""
-    samples = [params.max_points_per_centroid * k for k in params.codebook_sizes]
-    if params.refine:
-        samples.append(params.max_points_per_centroid * max(params.codebook_sizes))
-    return n < 2 * chunk or params.balance is not None or n <= max(samples)
+def in_memory(n: int, dim: int, params: engine.TrainParams, chunk: int) -> bool:
+    """Whether a train of ``n`` rows of ``dim`` reads them all at once: a catalog within
+    IN_MEMORY_BYTES or two chunks, a balanced version (its capacity-constrained assignment
+    sees every row together), or samples that would hold every row anyway."""
+    return n * dim * 4 <= IN_MEMORY_BYTES or n < 2 * chunk or params.balance is not None \
+        or n <= sum(_sample_sizes(params))
+
+
+def _sample_sizes(params: engine.TrainParams) -> list[int]:
+    """The rows each level's k-means samples, and the refinement passes (where they run)."""
+    sizes = [params.max_points_per_centroid * k for k in params.codebook_sizes]
+    if _refined(params) and params.refine:
+        sizes.append(params.max_points_per_centroid * max(params.codebook_sizes))
+    return sizes
+
+
+def _refined(params: engine.TrainParams) -> bool:
+    return params.residual == "plain" and kmeans.refines(params.levels, params.refine,
+                                                         params.beam)
 
 
 def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
@@ -80,38 +96,44 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
     """Codebooks and codes of a cold train of ``source``'s rows, as
     :func:`registry.engine.train` gives them, holding one chunk of ``chunk`` rows at a time
     (:data:`CHUNK_ROWS` by default; every row at once where :func:`in_memory` says so).
-    The nearest-free step's residuals (``n * dim * 4`` bytes) stay in memory up to
-    :data:`RESIDUALS_IN_MEMORY`, and go to a temporary file in ``spill_dir`` (the system's
-    temporary directory by default) beyond it, removed before returning."""
+    The nearest-free step's residuals (``n * dim * 4`` bytes) go to a temporary file in
+    ``spill_dir`` (the system's temporary directory by default), removed before
+    returning."""
     n = source.n
     chunk = CHUNK_ROWS if chunk is None else chunk
-    if in_memory(n, params, chunk):
+    if in_memory(n, source.dim, params, chunk):
         return engine.train(source.rows(0, n), params, overwrite=True)
     start = time.perf_counter()
     warnings = engine.size_warnings(n, params)
+    # every sample drawn first (each from its own generator, which the level's k-means
+    # then goes on with) and read in one pass, in id order
+    draws = []
+    for level, m in enumerate(_sample_sizes(params)):
+        rng = np.random.default_rng(params.seed + level if level < params.levels
+                                    else params.seed)
+        draws.append((rng, kmeans.sample_rows(n, m, rng)))
+    wanted = np.unique(np.concatenate([pick for _, pick in draws]))
+    raw = source.take(wanted)
+
+    def sample(pick: np.ndarray) -> np.ndarray:
+        return engine.prepare(raw[np.searchsorted(wanted, pick)], overwrite=True)
+
     books: list[np.ndarray] = []
     for level, k in enumerate(params.codebook_sizes):
-        rng = np.random.default_rng(params.seed + level)
-        pick = kmeans.sample_rows(n, params.max_points_per_centroid * k, rng)
-        sample = _greedy(engine.prepare(source.take(pick), overwrite=True), books,
-                         params.residual)
-        books.append(kmeans.fit_sample(sample, k, niter=params.niter, rng=rng,
-                                       project=level > 0))
-        del sample
+        rng, pick = draws[level]
+        books.append(kmeans.fit_sample(_greedy(sample(pick), books, params.residual), k,
+                                       niter=params.niter, rng=rng, project=level > 0))
+    refine_sample = sample(draws[-1][1]) if len(draws) > params.levels else None
+    raw = None  # the samples' rows, no longer needed
     # the codebooks the level-by-level codes were found with: the refinement moves the
     # deeper ones, and the whole catalog is encoded as it was in memory, greedily with these
     # and then again with the refined ones
     greedy_books = [b.copy() for b in books]
-    deeper = params.residual == "plain" and kmeans.refines(params.levels, params.refine,
-                                                           params.beam)
-    if deeper and params.refine:
-        rng = np.random.default_rng(params.seed)
-        pick = np.sort(rng.choice(n, params.max_points_per_centroid * max(params.codebook_sizes),
-                                  replace=False))
-        part = engine.prepare(source.take(pick), overwrite=True)
-        part_codes = _encode_greedy(part, greedy_books, params.residual)
-        kmeans.refine_passes(part, part_codes, books, params.refine, params.beam)
-        del part, part_codes
+    deeper = _refined(params)
+    if refine_sample is not None:
+        part_codes = _encode_greedy(refine_sample, greedy_books, params.residual)
+        kmeans.refine_passes(refine_sample, part_codes, books, params.refine, params.beam)
+        del refine_sample, part_codes
 
     plain = params.residual == "plain"
     free = params.collisions == "nearest-free"
@@ -119,15 +141,11 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
     residual_sq = np.empty(n, dtype=np.float32) if plain and free else None
     row_sum = np.zeros(source.dim, dtype=np.float64)
     total_sq = error = 0.0
-    if not (plain and free):
-        kept = _NoResiduals()
-    elif n * source.dim * 4 <= RESIDUALS_IN_MEMORY:
-        kept = _Residuals(n, source.dim)
-    else:
-        kept = _Spill(n, source.dim, spill_dir)
-    with kept as spill:
+    buffer = np.empty((min(n, chunk), source.dim), dtype=np.float32)  # reused: no new pages
+    with _Spill(n, source.dim, spill_dir) if plain and free else _NoSpill() as spill:
         for at in range(0, n, chunk):
-            x = engine.prepare(source.rows(at, min(n, at + chunk)), overwrite=True)
+            stop = min(n, at + chunk)
+            x = engine.prepare(source.rows(at, stop, out=buffer[:stop - at]), overwrite=True)
             row_sum += x.sum(axis=0, dtype=np.float64)
             total_sq += engine.sum_squares(x)
             part = codes[at:at + x.shape[0]]
@@ -141,6 +159,7 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
                 residual_sq[at:at + x.shape[0]] = np.einsum("ij,ij->i", x, x)
             spill.write(at, x)
             del x, part
+        del buffer
         mean = row_sum / n
         total = total_sq - n * float(mean @ mean)
         stats: dict = {"items": n, "dim": source.dim, "raw_collision_rate": collision_rate(codes)}
@@ -187,9 +206,10 @@ def _encode_greedy(x: np.ndarray, books: list[np.ndarray], mode: str) -> np.ndar
 
 
 class _Spill:
-    """The final residuals, a float32 row per item, in a temporary file. Read back through a
-    short-lived memory map: its pages leave the process with it, so the rows read never add
-    up in its resident memory."""
+    """The final residuals, a float32 row per item, in a temporary file, read back a row at
+    a time. A memory map of the file was as fast, but the pages it faulted in around each
+    row counted as the process's own: a train of 3M items peaked at 5.3 GB instead of
+    1.0 GB."""
 
     def __init__(self, n: int, dim: int, where: str | None):
         self.shape = (n, dim)
@@ -209,38 +229,21 @@ class _Spill:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         self.file.flush()
-        view = np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
-        try:
-            return np.array(view[rows])
-        finally:
-            del view
+        out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
+        size = self.shape[1] * 4
+        fd, buffers = self.file.fileno(), memoryview(out).cast("B")
+        for i, row in enumerate(np.asarray(rows).tolist()):
+            if os.preadv(fd, [buffers[i * size:(i + 1) * size]], row * size) != size:
+                raise OSError(f"short read from {self.path}")
+        return out
 
 
-class _Residuals:
-    """The final residuals, in memory (as the in-memory engine holds them)."""
+class _NoSpill:
+    """No residuals kept: normalized ones cannot be decoded (nearest-free reads the rows
+    again), and suffix collisions never move a row."""
 
-    def __init__(self, n: int, dim: int):
-        self.x = np.empty((n, dim), dtype=np.float32)
-
-    def __enter__(self) -> _Residuals:
+    def __enter__(self) -> _NoSpill:
         return self
-
-    def __exit__(self, *exc_info) -> None:
-        del self.x
-
-    def write(self, at: int, x: np.ndarray) -> None:
-        self.x[at:at + x.shape[0]] = x
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        return self.x[rows]
-
-
-class _NoResiduals(_Residuals):
-    """None kept: normalized residuals are not decoded (nearest-free reads the rows again),
-    and suffix collisions never move a row."""
-
-    def __init__(self) -> None:
-        pass
 
     def __exit__(self, *exc_info) -> None:
         pass

@@ -110,16 +110,24 @@ class ShardSet:
 
     def _batches(self, columns: tuple[str, ...] | None):
         """(shard, 1-based row of the batch's first, record batch) through every shard."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        pool = pa.default_memory_pool()
         for shard in self.paths:
             first = 1
             with pq.ParquetFile(shard) as f:
                 for batch in f.iter_batches(batch_size=BATCH_ROWS,
                                             columns=None if columns is None
                                             else list(dict.fromkeys(columns))):
+                    rows = batch.num_rows
                     yield str(shard), first, batch
-                    first += batch.num_rows
+                    first += rows
+                    # Arrow's allocator keeps what a batch freed: reading 1M rows it held
+                    # 1.3 GB where a batch needs 100 MB (BENCHMARKS.md, Design figures:
+                    # Arrow's memory between batches)
+                    del batch
+                    pool.release_unused()
 
     def _piece(self, source: str, first: int, batch, *, metadata: bool,
                dim: int | None) -> Incoming:

@@ -18,17 +18,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("spill", [False, True], ids=["residuals in memory", "spilled"])
+@pytest.fixture(autouse=True)
+def no_memory_budget(monkeypatch):
+    """Every catalog here would be trained in memory as a whole: chunk them all."""
+    monkeypatch.setattr(chunked, "IN_MEMORY_BYTES", 0)
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_chunked_train_equals_in_memory(case, spill, monkeypatch):
-    if spill:
-        monkeypatch.setattr(chunked, "RESIDUALS_IN_MEMORY", 0)
+def test_chunked_train_equals_in_memory(case):
     kw = dict(CASES[case])
     sizes = kw.pop("sizes", (12, 8, 8))
     x = make_vectors(5000, dim=24, seed=4, clusters=40)
     params = engine.TrainParams(sizes, max_points_per_centroid=40, **kw)
     chunk = 700  # not a divisor of 5000: the last chunk is short
-    assert not chunked.in_memory(len(x), params, chunk)
+    assert not chunked.in_memory(len(x), x.shape[1], params, chunk)
     whole = engine.train(x, params)
     parts = chunked.train(chunked.ArrayRows(x), params, chunk=chunk)
     assert np.array_equal(parts.codes, whole.codes)
@@ -43,17 +46,19 @@ def test_chunked_train_equals_in_memory(case, spill, monkeypatch):
         assert parts.stats["moved"] > 0  # the rows read back from the spill file mattered
 
 
-def test_small_or_balanced_catalogs_train_in_memory():
-    params = engine.TrainParams((8, 8), max_points_per_centroid=40)
-    assert chunked.in_memory(1000, params, 700)  # under two chunks
-    assert chunked.in_memory(300, params, 100)  # a sample would be every row
-    assert not chunked.in_memory(1000, params, 100)
-    assert chunked.in_memory(1000, engine.TrainParams((8, 8), max_points_per_centroid=40,
-                                                      balance=0.1), 100)
+def test_small_or_balanced_catalogs_train_in_memory(monkeypatch):
+    params = engine.TrainParams((8, 8), max_points_per_centroid=20)
+    assert chunked.in_memory(1000, 16, params, 700)  # under two chunks
+    assert chunked.in_memory(300, 16, params, 100)  # the samples would hold every row
+    assert not chunked.in_memory(1000, 16, params, 100)
+    assert chunked.in_memory(1000, 16, engine.TrainParams((8, 8), max_points_per_centroid=20,
+                                                          balance=0.1), 100)
+    monkeypatch.setattr(chunked, "IN_MEMORY_BYTES", 64_000)
+    assert chunked.in_memory(1000, 16, params, 100)  # 64,000 bytes of vectors
+    assert not chunked.in_memory(1001, 16, params, 100)
 
 
-def test_spill_file_is_removed(tmp_path, monkeypatch):
-    monkeypatch.setattr(chunked, "RESIDUALS_IN_MEMORY", 0)
+def test_spill_file_is_removed(tmp_path):
     x = make_vectors(3000, dim=16, seed=1)
     chunked.train(chunked.ArrayRows(x), engine.TrainParams((8, 8, 8),
                                                            max_points_per_centroid=40),
@@ -72,9 +77,8 @@ def test_registry_train_in_chunks_gives_todays_ids(reg, monkeypatch):
     options = dict(levels=3, codebook_size=[8, 8, 4], max_points_per_centroid=40,
                    max_disambiguation=1000)
     monkeypatch.setattr(chunked, "CHUNK_ROWS", 400)
-    monkeypatch.setattr(chunked, "RESIDUALS_IN_MEMORY", 0)
     parts = reg.train(**options, name="chunks")
-    monkeypatch.setattr(chunked, "CHUNK_ROWS", 10**7)
+    monkeypatch.setattr(chunked, "IN_MEMORY_BYTES", 2 << 30)
     whole = reg.train(**options, name="whole")
     assert parts.items == whole.items == n - 50
     assert parts.version.stats["moved"] == whole.version.stats["moved"] > 0

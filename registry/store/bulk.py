@@ -162,17 +162,22 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
 
 
 def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int, dim: int,
-                 *, limit: int | None = None, span: int = 8192
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 *, limit: int | None = None, span: int = 8192,
+                 bounds: tuple[int, int] | None = None, listed: bool = False,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read ``SELECT i.id, i.embedding ... {from_where} ORDER BY i.id [LIMIT]`` into
     (ids int64 (N,), vectors float32 (N, dim)), arrays preallocated for ``capacity`` rows
-    (an exact count, or the LIMIT) and trimmed to what came.
+    (an exact count, or the LIMIT) and trimmed to what came; the vectors into ``out`` where
+    given (``capacity`` rows of ``dim``).
 
     ``from_where`` names the items table ``i``, ends with its WHERE conditions, and uses
-    ``%(name)s`` placeholders on PostgreSQL, ``:name`` on SQLite.
+    ``%(name)s`` placeholders on PostgreSQL, ``:name`` on SQLite. On SQLite, ``bounds`` (the
+    lowest and highest id there can be) spares a look at the whole table, and ``listed``
+    (conditions that name the ids one by one) reads them in one statement.
     """
     ids = np.empty(capacity, dtype=np.int64)
-    out = np.empty((capacity, dim), dtype=np.float32)
+    if out is None:
+        out = np.empty((capacity, dim), dtype=np.float32)
     with Prefault(out) as prefault:
         if conn.dialect.name == "postgresql":
             tail = "" if limit is None else f" LIMIT {int(limit)}"
@@ -180,8 +185,12 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
             filled = _CopyReader(ids, out, prefault).run(conn, sql, params)
         else:
             reader = _SqliteReader(ids, out, prefault)
-            if limit is None:
-                reader.ranges(conn, from_where, params, span)
+            if listed:
+                joined, each = reader._sql(f"{from_where} ORDER BY i.id")
+                with driver_cursor(conn, joined) as cur:
+                    reader._piece(cur, joined, each, params)
+            elif limit is None:
+                reader.ranges(conn, from_where, params, span, bounds)
             else:
                 reader.pieces(conn, from_where, params, limit, span)
             filled = reader.filled
@@ -225,10 +234,12 @@ class _SqliteReader:
             self._joined(found, blob)
         return last
 
-    def ranges(self, conn: Connection, from_where: str, params: dict, span: int) -> None:
+    def ranges(self, conn: Connection, from_where: str, params: dict, span: int,
+               bounds: tuple[int, int] | None = None) -> None:
         joined, each = self._sql(f"{from_where} AND i.id >= :read_lo AND i.id < :read_hi "
                                  "ORDER BY i.id")
-        lo, top = conn.exec_driver_sql("SELECT min(id), max(id) FROM items").one()
+        lo, top = bounds if bounds is not None else \
+            conn.exec_driver_sql("SELECT min(id), max(id) FROM items").one()
         if lo is None:
             return
         with driver_cursor(conn, joined) as cur:

@@ -33,8 +33,11 @@ class LiveVectors:
         dim = "%(dim)s" if pg else ":dim"
         live = " AND ".join(f"i.{term}" for term in LIVE_TERMS)
         # naming the space lets the partial index of live items (model, dim, id) give the
-        # ids in order without reading an item row
-        self.where = f"FROM items i WHERE {live} AND {model} AND i.embedding_dim = {dim}"
+        # ids in order without reading an item row; vectors are read by id ranges of the
+        # table itself (through that index, each row would be a lookup of its own), and
+        # each read is checked against the ids listed
+        self.listing = f"FROM items i WHERE {live} AND {model} AND i.embedding_dim = {dim}"
+        self.where = f"FROM items i WHERE {live}"
         self.params = {"model": space.model, "dim": space.dim}
         self.ids = self._ids()
         self.n = int(self.ids.size)
@@ -43,7 +46,7 @@ class LiveVectors:
         pg = self.conn.dialect.name == "postgresql"
         joined = "string_agg(id::text, ',')" if pg else "group_concat(id)"
         after = "%(after)s" if pg else ":after"
-        sql = (f"SELECT {joined} FROM (SELECT i.id AS id {self.where} AND i.id > {after} "
+        sql = (f"SELECT {joined} FROM (SELECT i.id AS id {self.listing} AND i.id > {after} "
                f"ORDER BY i.id LIMIT {IDS_PER_READ}) AS part")
         parts, last = [], -1
         while True:
@@ -57,26 +60,27 @@ class LiveVectors:
                 break
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """The vectors of rows ``start`` up to ``stop`` (an id range)."""
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The vectors of rows ``start`` up to ``stop`` (an id range), into ``out`` where
+        given."""
         if stop <= start:
             return np.empty((0, self.dim), dtype=np.float32)
         lo, hi = int(self.ids[start]), int(self.ids[stop - 1])
         return self._read(f"{self.where} AND i.id >= {lo} AND i.id <= {hi}",
-                          self.ids[start:stop])
+                          self.ids[start:stop], bounds=(lo, hi), out=out)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of the rows at the sorted positions ``rows`` (by id list)."""
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         for at in range(0, len(rows), IDS_PER_LIST):
             ids = self.ids[rows[at:at + IDS_PER_LIST]]
-            out[at:at + ids.size] = self._read(
-                f"{self.where} AND i.id IN ({','.join(map(str, ids.tolist()))})", ids)
+            self._read(f"{self.where} AND i.id IN ({','.join(map(str, ids.tolist()))})", ids,
+                       listed=True, out=out[at:at + ids.size])
         return out
 
-    def _read(self, from_where: str, expect: np.ndarray) -> np.ndarray:
+    def _read(self, from_where: str, expect: np.ndarray, **how) -> np.ndarray:
         ids, vectors = read_vectors(self.conn, from_where, self.params, expect.size,
-                                    self.dim, limit=expect.size)
+                                    self.dim, **how)
         if not np.array_equal(ids, expect):
             raise RuntimeError("the live items changed while a train read them")
         return vectors
