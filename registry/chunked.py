@@ -25,7 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
-from . import engine, kmeans
+from . import engine, kmeans, stable
+from .ids import CodeSpace
 from .quality import collision_rate
 
 # rows encoded at a time: 384 MB of 384-d float32 vectors (a multiple of the engine's
@@ -91,20 +92,25 @@ def _refined(params: engine.TrainParams) -> bool:
                                                          params.beam)
 
 
-def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
+def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | None = None,
+          keep: np.ndarray | None = None, stickiness: float = 0.0, chunk: int | None = None,
           spill_dir: str | None = None) -> engine.TrainResult:
-    """Codebooks and codes of a cold train of ``source``'s rows, as
-    :func:`registry.engine.train` gives them, holding one chunk of ``chunk`` rows at a time
-    (:data:`CHUNK_ROWS` by default; every row at once where :func:`in_memory` says so).
-    The nearest-free step's residuals (``n * dim * 4`` bytes) go to a temporary file in
-    ``spill_dir`` (the system's temporary directory by default), removed before
-    returning."""
+    """Codebooks and codes of a train of ``source``'s rows, cold or warm (``warm``, ``keep``
+    and ``stickiness`` as for :func:`registry.engine.train`), as that function gives them,
+    holding one chunk of ``chunk`` rows at a time (:data:`CHUNK_ROWS` by default; every row
+    at once where :func:`in_memory` says so). The nearest-free step's residuals
+    (``n * dim * 4`` bytes) go to a temporary file in ``spill_dir`` (the system's temporary
+    directory by default), removed before returning."""
     n = source.n
     chunk = CHUNK_ROWS if chunk is None else chunk
     if in_memory(n, source.dim, params, chunk):
-        return engine.train(source.rows(0, n), params, overwrite=True)
+        return engine.train(source.rows(0, n), params, overwrite=True, warm=warm, keep=keep,
+                            stickiness=stickiness)
     start = time.perf_counter()
     warnings = engine.size_warnings(n, params)
+    warm, keep = engine.check_warm(params, warm, keep, n, source.dim)
+    if warm is not None and keep is None:  # no earlier codes: the same as none kept
+        keep = np.full((n, params.levels), -1, dtype=np.int64)
     # every sample drawn first (each from its own generator, which the level's k-means
     # then goes on with) and read in one pass, in id order
     draws = []
@@ -121,8 +127,17 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
     books: list[np.ndarray] = []
     for level, k in enumerate(params.codebook_sizes):
         rng, pick = draws[level]
-        books.append(kmeans.fit_sample(_greedy(sample(pick), books, params.residual), k,
-                                       niter=params.niter, rng=rng, project=level > 0))
+        if warm is None:
+            books.append(kmeans.fit_sample(_greedy(sample(pick), books, params.residual), k,
+                                           niter=params.niter, rng=rng, project=level > 0))
+            continue
+        x, held = sample(pick), keep[pick].copy()
+        _sticky(x, np.empty((len(pick), level), dtype=np.int64), books, held, stickiness,
+                params)
+        # exactly its sample's rows: anchored_kmeans draws no other
+        books.append(stable.anchored_kmeans(
+            x, warm[level], held[:, level], niter=params.niter, stickiness=stickiness,
+            max_points=len(pick), seed=params.seed + level))
     refine_sample = sample(draws[-1][1]) if len(draws) > params.levels else None
     raw = None  # the samples' rows, no longer needed
     # the codebooks the level-by-level codes were found with: the refinement moves the
@@ -138,6 +153,9 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
     plain = params.residual == "plain"
     free = params.collisions == "nearest-free"
     codes = np.empty((n, params.levels), dtype=np.int64)
+    # a warm start's raw collision rate is one of the nearest codes, encoded afresh
+    nearest = None if warm is None else np.empty(n, dtype=np.int64)
+    space = CodeSpace(params.codebook_sizes)
     residual_sq = np.empty(n, dtype=np.float32) if plain and free else None
     row_sum = np.zeros(source.dim, dtype=np.float64)
     total_sq = error = 0.0
@@ -149,10 +167,15 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
             row_sum += x.sum(axis=0, dtype=np.float64)
             total_sq += engine.sum_squares(x)
             part = codes[at:at + x.shape[0]]
-            part[:] = _encode_greedy(x, greedy_books, params.residual)
-            if deeper:
-                kmeans.add_back(x, part, greedy_books)
-                kmeans.encode_deeper(x, part, books, params.beam)
+            if warm is None:
+                part[:] = _encode_greedy(x, greedy_books, params.residual)
+                if deeper:
+                    kmeans.add_back(x, part, greedy_books)
+                    kmeans.encode_deeper(x, part, books, params.beam)
+            else:
+                original = x.copy() if not plain else None
+                nearest[at:stop] = space.pack(_warm_chunk(x, part, books, keep[at:stop],
+                                                          stickiness, params, original))
             if plain:
                 error += engine.sum_squares(x)
             if residual_sq is not None:
@@ -162,7 +185,9 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
         del buffer
         mean = row_sum / n
         total = total_sq - n * float(mean @ mean)
-        stats: dict = {"items": n, "dim": source.dim, "raw_collision_rate": collision_rate(codes)}
+        stats: dict = {"items": n, "dim": source.dim, "raw_collision_rate":
+                       collision_rate(codes if nearest is None else nearest)}
+        del nearest
         if free:
             def rows_x(rows: np.ndarray) -> np.ndarray:
                 if not plain:  # normalized residuals cannot be undone: read the rows again
@@ -177,13 +202,46 @@ def train(source: Rows, params: engine.TrainParams, *, chunk: int | None = None,
 
             codes, stats["moved"], error = engine.free_tuples(
                 rows_x, spill.read, codes, books, params, error if plain else None,
-                residual_sq=residual_sq)
+                prefer=keep, residual_sq=residual_sq)
     if plain:
         stats["reconstruction_error"] = error / total if total > 0 else 0.0
     stats["train_seconds"] = round(time.perf_counter() - start, 3)
     if warnings:
         stats["warnings"] = warnings
     return engine.TrainResult(codebooks=books, codes=codes, stats=stats)
+
+
+def _sticky(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray], keep: np.ndarray,
+            stickiness: float, params: engine.TrainParams) -> None:
+    """The level loop of a warm :func:`registry.engine.train` on rows of ``x`` (stepped in
+    place) through ``books``, ``codes`` filled; ``keep`` (the rows' earlier codes, our copy)
+    loses the levels below one whose code changed, as there."""
+    for level, cb in enumerate(books):
+        held = keep[:, level]
+        labels = stable.sticky_assign(x, cb, held, stickiness)
+        if level + 1 < params.levels:
+            keep[labels != held, level + 1:] = -1
+        codes[:, level] = labels
+        engine.step_residual(x, cb, labels, params.residual)
+
+
+def _warm_chunk(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+                preferred: np.ndarray, stickiness: float, params: engine.TrainParams,
+                original: np.ndarray | None) -> np.ndarray:
+    """A chunk of a warm start as :func:`registry.engine.train` encodes it: ``codes`` filled
+    and ``x`` left the final residual under them; returns the rows' nearest codes (the raw
+    collision rate's), encoded afresh from ``original`` (normalized residuals) or from the
+    final residual and the centroids."""
+    _sticky(x, codes, books, preferred.copy(), stickiness, params)
+    level_err = np.einsum("ij,ij->i", x, x)
+    engine.beam_rows(x, codes, books, params.beam,
+                     np.flatnonzero((codes != preferred).any(axis=1)))
+    if params.residual == "plain":
+        engine.keep_whole_tuples(x, codes, books, preferred, stickiness, level_err)
+        original = x.copy()
+        for level, cb in enumerate(books):
+            kmeans.shift(original, cb, codes[:, level], +1.0)
+    return engine.encode(original, books, params.residual, params.beam)
 
 
 def _greedy(x: np.ndarray, books: list[np.ndarray], mode: str) -> np.ndarray:
@@ -207,9 +265,9 @@ def _encode_greedy(x: np.ndarray, books: list[np.ndarray], mode: str) -> np.ndar
 
 class _Spill:
     """The final residuals, a float32 row per item, in a temporary file, read back a row at
-    a time. A memory map of the file was as fast, but the pages it faulted in around each
-    row counted as the process's own: a train of 3M items peaked at 5.3 GB instead of
-    1.0 GB."""
+    a time: through a memory map, the pages faulted in around each row counted as the
+    process's own, and a chunked train's peak memory grew with the catalog (BENCHMARKS.md,
+    Design figures: spilled residuals read back)."""
 
     def __init__(self, n: int, dim: int, where: str | None):
         self.shape = (n, dim)

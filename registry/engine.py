@@ -186,6 +186,30 @@ def size_warnings(n: int, params: TrainParams) -> list[str]:
     return warnings
 
 
+def check_warm(params: TrainParams, warm: list[np.ndarray] | None, keep: np.ndarray | None,
+               n: int, dim: int) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+    """A warm start's codebooks and the codes rows keep (see :func:`train`), checked:
+    (contiguous float32 codebooks, int64 codes) or Nones."""
+    if warm is not None and params.balance is not None:
+        raise InputError("a balanced version cannot be trained from another yet",
+                         param="balance")
+    if warm is not None and params.refine:
+        # a stable retrain keeps earlier codes level by level: joint refinement would move
+        # the centroids they sit on for small gains
+        raise InputError("does not apply to a warm start (a retrain from another version): "
+                         "it keeps the parent's codes instead", param="refine")
+    if warm is not None:
+        warm = _check_codebooks(warm, dim)
+        if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
+            raise InputError(f"warm start needs codebook sizes {list(params.codebook_sizes)},"
+                             f" got {[cb.shape[0] for cb in warm]}", param="warm")
+    if keep is not None:
+        keep = np.asarray(keep, dtype=np.int64)
+        if keep.shape != (n, params.levels):
+            raise ValueError(f"keep must have shape {(n, params.levels)}, got {keep.shape}")
+    return warm, keep
+
+
 def _check_codebooks(codebooks: list[np.ndarray], dim: int) -> list[np.ndarray]:
     if not codebooks:
         raise InputError("no codebooks given", param="codebooks")
@@ -213,24 +237,9 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
     data = prepare(x, overwrite=overwrite)
     n, dim = data.shape
     warnings = size_warnings(n, params)
-    if warm is not None and params.balance is not None:
-        raise InputError("a balanced version cannot be trained from another yet",
-                         param="balance")
-    if warm is not None and params.refine:
-        # a stable retrain keeps earlier codes level by level: joint refinement would move
-        # the centroids they sit on for small gains
-        raise InputError("does not apply to a warm start (a retrain from another version): "
-                         "it keeps the parent's codes instead", param="refine")
-    if warm is not None:
-        warm = _check_codebooks(warm, dim)
-        if tuple(cb.shape[0] for cb in warm) != params.codebook_sizes:
-            raise InputError(f"warm start needs codebook sizes {list(params.codebook_sizes)},"
-                             f" got {[cb.shape[0] for cb in warm]}", param="warm")
-    preferred = keep
+    warm, preferred = check_warm(params, warm, keep, n, dim)
     if keep is not None:
-        keep = np.array(keep, dtype=np.int64, copy=True)
-        if keep.shape != (n, params.levels):
-            raise ValueError(f"keep must have shape {(n, params.levels)}, got {keep.shape}")
+        keep = preferred.copy()
     # normalized residuals cannot be undone: keep the vectors for moving colliding items, and
     # for a warm start's raw collision rate (below)
     original = data.copy() if (params.residual == "normalized" and (
@@ -275,11 +284,11 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         # earlier tuple as they are and encodes the others with the beam; an earlier tuple
         # is then measured against the level-by-level pass's, as without a beam
         level_err = np.einsum("ij,ij->i", residual, residual)
-        _beam_rows(residual, codes, codebooks, params.beam,
+        beam_rows(residual, codes, codebooks, params.beam,
                    np.arange(n) if preferred is None
                    else np.flatnonzero((codes != preferred).any(axis=1)))
     if preferred is not None and params.residual == "plain":
-        _keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
+        keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
     greedy = codes  # before collision handling: the final residuals are under these
 
     def rows_x(rows: np.ndarray) -> np.ndarray:
@@ -338,7 +347,7 @@ def free_tuples(rows_x, residual_rows, greedy: np.ndarray, codebooks: list[np.nd
     return codes, moved, error
 
 
-def _beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray], beam: int,
+def beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray], beam: int,
                rows: np.ndarray) -> None:
     """Encode levels 2..L of ``rows`` again with ``beam`` (in place; final residuals)."""
     if beam == 1 or not rows.size:
@@ -348,7 +357,7 @@ def _beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
     residual[rows], codes[rows] = part_r, part_c
 
 
-def _keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
+def keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
                        preferred: np.ndarray, stickiness: float,
                        level_err: np.ndarray | None) -> None:
     """Give rows back their earlier tuple (in place) where it reconstructs them within

@@ -123,9 +123,9 @@ class ShardSet:
                     rows = batch.num_rows
                     yield str(shard), first, batch
                     first += rows
-                    # Arrow's allocator keeps what a batch freed: reading 1M rows it held
-                    # 1.3 GB where a batch needs 100 MB (BENCHMARKS.md, Design figures:
-                    # Arrow's memory between batches)
+                    # Arrow's allocator keeps what a batch freed, and a long read grows to
+                    # many batches' worth (BENCHMARKS.md, Design figures: Arrow's memory
+                    # between batches)
                     del batch
                     pool.release_unused()
 

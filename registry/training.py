@@ -22,7 +22,7 @@ from .ids import (
     disambiguate_keeping,
 )
 from .quality import headline
-from .store import assignments, codebooks, db, items, lookups, scan, versions
+from .store import assignments, codebooks, db, items, scan, versions
 from .store.db import Tx
 from .store.versions import Version
 
@@ -172,33 +172,28 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
                                                                             space.model):
             raise InputError(f"{parent.label} was trained on other embeddings than the "
                              "items have now: train without it", param="from_version")
-        if parent is None:
-            # a chunk at a time, in this read transaction: memory bounded whatever the
-            # catalog's size (registry.chunked)
-            source = scan.LiveVectors(conn, space)
-            item_ids = source.ids
-            result = chunked.train(source, params)
-            del source
-        else:
-            item_ids, vectors = items.live_vectors(conn, space.dim)
+        # a chunk at a time, in this read transaction: memory bounded whatever the catalog's
+        # size (registry.chunked)
+        source = scan.LiveVectors(conn, space)
+        item_ids = source.ids
+        space_codes = CodeSpace(params.codebook_sizes)
+        old_packed = old_disamb = keep = warm = None
+        if parent is not None:
             warm = codebooks.read(conn, parent.number)
-            held = lookups.population(conn, parent.number)
-    space_codes = CodeSpace(params.codebook_sizes)
-    old_packed = old_disamb = keep = None
-    if parent is not None:
-        old_packed = np.full(len(item_ids), -1, dtype=np.int64)
-        old_disamb = np.full(len(item_ids), -1, dtype=np.int64)
-        # the live items that had an ID in the parent (removed ones are not trained on)
-        _, live_at, held_at = np.intersect1d(item_ids, np.asarray(held.item_ids),
-                                             assume_unique=True, return_indices=True)
-        old_packed[live_at] = np.asarray(held.codes, dtype=np.int64)[held_at]
-        old_disamb[live_at] = np.asarray(held.disambs, dtype=np.int64)[held_at]
-        keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
-        had = old_packed >= 0
-        keep[had] = space_codes.unpack(old_packed[had])
-        result = engine.train(vectors, params, overwrite=True, warm=warm, keep=keep,
-                              stickiness=stickiness)
-        del vectors
+            held_ids, held_codes, held_disambs = assignments.held(conn, parent.number)
+            old_packed = np.full(len(item_ids), -1, dtype=np.int64)
+            old_disamb = np.full(len(item_ids), -1, dtype=np.int64)
+            # the live items that had an ID in the parent (removed ones are not trained on)
+            _, live_at, held_at = np.intersect1d(item_ids, held_ids, assume_unique=True,
+                                                 return_indices=True)
+            old_packed[live_at] = held_codes[held_at]
+            old_disamb[live_at] = held_disambs[held_at]
+            del held_ids, held_codes, held_disambs
+            keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
+            had = old_packed >= 0
+            keep[had] = space_codes.unpack(old_packed[had])
+        result = chunked.train(source, params, warm=warm, keep=keep, stickiness=stickiness)
+        del source
     packed = space_codes.pack(result.codes)
     if parent is None:
         disamb = disambiguate(packed)

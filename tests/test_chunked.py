@@ -46,6 +46,29 @@ def test_chunked_train_equals_in_memory(case):
         assert parts.stats["moved"] > 0  # the rows read back from the spill file mattered
 
 
+@pytest.mark.parametrize("residual", ["plain", "normalized"])
+def test_chunked_warm_start_equals_in_memory(residual):
+    """A retrain from earlier codebooks, holding on to earlier codes (new rows: -1)."""
+    x = make_vectors(5000, dim=24, seed=5, clusters=40)
+    cold = engine.TrainParams((12, 8, 8), max_points_per_centroid=40, residual=residual)
+    parent = engine.train(x[:4000], cold)
+    keep = np.full((5000, 3), -1, dtype=np.int64)
+    keep[:4000] = parent.codes
+    keep[100:200] = -1  # rows that had no ID
+    x = x + 0.05 * make_vectors(5000, dim=24, seed=6)  # the catalog moved a little
+    params = engine.TrainParams((12, 8, 8), max_points_per_centroid=40, residual=residual,
+                                niter=5, refine=0)
+    whole = engine.train(x, params, warm=parent.codebooks, keep=keep, stickiness=0.2)
+    parts = chunked.train(chunked.ArrayRows(x), params, warm=parent.codebooks, keep=keep,
+                          stickiness=0.2, chunk=700)
+    assert np.array_equal(parts.codes, whole.codes)
+    for a, b in zip(parts.codebooks, whole.codebooks, strict=True):
+        assert np.array_equal(a, b)
+    for figure in ("raw_collision_rate", "moved"):
+        assert parts.stats.get(figure) == whole.stats.get(figure)
+    assert (parts.codes[:4000] == parent.codes).all(axis=1).mean() > 0.3  # some kept
+
+
 def test_small_or_balanced_catalogs_train_in_memory(monkeypatch):
     params = engine.TrainParams((8, 8), max_points_per_centroid=20)
     assert chunked.in_memory(1000, 16, params, 700)  # under two chunks
@@ -86,6 +109,27 @@ def test_registry_train_in_chunks_gives_todays_ids(reg, monkeypatch):
     b = reg.get(keys, version=whole.version.number)
     assert [r.id for r in a] == [r.id for r in b]
     assert sum(r.id is not None for r in a) == n - 50
+
+
+def test_registry_retrain_in_chunks_gives_todays_ids(reg, monkeypatch):
+    n = 3000
+    keys = make_keys(n)
+    reg.add(keys[:2500], make_vectors(2500, dim=16, seed=8, clusters=30))
+    options = dict(levels=3, codebook_size=[8, 8, 4], max_points_per_centroid=40,
+                   max_disambiguation=1000)
+    parent = reg.train(**options, name="parent").version
+    reg.add(keys[2500:], make_vectors(500, dim=16, seed=9, clusters=30))
+    reg.remove(keys[:20])
+    monkeypatch.setattr(chunked, "CHUNK_ROWS", 300)
+    parts = reg.train(from_version="parent", name="chunks", stickiness=0.1)
+    monkeypatch.setattr(chunked, "IN_MEMORY_BYTES", 2 << 30)
+    whole = reg.train(from_version="parent", name="whole", stickiness=0.1)
+    assert parts.version.stats["stability"] == whole.version.stats["stability"]
+    assert parts.version.stats["stability"]["same_id"] > 0.3
+    a = reg.get(keys, version=parts.version.number)
+    b = reg.get(keys, version=whole.version.number)
+    assert [r.id for r in a] == [r.id for r in b]
+    assert parent.number != parts.version.number
 
 
 def test_live_vectors_reads_rows_by_position(reg):

@@ -151,6 +151,29 @@ def served(conn: Connection, version: int, after_item: int = 0
     return (*columns, [r[4] for r in rows], [r[5] for r in rows])
 
 
+def held(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item ids, packed codes, numbers) of every ID of ``version``, in item order: three
+    integers an ID, which the database joins into one text per ``chunk_rows`` of them (a
+    retrain from a version of ten million IDs reads them all)."""
+    joined = "string_agg(concat_ws(',', item_id, code, disamb), ',')" \
+        if conn.dialect.name == "postgresql" else \
+        "group_concat(item_id || ',' || code || ',' || disamb)"
+    sql = (f"SELECT {joined} FROM (SELECT item_id, code, disamb FROM assignments WHERE "
+           f"version_id = ? AND item_id > ? ORDER BY item_id LIMIT {int(chunk_rows)}) AS part")
+    parts, after = [], -1
+    while True:
+        got = int_list(driver_rows(conn, sql, (version, after))[0][0]).reshape(-1, 3)
+        if got.size:
+            got = got[np.argsort(got[:, 0], kind="stable")]  # the aggregate's order is free
+            parts.append(got)
+            after = int(got[-1, 0])
+        if len(got) < chunk_rows:
+            break
+    out = np.concatenate(parts) if parts else np.empty((0, 3), dtype=np.int64)
+    return out[:, 0].copy(), out[:, 1].copy(), out[:, 2].copy()
+
+
 def issued_codes(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
                  ) -> np.ndarray:
     """Every packed code issued in ``version``, sorted (a code shared by several IDs shows

@@ -171,9 +171,9 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
     given (``capacity`` rows of ``dim``).
 
     ``from_where`` names the items table ``i``, ends with its WHERE conditions, and uses
-    ``%(name)s`` placeholders on PostgreSQL, ``:name`` on SQLite. On SQLite, ``bounds`` (the
-    lowest and highest id there can be) spares a look at the whole table, and ``listed``
-    (conditions that name the ids one by one) reads them in one statement.
+    ``%(name)s`` placeholders on PostgreSQL, ``:name`` on SQLite. ``bounds`` (the lowest
+    and highest id to read) keeps to those ids, and ``listed`` (conditions that name the ids
+    one by one) reads them in one statement on SQLite.
     """
     ids = np.empty(capacity, dtype=np.int64)
     if out is None:
@@ -181,6 +181,8 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
     with Prefault(out) as prefault:
         if conn.dialect.name == "postgresql":
             tail = "" if limit is None else f" LIMIT {int(limit)}"
+            if bounds is not None:
+                from_where += f" AND i.id >= {int(bounds[0])} AND i.id <= {int(bounds[1])}"
             sql = f"SELECT i.id, i.embedding {from_where} ORDER BY i.id{tail}"
             filled = _CopyReader(ids, out, prefault).run(conn, sql, params)
         else:
@@ -190,6 +192,8 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
                 with driver_cursor(conn, joined) as cur:
                     reader._piece(cur, joined, each, params)
             elif limit is None:
+                # (the range in each statement only: SQLite walks the ids of the first
+                # range its plan finds, which a range of the whole read would be)
                 reader.ranges(conn, from_where, params, span, bounds)
             else:
                 reader.pieces(conn, from_where, params, limit, span)
@@ -244,7 +248,8 @@ class _SqliteReader:
             return
         with driver_cursor(conn, joined) as cur:
             while lo <= top:
-                self._piece(cur, joined, each, {**params, "read_lo": lo, "read_hi": lo + span})
+                self._piece(cur, joined, each,
+                            {**params, "read_lo": lo, "read_hi": min(lo + span, top + 1)})
                 lo += span
 
     def pieces(self, conn: Connection, from_where: str, params: dict, limit: int,

@@ -65,9 +65,8 @@ class LiveVectors:
         given."""
         if stop <= start:
             return np.empty((0, self.dim), dtype=np.float32)
-        lo, hi = int(self.ids[start]), int(self.ids[stop - 1])
-        return self._read(f"{self.where} AND i.id >= {lo} AND i.id <= {hi}",
-                          self.ids[start:stop], bounds=(lo, hi), out=out)
+        return self._read(self.where, self.ids[start:stop],
+                          bounds=(int(self.ids[start]), int(self.ids[stop - 1])), out=out)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of the rows at the sorted positions ``rows`` (by id list)."""
