@@ -82,7 +82,7 @@ def in_memory(n: int, dim: int, params: engine.TrainParams, chunk: int) -> bool:
 def _sample_sizes(params: engine.TrainParams) -> list[int]:
     """The rows each level's k-means samples, and the refinement passes (where they run)."""
     sizes = [params.max_points_per_centroid * k for k in params.codebook_sizes]
-    if _refined(params) and params.refine:
+    if params.refine:  # (only ever set where it applies: plain residuals, 2+ levels)
         sizes.append(params.max_points_per_centroid * max(params.codebook_sizes))
     return sizes
 
@@ -100,7 +100,7 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
     holding one chunk of ``chunk`` rows at a time (:data:`CHUNK_ROWS` by default; every row
     at once where :func:`in_memory` says so). The nearest-free step's residuals
     (``n * dim * 4`` bytes) go to a temporary file in ``spill_dir`` (the system's temporary
-    directory by default), removed before returning."""
+    directory by default), unlinked as soon as it is made."""
     n = source.n
     chunk = CHUNK_ROWS if chunk is None else chunk
     if in_memory(n, source.dim, params, chunk):
@@ -109,6 +109,9 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
     start = time.perf_counter()
     warnings = engine.size_warnings(n, params)
     warm, keep = engine.check_warm(params, warm, keep, n, source.dim)
+    if warm is None and keep is not None:
+        raise ValueError("a chunked train keeps earlier codes in a warm start only: give "
+                         "`warm` with `keep`")
     if warm is not None and keep is None:  # no earlier codes: the same as none kept
         keep = np.full((n, params.levels), -1, dtype=np.int64)
     # every sample drawn first (each from its own generator, which the level's k-means
@@ -143,7 +146,7 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
     # the codebooks the level-by-level codes were found with: the refinement moves the
     # deeper ones, and the whole catalog is encoded as it was in memory, greedily with these
     # and then again with the refined ones
-    greedy_books = [b.copy() for b in books]
+    greedy_books = [b.copy() for b in books] if warm is None else books
     deeper = _refined(params)
     if refine_sample is not None:
         part_codes = _encode_greedy(refine_sample, greedy_books, params.residual)
@@ -272,6 +275,9 @@ class _Spill:
     def __init__(self, n: int, dim: int, where: str | None):
         self.shape = (n, dim)
         fd, self.path = tempfile.mkstemp(prefix="registry-train-", suffix=".f32", dir=where)
+        # unlinked at once: the open file is all there is, and it goes with the process
+        # however that ends (an error, Ctrl-C, kill -9)
+        os.unlink(self.path)
         self.file = os.fdopen(fd, "w+b")
 
     def __enter__(self) -> _Spill:
@@ -279,7 +285,6 @@ class _Spill:
 
     def __exit__(self, *exc_info) -> None:
         self.file.close()
-        os.unlink(self.path)
 
     def write(self, at: int, x: np.ndarray) -> None:
         self.file.seek(at * x.shape[1] * 4)
@@ -292,7 +297,7 @@ class _Spill:
         fd, buffers = self.file.fileno(), memoryview(out).cast("B")
         for i, row in enumerate(np.asarray(rows).tolist()):
             if os.preadv(fd, [buffers[i * size:(i + 1) * size]], row * size) != size:
-                raise OSError(f"short read from {self.path}")
+                raise OSError(f"short read from the residuals spilled to {self.path}")
         return out
 
 

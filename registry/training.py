@@ -172,8 +172,6 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
                                                                             space.model):
             raise InputError(f"{parent.label} was trained on other embeddings than the "
                              "items have now: train without it", param="from_version")
-        # a chunk at a time, in this read transaction: memory bounded whatever the catalog's
-        # size (registry.chunked)
         source = scan.LiveVectors(conn, space)
         item_ids = source.ids
         space_codes = CodeSpace(params.codebook_sizes)
@@ -192,8 +190,19 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
             keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
             had = old_packed >= 0
             keep[had] = space_codes.unpack(old_packed[had])
-        result = chunked.train(source, params, warm=warm, keep=keep, stickiness=stickiness)
+        vectors = None
+        if chunked.in_memory(source.n, space.dim, params, chunked.CHUNK_ROWS):
+            vectors = source.rows(0, source.n)  # trained once this transaction is over
+        else:
+            # a chunk at a time, in this read transaction (every chunk read in one
+            # snapshot): memory bounded whatever the catalog's size (registry.chunked)
+            result = chunked.train(source, params, warm=warm, keep=keep,
+                                   stickiness=stickiness)
         del source
+    if vectors is not None:
+        result = engine.train(vectors, params, overwrite=True, warm=warm, keep=keep,
+                              stickiness=stickiness)
+        del vectors
     packed = space_codes.pack(result.codes)
     if parent is None:
         disamb = disambiguate(packed)

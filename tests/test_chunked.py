@@ -83,10 +83,13 @@ def test_small_or_balanced_catalogs_train_in_memory(monkeypatch):
 
 def test_spill_file_is_removed(tmp_path):
     x = make_vectors(3000, dim=16, seed=1)
-    chunked.train(chunked.ArrayRows(x), engine.TrainParams((8, 8, 8),
-                                                           max_points_per_centroid=40),
-                  chunk=500, spill_dir=str(tmp_path))
+    params = engine.TrainParams((8, 8, 8), max_points_per_centroid=40)
+    chunked.train(chunked.ArrayRows(x), params, chunk=500, spill_dir=str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+    # earlier codes are kept in a warm start only (a cold train here would ignore them)
+    with pytest.raises(ValueError, match="warm"):
+        chunked.train(chunked.ArrayRows(x), params, chunk=500,
+                      keep=np.zeros((3000, 3), dtype=np.int64))
 
 
 def test_registry_train_in_chunks_gives_todays_ids(reg, monkeypatch):

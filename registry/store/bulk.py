@@ -176,9 +176,10 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
     one by one) reads them in one statement on SQLite.
     """
     ids = np.empty(capacity, dtype=np.int64)
-    if out is None:
+    fresh = out is None  # a caller's array has its pages already
+    if fresh:
         out = np.empty((capacity, dim), dtype=np.float32)
-    with Prefault(out) as prefault:
+    with Prefault(out, touch=fresh) as prefault:
         if conn.dialect.name == "postgresql":
             tail = "" if limit is None else f" LIMIT {int(limit)}"
             if bounds is not None:
@@ -307,14 +308,14 @@ class Prefault:
     BLOCK_BYTES = 16 << 20
     MIN_BYTES = 64 << 20
 
-    def __init__(self, out: np.ndarray):
+    def __init__(self, out: np.ndarray, touch: bool = True):
         self.out = out
         self.rows = max(1, self.BLOCK_BYTES // max(1, out[:1].nbytes))
         blocks = -(-out.shape[0] // self.rows)
         self.front, self.back, self.busy = 0, blocks, -1
         self.cond = threading.Condition()
         self.thread = None
-        if out.nbytes >= self.MIN_BYTES:
+        if touch and out.nbytes >= self.MIN_BYTES:
             self.thread = threading.Thread(target=self._touch, name="prefault", daemon=True)
 
     def __enter__(self) -> Prefault:
