@@ -131,8 +131,10 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
     for level, k in enumerate(params.codebook_sizes):
         rng, pick = draws[level]
         if warm is None:
-            books.append(kmeans.fit_sample(_greedy(sample(pick), books, params.residual), k,
-                                           niter=params.niter, rng=rng, project=level > 0))
+            x = sample(pick)
+            _encode_greedy(x, books, params.residual)  # to the level's residual
+            books.append(kmeans.fit_sample(x, k, niter=params.niter, rng=rng,
+                                           project=level > 0))
             continue
         x, held = sample(pick), keep[pick].copy()
         _sticky(x, np.empty((len(pick), level), dtype=np.int64), books, held, stickiness,
@@ -169,7 +171,7 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
             x = engine.prepare(source.rows(at, stop, out=buffer[:stop - at]), overwrite=True)
             row_sum += x.sum(axis=0, dtype=np.float64)
             total_sq += engine.sum_squares(x)
-            part = codes[at:at + x.shape[0]]
+            part = codes[at:stop]
             if warm is None:
                 part[:] = _encode_greedy(x, greedy_books, params.residual)
                 if deeper:
@@ -182,7 +184,7 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
             if plain:
                 error += engine.sum_squares(x)
             if residual_sq is not None:
-                residual_sq[at:at + x.shape[0]] = np.einsum("ij,ij->i", x, x)
+                residual_sq[at:stop] = np.einsum("ij,ij->i", x, x)
             spill.write(at, x)
             del x, part
         del buffer
@@ -199,8 +201,7 @@ def train(source: Rows, params: engine.TrainParams, *, warm: list[np.ndarray] | 
                     x[order] = engine.prepare(source.take(rows[order]), overwrite=True)
                     return x
                 x = spill.read(rows)
-                for lvl, cb in enumerate(books):
-                    kmeans.shift(x, cb, codes[rows, lvl], +1.0)
+                kmeans.add_centroids(x, codes[rows], books)
                 return x
 
             codes, stats["moved"], error = engine.free_tuples(
@@ -242,18 +243,8 @@ def _warm_chunk(x: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
     if params.residual == "plain":
         engine.keep_whole_tuples(x, codes, books, preferred, stickiness, level_err)
         original = x.copy()
-        for level, cb in enumerate(books):
-            kmeans.shift(original, cb, codes[:, level], +1.0)
+        kmeans.add_centroids(original, codes, books)
     return engine.encode(original, books, params.residual, params.beam)
-
-
-def _greedy(x: np.ndarray, books: list[np.ndarray], mode: str) -> np.ndarray:
-    """``x`` (ours) stepped in place through ``books``, each level to its nearest centroid:
-    the residual the next level is trained on."""
-    for cb in books:
-        labels, _ = kmeans.nearest(x, cb)
-        engine.step_residual(x, cb, labels, mode)
-    return x
 
 
 def _encode_greedy(x: np.ndarray, books: list[np.ndarray], mode: str) -> np.ndarray:

@@ -285,8 +285,8 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
         # is then measured against the level-by-level pass's, as without a beam
         level_err = np.einsum("ij,ij->i", residual, residual)
         beam_rows(residual, codes, codebooks, params.beam,
-                   np.arange(n) if preferred is None
-                   else np.flatnonzero((codes != preferred).any(axis=1)))
+                  np.arange(n) if preferred is None
+                  else np.flatnonzero((codes != preferred).any(axis=1)))
     if preferred is not None and params.residual == "plain":
         keep_whole_tuples(residual, codes, codebooks, preferred, stickiness, level_err)
     greedy = codes  # before collision handling: the final residuals are under these
@@ -296,8 +296,7 @@ def train(x: np.ndarray, params: TrainParams, *, overwrite: bool = False,
             return original[rows]
         # plain residuals: the vector is the final residual plus the chosen centroids
         x = residual[rows]
-        for lvl, cb in enumerate(codebooks):
-            kmeans.shift(x, cb, greedy[rows, lvl], +1.0)
+        kmeans.add_centroids(x, greedy[rows], codebooks)
         return x
 
     # the raw collision rate is one of the nearest codes: a cold train's are those (the
@@ -348,7 +347,7 @@ def free_tuples(rows_x, residual_rows, greedy: np.ndarray, codebooks: list[np.nd
 
 
 def beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray], beam: int,
-               rows: np.ndarray) -> None:
+              rows: np.ndarray) -> None:
     """Encode levels 2..L of ``rows`` again with ``beam`` (in place; final residuals)."""
     if beam == 1 or not rows.size:
         return
@@ -358,8 +357,8 @@ def beam_rows(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray], 
 
 
 def keep_whole_tuples(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
-                       preferred: np.ndarray, stickiness: float,
-                       level_err: np.ndarray | None) -> None:
+                      preferred: np.ndarray, stickiness: float,
+                      level_err: np.ndarray | None) -> None:
     """Give rows back their earlier tuple (in place) where it reconstructs them within
     ``1 + stickiness`` of the tuple the level-by-level pass gave them (squared errors
     ``level_err``, where a beam search may have found a better tuple since; None: the tuple

@@ -220,6 +220,13 @@ def reencode(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray],
     encode_deeper(residual, codes, books, beam)
 
 
+def add_centroids(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
+    """Final residual -> the vector it was left from (the sum of its centroids added back,
+    every level), in place."""
+    for level, cb in enumerate(books):
+        shift(residual, cb, codes[:, level], +1.0)
+
+
 def add_back(residual: np.ndarray, codes: np.ndarray, books: list[np.ndarray]) -> None:
     """Final residual -> level-1 residual, in place."""
     for level in range(1, len(books)):

@@ -172,8 +172,13 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
                                                                             space.model):
             raise InputError(f"{parent.label} was trained on other embeddings than the "
                              "items have now: train without it", param="from_version")
-        source = scan.LiveVectors(conn, space)
-        item_ids = source.ids
+        source = vectors = None
+        if chunked.in_memory(items.count_live(conn), space.dim, params, chunked.CHUNK_ROWS):
+            # read whole, and trained once this transaction is over
+            item_ids, vectors = items.live_vectors(conn, space.dim)
+        else:
+            source = scan.LiveVectors(conn, space)
+            item_ids = source.ids
         space_codes = CodeSpace(params.codebook_sizes)
         old_packed = old_disamb = keep = warm = None
         if parent is not None:
@@ -190,15 +195,12 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
             keep = np.full((len(item_ids), params.levels), -1, dtype=np.int64)
             had = old_packed >= 0
             keep[had] = space_codes.unpack(old_packed[had])
-        vectors = None
-        if chunked.in_memory(source.n, space.dim, params, chunked.CHUNK_ROWS):
-            vectors = source.rows(0, source.n)  # trained once this transaction is over
-        else:
+        if source is not None:
             # a chunk at a time, in this read transaction (every chunk read in one
             # snapshot): memory bounded whatever the catalog's size (registry.chunked)
             result = chunked.train(source, params, warm=warm, keep=keep,
                                    stickiness=stickiness)
-        del source
+            del source
     if vectors is not None:
         result = engine.train(vectors, params, overwrite=True, warm=warm, keep=keep,
                               stickiness=stickiness)

@@ -84,7 +84,11 @@ def test_small_or_balanced_catalogs_train_in_memory(monkeypatch):
 def test_spill_file_is_removed(tmp_path):
     x = make_vectors(3000, dim=16, seed=1)
     params = engine.TrainParams((8, 8, 8), max_points_per_centroid=40)
-    chunked.train(chunked.ArrayRows(x), params, chunk=500, spill_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError):  # the residuals do go where they are sent
+        chunked.train(chunked.ArrayRows(x), params, chunk=500,
+                      spill_dir=str(tmp_path / "missing"))
+    r = chunked.train(chunked.ArrayRows(x), params, chunk=500, spill_dir=str(tmp_path))
+    assert r.stats["moved"] > 0  # rows were read back from there
     assert list(tmp_path.iterdir()) == []
     # earlier codes are kept in a warm start only (a cold train here would ignore them)
     with pytest.raises(ValueError, match="warm"):

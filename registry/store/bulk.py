@@ -189,9 +189,7 @@ def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int,
         else:
             reader = _SqliteReader(ids, out, prefault)
             if listed:
-                joined, each = reader._sql(f"{from_where} ORDER BY i.id")
-                with driver_cursor(conn, joined) as cur:
-                    reader._piece(cur, joined, each, params)
+                reader.once(conn, from_where, params)
             elif limit is None:
                 # (the range in each statement only: SQLite walks the ids of the first
                 # range its plan finds, which a range of the whole read would be)
@@ -210,7 +208,8 @@ class _SqliteReader:
     alike (BENCHMARKS.md, Design figures: SQLite joined reads). A piece holding any other
     embedding (float16, another length) is read again row by row.
 
-    :meth:`ranges` reads every row, a range of ``span`` item ids at a time; :meth:`pieces`
+    :meth:`once` reads them in one statement; :meth:`ranges` reads every row, a range of
+    ``span`` item ids at a time; :meth:`pieces`
     the first ``limit`` rows in id order, ``span`` rows at a time, each piece starting
     above the last id of the one before."""
 
@@ -238,6 +237,11 @@ class _SqliteReader:
         elif found:
             self._joined(found, blob)
         return last
+
+    def once(self, conn: Connection, from_where: str, params: dict) -> None:
+        joined, each = self._sql(f"{from_where} ORDER BY i.id")
+        with driver_cursor(conn, joined) as cur:
+            self._piece(cur, joined, each, params)
 
     def ranges(self, conn: Connection, from_where: str, params: dict, span: int,
                bounds: tuple[int, int] | None = None) -> None:

@@ -165,6 +165,21 @@ _LIVE = " AND ".join(f"i.{term}" for term in LIVE_TERMS)
 _NOT_LIVE = "(" + " OR ".join(f"i.{term}" for term in NOT_LIVE_TERMS) + ")"
 
 
+# every live item, read by id ranges of the table itself
+LIVE_FROM = f"FROM items i WHERE {_LIVE}"
+
+
+def in_space(conn: Connection, space: Space, after: int) -> tuple[str, dict]:
+    """SQL (FROM ... WHERE over ``items i``) and parameters for the live items of ``space``
+    with an id above ``after``: naming the space lets the partial index ix_items_live_space
+    (model, dim, id) yield their ids in order without reading an item row."""
+    model = "i.embedding_model IS NULL" if space.model is None \
+        else f"i.embedding_model = {_param(conn, 'model')}"
+    return (f"{LIVE_FROM} AND {model} AND i.embedding_dim = {_param(conn, 'dim')} "
+            f"AND i.id > {_param(conn, 'after')}",
+            {"model": space.model, "dim": space.dim, "after": after})
+
+
 def _unassigned(conn: Connection, space: Space, version: int, after: int, *,
                 without_id: bool = True) -> tuple[str, dict]:
     """SQL (FROM ... WHERE over ``items i``) and parameters for the live items of ``space``
@@ -178,17 +193,11 @@ def _unassigned(conn: Connection, space: Space, version: int, after: int, *,
     (BENCHMARKS.md, Design figures: no anti-join above the IDs). On SQLite the writer lock
     keeps that exact; on PostgreSQL an ID another assigner gives there afterwards is caught
     by :func:`claim`."""
-    def p(name: str) -> str:
-        return _param(conn, name)
-
-    model = "i.embedding_model IS NULL" if space.model is None \
-        else f"i.embedding_model = {p('model')}"
-    sql = (f"FROM items i WHERE {_LIVE} AND {model} AND i.embedding_dim = {p('dim')} "
-           f"AND i.id > {p('after')}")
+    sql, params = in_space(conn, space, after)
     if without_id and _ids_above(conn, version, after):
         sql += (" AND NOT EXISTS (SELECT 1 FROM assignments a "
-                f"WHERE a.version_id = {p('version')} AND a.item_id = i.id)")
-    return sql, {"model": space.model, "dim": space.dim, "after": after, "version": version}
+                f"WHERE a.version_id = {_param(conn, 'version')} AND a.item_id = i.id)")
+    return sql, {**params, "version": version}
 
 
 def _ids_above(conn: Connection, version: int, after: int) -> bool:
@@ -232,7 +241,7 @@ def touched_since(conn: Connection, since: datetime) -> list[tuple[str, str | No
 
 def live_vectors(conn: Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 vectors) of every live item, in id order."""
-    return read_vectors(conn, f"FROM items i WHERE {_LIVE}", {}, count_live(conn), dim)
+    return read_vectors(conn, LIVE_FROM, {}, count_live(conn), dim)
 
 
 def next_unassigned(conn: Connection, space: Space, version: int, after: int,

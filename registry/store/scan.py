@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import Connection
 
+from . import items
 from .bulk import int_list, read_vectors
-from .schema import LIVE_TERMS
+from .items import Space
 
 # ids fetched per statement while listing them, and per IN list while reading rows by id
 IDS_PER_READ = 1_000_000
@@ -21,37 +22,25 @@ IDS_PER_LIST = 8192
 
 
 class LiveVectors:
-    """The live items of ``space`` (a :class:`registry.store.items.Space`) in id order, as
-    rows of float32 vectors (a :class:`registry.chunked.Rows`): ``ids`` holds their item
-    ids."""
+    """The live items of ``space`` in id order, as rows of float32 vectors (a
+    :class:`registry.chunked.Rows`): ``ids`` holds their item ids."""
 
-    def __init__(self, conn: Connection, space) -> None:
-        self.conn, self.dim = conn, space.dim
-        pg = conn.dialect.name == "postgresql"
-        model = "i.embedding_model IS NULL" if space.model is None else \
-            ("i.embedding_model = %(model)s" if pg else "i.embedding_model = :model")
-        dim = "%(dim)s" if pg else ":dim"
-        live = " AND ".join(f"i.{term}" for term in LIVE_TERMS)
-        # naming the space lets the partial index of live items (model, dim, id) give the
-        # ids in order without reading an item row; vectors are read by id ranges of the
-        # table itself (through that index, each row would be a lookup of its own), and
-        # each read is checked against the ids listed
-        self.listing = f"FROM items i WHERE {live} AND {model} AND i.embedding_dim = {dim}"
-        self.where = f"FROM items i WHERE {live}"
-        self.params = {"model": space.model, "dim": space.dim}
+    def __init__(self, conn: Connection, space: Space) -> None:
+        self.conn, self.space, self.dim = conn, space, space.dim
         self.ids = self._ids()
         self.n = int(self.ids.size)
 
     def _ids(self) -> np.ndarray:
+        """Listed through the partial index of the space's live items (no item row read),
+        a million at a time, joined by the database into one text each."""
         pg = self.conn.dialect.name == "postgresql"
         joined = "string_agg(id::text, ',')" if pg else "group_concat(id)"
-        after = "%(after)s" if pg else ":after"
-        sql = (f"SELECT {joined} FROM (SELECT i.id AS id {self.listing} AND i.id > {after} "
-               f"ORDER BY i.id LIMIT {IDS_PER_READ}) AS part")
         parts, last = [], -1
         while True:
+            where, params = items.in_space(self.conn, self.space, last)
             got = int_list(self.conn.exec_driver_sql(
-                sql, {**self.params, "after": last}).scalar())
+                f"SELECT {joined} FROM (SELECT i.id AS id {where} ORDER BY i.id "
+                f"LIMIT {IDS_PER_READ}) AS part", params).scalar())
             if got.size:
                 got.sort()  # the aggregate's order is not promised
                 parts.append(got)
@@ -65,7 +54,7 @@ class LiveVectors:
         given."""
         if stop <= start:
             return np.empty((0, self.dim), dtype=np.float32)
-        return self._read(self.where, self.ids[start:stop],
+        return self._read(items.LIVE_FROM, self.ids[start:stop],
                           bounds=(int(self.ids[start]), int(self.ids[stop - 1])), out=out)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
@@ -73,13 +62,14 @@ class LiveVectors:
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         for at in range(0, len(rows), IDS_PER_LIST):
             ids = self.ids[rows[at:at + IDS_PER_LIST]]
-            self._read(f"{self.where} AND i.id IN ({','.join(map(str, ids.tolist()))})", ids,
+            self._read(f"{items.LIVE_FROM} AND i.id IN ({','.join(map(str, ids.tolist()))})", ids,
                        listed=True, out=out[at:at + ids.size])
         return out
 
     def _read(self, from_where: str, expect: np.ndarray, **how) -> np.ndarray:
-        ids, vectors = read_vectors(self.conn, from_where, self.params, expect.size,
-                                    self.dim, **how)
+        # vectors by id ranges or lists of the table itself (through the space's index each
+        # row would be a lookup of its own), each read checked against the ids listed
+        ids, vectors = read_vectors(self.conn, from_where, {}, expect.size, self.dim, **how)
         if not np.array_equal(ids, expect):
             raise RuntimeError("the live items changed while a train read them")
         return vectors
