@@ -1,5 +1,10 @@
-"""``diff`` and ``drift``: read versions and their populations through the store, compare
-them with :mod:`registry.compare`, and say what it means."""
+"""``diff``, ``drift`` and ``stats``: read versions and their populations through the store,
+compare them with :mod:`registry.compare` or measure them with :mod:`registry.quality`, and
+say what it means.
+
+A population is read as arrays (item ids, codes, numbers: a few bytes an ID) and its
+vectors a chunk of CHUNK_ROWS at a time, so that ten million items take a few hundred
+megabytes, not their gigabytes of vectors."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from . import compare, engine
 from .errors import InputError
 from .export import output_format, write_table
 from .ids import format_ids
-from .store import codebooks, items, lookups, versions
+from .store import assignments, codebooks, items, lookups, scan, versions
 from .store.db import Tx
 from .store.versions import Version
 
@@ -62,6 +67,9 @@ class DriftReport:
         return {**head, **self.drift.to_dict()}
 
 
+# vectors held at once by drift and stats (100 MB at 384 dimensions)
+CHUNK_ROWS = 1 << 16
+
 NOTHING_TO_COMPARE = ("nothing to compare: no items were assigned into it after training "
                       "(add new items and run `registry assign`, or compare it with a newer "
                       "version: registry drift VERSION NEWER)")
@@ -78,12 +86,14 @@ def diff(tx: Tx, ref1: str | int, ref2: str | int, *, remap: str | Path | None =
         output_format(remap)
     with tx(write=False) as conn:
         a, b = versions.resolve(conn, ref1), versions.resolve(conn, ref2)
-        pop_a, pop_b = lookups.population(conn, a.number), lookups.population(conn, b.number)
+        (ids_a, packed_a, _), (ids_b, packed_b, _) = (assignments.held(conn, a.number),
+                                                      assignments.held(conn, b.number))
         books_a, books_b = codebooks.read(conn, a.number), codebooks.read(conn, b.number)
-    ids_a, ids_b = np.asarray(pop_a.item_ids, dtype=np.int64), np.asarray(pop_b.item_ids,
-                                                                    dtype=np.int64)
-    codes_a = a.space.unpack(pop_a.codes)
-    codes_b = b.space.unpack(pop_b.codes)
+        # the keys only for the remap file, which names every item
+        pops = None if remap is None else (lookups.population(conn, a.number),
+                                            lookups.population(conn, b.number))
+    codes_a = a.space.unpack(packed_a)
+    codes_b = b.space.unpack(packed_b)
     common, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
     depth = min(a.space.levels, b.space.levels)
     ca, cb = codes_a[ia, :depth], codes_b[ib, :depth]
@@ -105,8 +115,8 @@ def diff(tx: Tx, ref1: str | int, ref2: str | int, *, remap: str | Path | None =
             report.movement.append({"mean": None, "max": None})
         report.usage.append((compare.usage(codes_a[:, level], a.space.sizes[level]),
                              compare.usage(codes_b[:, level], b.space.sizes[level])))
-    if remap is not None:
-        _write_remap(remap, pop_a, pop_b, codes_a, codes_b)
+    if pops is not None:
+        _write_remap(remap, *pops, codes_a, codes_b)
         report.remap = str(remap)
     return report
 
@@ -143,30 +153,45 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
             raise InputError(f"{v.label} and {other.label} were trained on different "
                              "embeddings: their populations cannot be compared", source="drift")
         books = codebooks.read(conn, v.number)
-        if other is None:
-            pops = [lookups.population(conn, v.number, incremental=flag)
-                    for flag in (False, True)]
-            vecs = [items.population_vectors(conn, v.number, flag, len(p.item_ids), v.dim)[1]
-                    for flag, p in zip((False, True), pops, strict=True)]
-        else:
-            pops = [lookups.population(conn, n, incremental=False)
-                    for n in (v.number, other.number)]
-            vecs = [items.population_vectors(conn, n, False, len(p.item_ids), v.dim)[1]
-                    for n, p in zip((v.number, other.number), pops, strict=True)]
-    if not len(pops[1].item_ids):
-        return DriftReport(v, other, None, reference=len(pops[0].item_ids))
-    # the data's own codes (as the version encodes), not the stored ones: nearest-free moves
-    # colliding items to free codes, which says nothing about how the data moved
-    codes = [engine.encode(x, books, v.residual, v.beam) if len(x)
-             else np.empty((0, v.space.levels), dtype=np.int64) for x in vecs]
-    errors = [_errors(x, c, books, v.residual) for x, c in zip(vecs, codes, strict=True)]
+        sides = [(v.number, False), (v.number, True)] if other is None else \
+            [(v.number, False), (other.number, False)]
+        ids, codes, errors = [], [], []
+        for number, incremental in sides:
+            item_ids = assignments.held(conn, number, incremental=incremental)[0]
+            source = scan.Vectors(conn, item_ids, v.dim,
+                                  *items.population_from(conn, number, incremental))
+            # the data's own codes (as the version encodes), not the stored ones:
+            # nearest-free moves colliding items to free codes, which says nothing about
+            # how the data moved
+            got, error = _encoded(source, books, v)
+            ids.append(item_ids)
+            codes.append(got)
+            errors.append(error)
+    if not len(ids[1]):
+        return DriftReport(v, other, None, reference=len(ids[0]))
     # two versions: the newer one's items include the older one's, counted once
-    shared = None if other is None else np.isin(np.asarray(pops[1].item_ids, dtype=np.int64),
-                                                np.asarray(pops[0].item_ids, dtype=np.int64))
+    shared = None if other is None else np.isin(ids[1], ids[0])
     result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],
-                           error_b=errors[1], keys_a=pops[0].keys, keys_b=pops[1].keys,
-                           also_in_a=shared)
+                           error_b=errors[1], also_in_a=shared)
+    named = [(c, ids[1]) for c in result.grew] + [(c, ids[0]) for c in result.shrank]
+    with tx(write=False) as conn:
+        keys = items.keys_of(conn, [int(of[r]) for c, of in named for r in c.rows])
+    for c, of in named:
+        c.examples = [keys[int(of[r])] for r in c.rows]
     return DriftReport(v, other, result)
+
+
+def _encoded(source: scan.Vectors, books: list[np.ndarray], v: Version
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The codes ``v`` gives ``source``'s rows, and each row's error (see :func:`_errors`),
+    a chunk at a time."""
+    codes = np.empty((source.n, v.space.levels), dtype=np.int64)
+    errors = np.empty(source.n, dtype=np.float32)
+    for first, x in source.chunks(CHUNK_ROWS):
+        part = slice(first, first + x.shape[0])
+        codes[part] = engine.encode(x, books, v.residual, v.beam)
+        errors[part] = _errors(x, codes[part], books, v.residual)
+    return codes, errors
 
 
 @dataclass
@@ -183,33 +208,51 @@ class StatsReport:
 def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -> StatsReport:
     """Every quality figure of a version (see :mod:`registry.quality`), over all its items;
     neighbourhood agreement over ``sample`` of them."""
-    from . import quality
-
     if not 10 <= sample <= 100_000:
         raise InputError(f"sample must be between 10 and 100000, got {sample}", param="sample")
+    from . import quality
 
     with tx(write=False) as conn:
         v = versions.resolve(conn, ref)
-        pop = lookups.population(conn, v.number)
         books = codebooks.read(conn, v.number)
-        _, vectors = items.population_vectors(conn, v.number, None, len(pop.item_ids), v.dim)
-    codes = v.space.unpack(pop.codes)
-    figures = {"items": len(pop.item_ids), "raw_collision_rate": 0.0,
-               **quality.headline(codes, v.space.sizes)}
-    figures["largest_disambiguation"] = int(max(pop.disambs, default=0))
-    figures["max_disambiguation"] = v.max_disambiguation
-    figures["vocabulary_tokens"] = v.vocabulary_size
-    if len(pop.item_ids):
-        x = engine.prepare(vectors, overwrite=True)
-        # of the codes the version's encoder gives the items now, before collision handling
-        # (the issued codes are after it); in pieces, so that no second copy of x is made
-        figures["raw_collision_rate"] = quality.collision_rate(np.concatenate([
-            engine.encode(x[at:at + engine.ENCODE_CHUNK], books, v.residual, v.beam)
-            for at in range(0, len(x), engine.ENCODE_CHUNK)]))
-        if v.residual == "plain":
-            figures["reconstruction_error"] = quality.reconstruction_error(
-                x, engine.decode(codes, books))
-        figures["neighbourhood_agreement"] = quality.neighbourhood_agreement(
-            x, codes, sample=sample, seed=seed)
-        figures["agreement_sample"] = min(sample, len(pop.item_ids))
+        item_ids, packed, disambs = assignments.held(conn, v.number)
+        codes = v.space.unpack(packed)
+        figures = {"items": len(item_ids), "raw_collision_rate": 0.0,
+                   **quality.headline(codes, v.space.sizes)}
+        figures["largest_disambiguation"] = int(disambs.max()) if len(disambs) else 0
+        figures["max_disambiguation"] = v.max_disambiguation
+        figures["vocabulary_tokens"] = v.vocabulary_size
+        if len(item_ids):
+            source = scan.Vectors(conn, item_ids, v.dim,
+                                  *items.population_from(conn, v.number, None))
+            figures.update(_measured(source, codes, books, v, sample, seed))
     return StatsReport(v, figures)
+
+
+def _measured(source: scan.Vectors, codes: np.ndarray, books: list[np.ndarray], v: Version,
+              sample: int, seed: int) -> dict:
+    """The figures of :func:`stats` that need the vectors, read a chunk at a time: the raw
+    collision rate of the codes the version's encoder gives the items now (before collision
+    handling; the issued codes are after it), the reconstruction error of the issued codes
+    (plain residuals) and the neighbourhood agreement of ``sample`` items."""
+    from . import quality
+
+    def prepared(rows: np.ndarray) -> np.ndarray:
+        return engine.prepare(source.take_any(rows), overwrite=True)
+
+    raw = np.empty_like(codes)
+    sums = quality.ReconstructionSums() if v.residual == "plain" else None
+    near = quality.Neighbours(prepared, source.n, sample=sample, seed=seed)
+    for first, chunk in source.chunks(CHUNK_ROWS):
+        x = engine.prepare(chunk, overwrite=True)
+        part = slice(first, first + x.shape[0])
+        raw[part] = engine.encode(x, books, v.residual, v.beam)
+        if sums is not None:
+            sums.add(x, engine.decode(codes[part], books))
+        near.add(x, first)
+    out = {"raw_collision_rate": quality.collision_rate(raw)}
+    if sums is not None:
+        out["reconstruction_error"] = sums.value()
+    out["neighbourhood_agreement"] = near.agreement(codes)
+    out["agreement_sample"] = min(sample, source.n)
+    return out

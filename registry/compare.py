@@ -110,6 +110,8 @@ class Cluster:
     before: float
     after: float
     examples: list[str] = field(default_factory=list)
+    # positions of the items named in ``examples`` among their population's rows
+    rows: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"code": self.code, "share_before": self.before, "share_after": self.after,
@@ -180,7 +182,8 @@ def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
         for c in picks:
             members = np.flatnonzero(codes[:, 0] == c)[:3]
             out.append(Cluster(int(c), float(ua[0][c]), float(ub[0][c]),
-                               [keys[i] for i in members] if keys is not None else []))
+                               [keys[i] for i in members] if keys is not None else [],
+                               members.tolist()))
         return out
 
     grew = clusters(codes_b, keys_b, [c for c in order[::-1][:top] if grow[c] > 0])

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,11 +16,13 @@ import numpy as np
 
 from .errors import InputError
 from .ids import format_ids, format_tokens, vocabulary
-from .store import lookups, seals, versions
+from .store import assignments, lookups, seals, versions
 from .store.db import Tx
 from .store.versions import Version
 
 STYLES = ("ids", "tokens")
+# IDs read and written at a time
+PART_ROWS = 1 << 18
 
 
 @dataclass
@@ -46,18 +51,14 @@ def export(tx: Tx, ref: str | int | None, path: str | Path, *, style: str = "ids
     output_format(path)
     with tx(write=False) as conn:
         v = versions.resolve(conn, ref)
-        pop = lookups.population(conn, v.number, by_id=True)
         seal = seals.get(conn, v.number)
-    codes = v.space.unpack(pop.codes)
-    numbers = np.asarray(pop.disambs, dtype=np.int64)
-    columns: dict = {"key": pop.keys, "id": format_ids(codes, numbers)}
-    if style == "tokens":
-        columns["tokens"] = format_tokens(codes, numbers)
-    for level in range(v.space.levels):
-        columns[f"level_{level + 1}"] = codes[:, level]
-    columns["disambiguation"] = numbers
-    columns["removed"] = pop.removed
-    rows = write_table(path, columns, provenance(v, seal, len(pop.keys), style))
+        about = provenance(v, seal, assignments.count(conn, v.number, exact=True), style)
+        with TableWriter(path, about) as out:
+            # a part at a time: a version of ten million IDs is never held whole
+            parts = lookups.population_parts(conn, v.number, rows=PART_ROWS)
+            for pop in itertools.chain(parts, [] if about["rows"] else [_EMPTY]):
+                out.write(_columns(v, pop, style))
+    rows = out.rows
     tokens = 0
     if vocab is not None:
         words = vocabulary(v.space.sizes, v.max_disambiguation)
@@ -68,6 +69,24 @@ def export(tx: Tx, ref: str | int | None, path: str | Path, *, style: str = "ids
         tokens = len(words)
     return ExportResult(v.number, str(path), rows, style,
                         None if vocab is None else str(vocab), tokens)
+
+_EMPTY = lookups.Population([], [], [], [], [])
+
+
+def _columns(v: Version, pop: lookups.Population, style: str) -> dict:
+    """The exported columns of the IDs ``pop`` of ``v``."""
+    codes = v.space.unpack(pop.codes) if pop.codes else \
+        np.empty((0, v.space.levels), dtype=np.int64)
+    numbers = np.asarray(pop.disambs, dtype=np.int64)
+    columns: dict = {"key": pop.keys, "id": format_ids(codes, numbers)}
+    if style == "tokens":
+        columns["tokens"] = format_tokens(codes, numbers)
+    for level in range(v.space.levels):
+        columns[f"level_{level + 1}"] = codes[:, level]
+    columns["disambiguation"] = numbers
+    columns["removed"] = pop.removed
+    return columns
+
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".csv.gz": "csv"}
@@ -100,41 +119,83 @@ def output_format(path: str | Path) -> str:
 
 def write_table(path: str | Path, columns: dict[str, list | np.ndarray],
                 about: dict | None = None) -> int:
-    """Write equal-length columns to ``path`` in the format its suffix names; returns rows.
-    ``about`` (JSON) goes with them: in a Parquet file's metadata (key ``registry``),
-    beside a CSV or JSONL file as ``PATH.json``."""
-    path = Path(path)
-    fmt = output_format(path)
-    names = list(columns)
-    n = len(columns[names[0]]) if names else 0
-    if path.parent and not path.parent.exists():
-        raise InputError("the folder does not exist", source=str(path))
-    as_lists = {k: (v.tolist() if isinstance(v, np.ndarray) else list(v))
-                for k, v in columns.items()}
-    try:
-        if fmt == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    """Write equal-length columns to ``path`` (see :class:`TableWriter`); returns rows."""
+    with TableWriter(path, about) as out:
+        out.write(columns)
+    return out.rows
 
-            table = pa.table(as_lists)
-            if about is not None:
-                table = table.replace_schema_metadata({"registry": json.dumps(about)})
-            pq.write_table(table, path)
-            return n
-        if about is not None:
-            Path(f"{path}.json").write_text(json.dumps(about, indent=2) + "\n",
-                                            encoding="utf-8")
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "wt", encoding="utf-8", newline="") as f:
-            rows = zip(*(as_lists[k] for k in names), strict=True)
-            if fmt == "csv":
-                writer = csv.writer(f)
-                writer.writerow(names)
-                writer.writerows(rows)
+
+class TableWriter:
+    """Writes equal-length columns to ``path`` in the format its suffix names, a part at a
+    time (:meth:`write`), as one table: a Parquet file of a row group or more, or CSV or
+    JSONL rows under one header. ``about`` (JSON) goes with them: in a Parquet file's
+    metadata (key ``registry``), beside a CSV or JSONL file as ``PATH.json``."""
+
+    def __init__(self, path: str | Path, about: dict | None = None):
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        if self.path.parent and not self.path.parent.exists():
+            raise InputError("the folder does not exist", source=str(self.path))
+        self.about, self.rows = about, 0
+        self._parquet = self._file = self._csv = None
+        self._schema = None
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._errors():
+            for out in (self._parquet, self._file):
+                if out is not None:
+                    out.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:  # pyarrow raises its OSError subclasses too
+            raise InputError(f"cannot write: {e.strerror or str(e).splitlines()[0]}",
+                             source=str(self.path)) from None
+
+    def write(self, columns: dict[str, list | np.ndarray]) -> None:
+        """Add rows: the same column names every time."""
+        names = list(columns)
+        as_lists = {k: (v.tolist() if isinstance(v, np.ndarray) else list(v))
+                    for k, v in columns.items()}
+        with self._errors():
+            if self.format == "parquet":
+                self._write_parquet(as_lists)
             else:
-                for row in rows:
-                    f.write(json.dumps(dict(zip(names, row, strict=True))) + "\n")
-    except OSError as e:  # pyarrow raises its OSError subclasses too
-        raise InputError(f"cannot write: {e.strerror or str(e).splitlines()[0]}",
-                         source=str(path)) from None
-    return n
+                self._write_text(names, as_lists)
+        self.rows += len(columns[names[0]]) if names else 0
+
+    def _write_parquet(self, as_lists: dict[str, list]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._parquet is None:
+            table = pa.table(as_lists)
+            if self.about is not None:
+                table = table.replace_schema_metadata({"registry": json.dumps(self.about)})
+            self._schema = table.schema
+            self._parquet = pq.ParquetWriter(self.path, table.schema)
+        else:
+            table = pa.Table.from_pydict(as_lists, schema=self._schema)
+        self._parquet.write_table(table)
+
+    def _write_text(self, names: list[str], as_lists: dict[str, list]) -> None:
+        if self._file is None:
+            if self.about is not None:
+                Path(f"{self.path}.json").write_text(json.dumps(self.about, indent=2) + "\n",
+                                                     encoding="utf-8")
+            opener = gzip.open if self.path.name.lower().endswith(".gz") else open
+            self._file = opener(self.path, "wt", encoding="utf-8", newline="")
+            if self.format == "csv":
+                self._csv = csv.writer(self._file)
+                self._csv.writerow(names)
+        rows = zip(*(as_lists[k] for k in names), strict=True)
+        if self._csv is not None:
+            self._csv.writerows(rows)
+        else:
+            for row in rows:
+                self._file.write(json.dumps(dict(zip(names, row, strict=True))) + "\n")

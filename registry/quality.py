@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -74,33 +75,92 @@ def level_usage(codes: np.ndarray, sizes: tuple[int, ...]) -> list[dict]:
 
 def reconstruction_error(x: np.ndarray, rebuilt: np.ndarray) -> float:
     """sum ||x - x_hat||^2 / sum ||x - mean||^2, with ``x`` the normalized vectors."""
-    total = float(np.square(x - x.mean(axis=0)).sum())
-    return float(np.square(x - rebuilt).sum()) / total if total > 0 else 0.0
+    return ReconstructionSums().add(x, rebuilt).value()
+
+
+class ReconstructionSums:
+    """:func:`reconstruction_error` over a catalog read a chunk at a time: :meth:`add` each
+    chunk's normalized vectors and their reconstructions, then :meth:`value`. Sums in
+    float64; sum ||x - mean||^2 as sum ||x||^2 - N ||mean||^2."""
+
+    def __init__(self) -> None:
+        self.n, self.squares, self.errors = 0, 0.0, 0.0
+        self.total: np.ndarray | None = None
+
+    def add(self, x: np.ndarray, rebuilt: np.ndarray) -> ReconstructionSums:
+        if x.shape[0]:
+            part = x.sum(axis=0, dtype=np.float64)
+            self.total = part if self.total is None else self.total + part
+            self.n += x.shape[0]
+            self.squares += float(np.einsum("ij,ij->", x, x, dtype=np.float64))
+            diff = x - rebuilt
+            self.errors += float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+        return self
+
+    def value(self) -> float:
+        if self.total is None:
+            return 0.0
+        spread = self.squares - float(self.total @ self.total) / self.n
+        return self.errors / spread if spread > 0 else 0.0
 
 
 def neighbourhood_agreement(x: np.ndarray, codes: np.ndarray, *, sample: int = 1000,
                             neighbours: int = 10, seed: int = 0) -> list[float]:
     """For depths 1..L: mean share of a sampled item's exact cosine neighbours (``x`` is
     L2-normalized) that share its first d codes."""
-    import faiss
+    found = Neighbours(x.__getitem__, x.shape[0], sample=sample, neighbours=neighbours,
+                       seed=seed)
+    found.add(x, 0)
+    return found.agreement(codes)
 
-    n = x.shape[0]
-    if n < 2:
-        return [1.0] * codes.shape[1]
-    neighbours = min(neighbours, n - 1)
-    rows = np.random.default_rng(seed).choice(n, min(sample, n), replace=False)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(np.ascontiguousarray(x, dtype=np.float32))
-    _, found = index.search(np.ascontiguousarray(x[rows], dtype=np.float32), neighbours + 1)
-    out = []
-    for depth in range(1, codes.shape[1] + 1):
-        shares = []
-        for row, hits in zip(rows, found, strict=True):
-            hits = hits[hits != row][:neighbours]
-            same = (codes[hits, :depth] == codes[row, :depth]).all(axis=1)
-            shares.append(same.mean())
-        out.append(float(np.mean(shares)))
-    return out
+
+class Neighbours:
+    """:func:`neighbourhood_agreement` over a catalog of ``n`` rows read a chunk at a time:
+    the sampled rows (:attr:`rows`, drawn as there) are the queries, whose normalized vectors
+    ``vectors_of(rows)`` gives; :meth:`add` each chunk with the position of its first row,
+    then :meth:`agreement`."""
+
+    def __init__(self, vectors_of: Callable[[np.ndarray], np.ndarray], n: int, *,
+                 sample: int = 1000, neighbours: int = 10, seed: int = 0):
+        import faiss
+
+        self.n, self.neighbours = n, min(neighbours, max(n - 1, 0))
+        self.rows = np.random.default_rng(seed).choice(n, min(sample, n), replace=False) \
+            if n >= 2 else np.empty(0, dtype=np.int64)
+        self.queries = np.ascontiguousarray(vectors_of(self.rows), dtype=np.float32)
+        # the neighbours, and each row itself, by inner product (cosine: x is normalized)
+        self.heap = faiss.ResultHeap(self.rows.size, self.neighbours + 1, keep_max=True)
+
+    def add(self, x: np.ndarray, first: int) -> None:
+        import faiss
+
+        if not self.rows.size or not x.shape[0]:
+            return
+        k = min(self.neighbours + 1, x.shape[0])
+        dists, at = faiss.knn(self.queries, np.ascontiguousarray(x, dtype=np.float32), k,
+                              metric=faiss.METRIC_INNER_PRODUCT)
+        if k < self.neighbours + 1:  # a chunk with fewer rows than the heap keeps
+            pad = self.neighbours + 1 - k
+            dists = np.pad(dists, ((0, 0), (0, pad)), constant_values=-np.inf)
+            at = np.pad(at, ((0, 0), (0, pad)), constant_values=-1 - first)
+        self.heap.add_result(np.ascontiguousarray(dists, dtype=np.float32),
+                             np.ascontiguousarray(at + first, dtype=np.int64))
+
+    def agreement(self, codes: np.ndarray) -> list[float]:
+        """For depths 1..L: the mean share of the rows' neighbours that share their first d
+        codes (``codes``: every row's)."""
+        if self.n < 2:
+            return [1.0] * codes.shape[1]
+        self.heap.finalize()
+        out = []
+        for depth in range(1, codes.shape[1] + 1):
+            shares = []
+            for row, hits in zip(self.rows, self.heap.I, strict=True):
+                hits = hits[(hits != row) & (hits >= 0)][:self.neighbours]
+                same = (codes[hits, :depth] == codes[row, :depth]).all(axis=1)
+                shares.append(same.mean())
+            out.append(float(np.mean(shares)))
+        return out
 
 
 def prefix_purity(codes: np.ndarray, labels: np.ndarray, depth: int = 1) -> float:

@@ -98,3 +98,46 @@ def test_sqlite_reads_ranges_joined_and_row_by_row_alike(reg, migrated_url, span
                 np.testing.assert_array_equal(first, want[live][part])
     finally:
         engine.dispose()
+
+
+def _scratch_table():
+    from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, Table
+
+    return Table("scratch_rows", MetaData(), Column("pos", Integer), Column("big", BigInteger),
+                 Column("small", Integer), Column("flag", Boolean), Column("real", Float))
+
+
+@pytest.mark.parametrize("case", ["packed", "negative", "float", "too-wide"])
+def test_insert_arrays_round_trips(migrated_url, case, monkeypatch):
+    """Every row comes back as written, whether SQLite packs the integer columns into one
+    statement or (negative, fractional or together wider than 63 bits) binds them row by
+    row; in parts smaller than the rows."""
+    from sqlalchemy import select
+
+    monkeypatch.setattr(bulk, "_EXECUTEMANY_ROWS", 7)
+    n = 50
+    rng = np.random.default_rng(3)
+    columns = {"pos": np.arange(n, dtype=np.int32),
+               "big": rng.integers(0, 1 << 40, n, dtype=np.int64),
+               "small": np.full(n, 5, dtype=np.int32),  # one value: in the statement
+               "flag": rng.random(n) < 0.5}
+    if case == "negative":
+        columns["big"][3] = -(1 << 35)
+    elif case == "float":
+        columns["real"] = rng.random(n)
+    elif case == "too-wide":
+        columns["small"] = rng.integers(1 << 30, 1 << 31, n, dtype=np.int64)
+    table = _scratch_table()
+    engine = db.make_engine(migrated_url)
+    try:
+        with db.transaction(engine, write=True) as conn:
+            table.create(conn)
+            assert bulk.insert_arrays(conn, table, columns) == n
+        with db.transaction(engine, write=False) as conn:
+            rows = conn.execute(select(table).order_by(table.c.pos)).all()
+    finally:
+        engine.dispose()
+    assert len(rows) == n
+    for name in columns:
+        got = np.array([getattr(r, name) for r in rows])
+        np.testing.assert_array_equal(got, columns[name], err_msg=name)

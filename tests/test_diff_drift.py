@@ -221,3 +221,25 @@ def test_report_tables_align_text_left_and_charts_have_axes():
     assert all(f">{tick}</text>" in svg for tick in ("0%", "25%", "50%", "75%", "100%"))
     assert all(f">{code}</text>" in svg for code in (0, 1, 2)) and ">code</text>" in svg
     assert ">60.0%</text>" in svg and "<title>code 1, after: 60.00%</title>" in svg
+
+
+def test_drift_and_stats_read_in_chunks_as_in_one(trained, monkeypatch):
+    """Populations read 37 vectors at a time give the figures of one read: across items
+    assigned later and removed ones, in the version's two populations."""
+    from registry import analysis
+
+    reg, _ = trained
+    reg.add(make_keys(150, start=600), make_vectors(150, seed=4)[::-1] + 0.02)
+    reg.assign()
+    reg.remove(["item00005", "item00200", make_keys(1, start=700)[0]])
+    whole_drift, whole_stats = reg.drift().drift.to_dict(), reg.stats(1, sample=300).figures
+    monkeypatch.setattr(analysis, "CHUNK_ROWS", 37)
+    drift, stats = reg.drift().drift.to_dict(), reg.stats(1, sample=300).figures
+    assert drift["compared_items"] == 150 and drift["reference_items"] == 600
+    error = drift.pop("quantisation_error_ratio")
+    assert error == pytest.approx(whole_drift.pop("quantisation_error_ratio"), rel=1e-6)
+    assert drift == whole_drift
+    assert stats["items"] == 750
+    assert stats.pop("reconstruction_error") == pytest.approx(
+        whole_stats.pop("reconstruction_error"), rel=1e-6)
+    assert stats == whole_stats

@@ -96,3 +96,31 @@ def test_a_warm_starts_raw_collision_rate_is_of_the_nearest_codes(reg, residual)
     raw = quality.collision_rate(engine.encode(x, reg.codebooks("two"), v.residual, v.beam))
     assert summary.raw_collision_rate == pytest.approx(raw)
     assert reg.stats("two", sample=50).figures["raw_collision_rate"] == pytest.approx(raw)
+
+
+def test_figures_over_chunks_match_a_numpy_reference():
+    """Reconstruction error and neighbour agreement added a chunk at a time: the figures of
+    the whole array, and of a plain numpy computation of their definitions."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((500, 12)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rebuilt = x + 0.1 * rng.standard_normal(x.shape).astype(np.float32)
+    codes = rng.integers(0, 3, size=(500, 2))
+    sums = quality.ReconstructionSums()
+    near = quality.Neighbours(x.__getitem__, 500, sample=40, neighbours=5, seed=2)
+    for at in range(0, 500, 64):
+        sums.add(x[at:at + 64], rebuilt[at:at + 64])
+        near.add(x[at:at + 64], at)
+    want = np.square(x - rebuilt).sum() / np.square(x - x.mean(axis=0)).sum()
+    assert sums.value() == pytest.approx(want, rel=1e-5)
+    assert sums.value() == pytest.approx(quality.reconstruction_error(x, rebuilt), rel=1e-9)
+    # exact neighbours by brute force: each sampled row's 5 most similar other rows
+    rows = np.random.default_rng(2).choice(500, 40, replace=False)
+    sims = x[rows] @ x.T
+    sims[np.arange(40), rows] = -np.inf
+    hits = np.argsort(-sims, axis=1)[:, :5]
+    want = [float(np.mean([(codes[h, :d] == codes[r, :d]).all(axis=1).mean()
+                           for r, h in zip(rows, hits, strict=True)])) for d in (1, 2)]
+    assert near.agreement(codes) == pytest.approx(want)
+    assert quality.neighbourhood_agreement(x, codes, sample=40, neighbours=5, seed=2) == \
+        pytest.approx(want)

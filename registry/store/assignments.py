@@ -126,9 +126,10 @@ def first_free(conn: Connection, version: int, packed: np.ndarray) -> np.ndarray
     return (taken + 1)[inverse]
 
 
-def count(conn: Connection, version: int) -> int:
-    """How many IDs ``version`` holds: from its seal when frozen (no scan)."""
-    sealed = seals.get(conn, version)
+def count(conn: Connection, version: int, *, exact: bool = False) -> int:
+    """How many IDs ``version`` holds: from its seal when frozen (no scan), unless
+    ``exact`` asks for the rows counted (what a file of them says it holds)."""
+    sealed = None if exact else seals.get(conn, version)
     if sealed is not None:
         return sealed.count
     return conn.execute(select(func.count()).select_from(assignments)
@@ -151,16 +152,21 @@ def served(conn: Connection, version: int, after_item: int = 0
     return (*columns, [r[4] for r in rows], [r[5] for r in rows])
 
 
-def held(conn: Connection, version: int, *, chunk_rows: int = 2_000_000
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item ids, packed codes, numbers) of every ID of ``version``, in item order: three
-    integers an ID, which the database joins into one text per ``chunk_rows`` of them (a
-    retrain from a version of ten million IDs reads them all)."""
+def held(conn: Connection, version: int, *, incremental: bool | None = None,
+         chunk_rows: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item ids, packed codes, numbers) of every ID of ``version`` (only those given at
+    training time, or only those assigned later, when ``incremental`` says so), in item
+    order: three integers an ID, which the database joins into one text per ``chunk_rows``
+    of them (a retrain, ``stats`` or ``drift`` of a version of ten million IDs reads them
+    all)."""
     joined = "string_agg(concat_ws(',', item_id, code, disamb), ',')" \
         if conn.dialect.name == "postgresql" else \
         "group_concat(item_id || ',' || code || ',' || disamb)"
+    only = "" if incremental is None else \
+        f" AND incremental = {'true' if incremental else 'false'}"
     sql = (f"SELECT {joined} FROM (SELECT item_id, code, disamb FROM assignments WHERE "
-           f"version_id = ? AND item_id > ? ORDER BY item_id LIMIT {int(chunk_rows)}) AS part")
+           f"version_id = ? AND item_id > ?{only} ORDER BY item_id LIMIT {int(chunk_rows)}) "
+           "AS part")
     parts, after = [], -1
     while True:
         got = int_list(driver_rows(conn, sql, (version, after))[0][0]).reshape(-1, 3)

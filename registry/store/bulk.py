@@ -107,7 +107,8 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
 
     PostgreSQL gets binary COPY built by numpy in one pass, into the table ``into`` (of
     ``table``'s columns) where given, ``FREEZE`` for a table made in this transaction;
-    SQLite gets one executemany.
+    SQLite gets rows packed into one statement where they fit, else executemany (see
+    :func:`_sqlite_insert`).
     """
     names = list(columns)
     arrays = [np.asarray(columns[n]) for n in names]
@@ -117,22 +118,7 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
     if n == 0:
         return 0
     if conn.dialect.name != "postgresql":
-        # an integer column with one value throughout goes into the statement itself: each
-        # parameter less per row saves a Python object and a bind (BENCHMARKS.md, Design
-        # figures: constant columns in the statement)
-        same = [a.dtype.kind in "biu" and bool((a == a[0]).all()) for a in arrays]
-        marks = ", ".join(str(int(a[0])) if one else "?"
-                          for a, one in zip(arrays, same, strict=True))
-        stmt = f"INSERT INTO {table.name} ({_quoted(conn, names)}) VALUES ({marks})"
-        varying = [a for a, one in zip(arrays, same, strict=True) if not one]
-        with driver_cursor(conn, stmt) as cur:
-            # a part at a time: a Python int per value, for ten million rows, is gigabytes
-            for start in range(0, n, _EXECUTEMANY_ROWS):
-                if varying:
-                    cur.executemany(stmt, zip(*(a[start:start + _EXECUTEMANY_ROWS].tolist()
-                                                for a in varying), strict=True))
-                else:
-                    cur.executemany(stmt, [()] * min(_EXECUTEMANY_ROWS, n - start))
+        _sqlite_insert(conn, table, names, arrays)
         return n
     fields: list[tuple[str, str]] = [("nfields", ">i2")]
     for i, (name, a) in enumerate(zip(names, arrays, strict=True)):
@@ -159,6 +145,53 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
             copy.write(rec.tobytes())
         copy.write(_PG_BINARY_TRAILER)
     return n
+
+
+def _sqlite_insert(conn: Connection, table: Table, names: list[str],
+                   arrays: list[np.ndarray]) -> None:
+    """SQLite: insert equal-length columns, a part of _EXECUTEMANY_ROWS rows at a time.
+
+    An integer column with one value throughout goes into the statement itself: each
+    parameter less per row saves a Python object and a bind (BENCHMARKS.md, Design figures:
+    constant columns in the statement). Where the other columns are integers whose bits fit
+    in one 63-bit number together, each row is packed into one and a part goes in as one
+    statement over ``json_each`` of their list, unpacked by shifts: no Python object or bind
+    per row, about half the time of executemany (BENCHMARKS.md, Design figures: packed rows
+    through json_each). Other columns (floats, negative numbers, wider values) go through
+    executemany."""
+    n = arrays[0].shape[0]
+    same = [a.dtype.kind in "biu" and bool((a == a[0]).all()) for a in arrays]
+    marks = [str(int(a[0])) if one else "?" for a, one in zip(arrays, same, strict=True)]
+    varying = [a for a, one in zip(arrays, same, strict=True) if not one]
+    widths = [int(a.max()).bit_length() if a.dtype.kind in "biu" and a.min() >= 0 else 64
+              for a in varying]
+    packed = None
+    if varying and sum(widths) <= 63:
+        packed = np.zeros(n, dtype=np.int64)
+        shift = 0
+        for a, width in zip(varying, widths, strict=True):
+            packed |= a.astype(np.int64) << shift
+            marks[marks.index("?")] = f"((value >> {shift}) & {(1 << width) - 1})"
+            shift += width
+    columns = _quoted(conn, names)
+    if packed is not None:
+        stmt = (f"INSERT INTO {table.name} ({columns}) SELECT {', '.join(marks)} "
+                "FROM json_each(?)")
+    else:
+        stmt = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join(marks)})"
+    with driver_cursor(conn, stmt) as cur:
+        # a part at a time: the text (or a Python int per value) of ten million rows is
+        # gigabytes
+        for start in range(0, n, _EXECUTEMANY_ROWS):
+            stop = min(n, start + _EXECUTEMANY_ROWS)
+            if packed is not None:
+                cur.execute(stmt, ("[" + ",".join(map(str, packed[start:stop].tolist()))
+                                   + "]",))
+            elif varying:
+                cur.executemany(stmt, zip(*(a[start:stop].tolist() for a in varying),
+                                          strict=True))
+            else:
+                cur.executemany(stmt, [()] * (stop - start))
 
 
 def read_vectors(conn: Connection, from_where: str, params: dict, capacity: int, dim: int,

@@ -55,6 +55,14 @@ def existing(conn: Connection, keys: Sequence[str]) -> dict[str, Stored]:
     return found
 
 
+def keys_of(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """The keys of the items ``ids`` (a few: one IN list), by id."""
+    if not len(ids):
+        return {}
+    q = select(items.c.id, items.c.key).where(items.c.id.in_([int(i) for i in ids]))
+    return {row.id: row.key for row in conn.execute(q)}
+
+
 def embeddings(conn: Connection, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """key -> float32 embedding for those of ``keys`` that have one."""
     out: dict[str, np.ndarray] = {}
@@ -458,10 +466,19 @@ def population_vectors(conn: Connection, version: int, incremental: bool | None,
                        count: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, float32 vectors) of the items with an ID in ``version`` (see
     ``lookups.population``), in item order."""
+    where, params = population_from(conn, version, incremental)
+    return read_vectors(conn, where, params, count, dim)
+
+
+def population_from(conn: Connection, version: int, incremental: bool | None
+                    ) -> tuple[str, dict]:
+    """SQL (FROM ... WHERE over ``items i``) and parameters for the items with an ID in
+    ``version`` (only those given at training time, or only those assigned later, when
+    ``incremental`` says so)."""
     where = (f"FROM items i JOIN assignments a ON a.item_id = i.id "
              f"WHERE a.version_id = {_param(conn, 'version')}")
     params: dict = {"version": version}
     if incremental is not None:
         where += f" AND a.incremental = {_param(conn, 'inc')}"
         params["inc"] = incremental
-    return read_vectors(conn, where, params, count, dim)
+    return where, params

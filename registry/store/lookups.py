@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Connection, exc, select
+from sqlalchemy import Connection, Select, exc, select, tuple_
 
 from .schema import assignments, items
 
@@ -148,16 +148,41 @@ def population(conn: Connection, version: int, incremental: bool | None = None, 
                by_id: bool = False) -> Population:
     """The items with an ID in ``version`` (only those given at training time, or only those
     assigned later, when ``incremental`` says so), in item order, or in ID order."""
-    q = (select(assignments.c.item_id, items.c.key, assignments.c.code, assignments.c.disamb,
-                items.c.removed_at)
-         .join(items, items.c.id == assignments.c.item_id)
-         .where(assignments.c.version_id == version))
+    q = _population(version)
     q = q.order_by(assignments.c.code, assignments.c.disamb) if by_id \
         else q.order_by(assignments.c.item_id)
     if incremental is not None:
         q = q.where(assignments.c.incremental.is_(incremental))
+    return _collect(conn.execute(q).yield_per(50_000))
+
+
+def population_parts(conn: Connection, version: int, *, rows: int = 262_144
+                     ) -> Iterator[Population]:
+    """:func:`population` of every ID of ``version`` in ID order, ``rows`` IDs at a time:
+    each part starts after the last ID of the one before, through the version's unique
+    index, so that a version of ten million IDs is never held at once."""
+    q = _population(version).order_by(assignments.c.code, assignments.c.disamb).limit(rows)
+    after = None
+    while True:
+        part = _collect(conn.execute(q if after is None else q.where(
+            tuple_(assignments.c.code, assignments.c.disamb) > tuple_(*after))))
+        if part.item_ids:
+            yield part
+        if len(part.item_ids) < rows:
+            return
+        after = (part.codes[-1], part.disambs[-1])
+
+
+def _population(version: int) -> Select:
+    return (select(assignments.c.item_id, items.c.key, assignments.c.code,
+                   assignments.c.disamb, items.c.removed_at)
+            .join(items, items.c.id == assignments.c.item_id)
+            .where(assignments.c.version_id == version))
+
+
+def _collect(rows) -> Population:
     out = Population([], [], [], [], [])
-    for r in conn.execute(q).yield_per(50_000):
+    for r in rows:
         out.item_ids.append(r.item_id)
         out.keys.append(r.key)
         out.codes.append(r.code)
