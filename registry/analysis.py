@@ -4,7 +4,10 @@ say what it means.
 
 A population is read as arrays (item ids, codes, numbers: a few bytes an ID) and its
 vectors a chunk of CHUNK_ROWS at a time, so that ten million items take a few hundred
-megabytes, not their gigabytes of vectors."""
+megabytes, not their gigabytes of vectors. The chunks are read and measured in one read
+transaction (every chunk of the same snapshot as the arrays): minutes at ten million, while
+which SQLite cannot checkpoint its write-ahead log past that snapshot, nor PostgreSQL vacuum
+away rows deleted since."""
 
 from __future__ import annotations
 
@@ -174,6 +177,7 @@ def drift(tx: Tx, ref: str | int | None, against: str | int | None = None) -> Dr
     result = compare.drift(codes[0], codes[1], v.space.sizes, error_a=errors[0],
                            error_b=errors[1], also_in_a=shared)
     named = [(c, ids[1]) for c in result.grew] + [(c, ids[0]) for c in result.shrank]
+    # a transaction of its own is enough: items are never deleted, nor their keys changed
     with tx(write=False) as conn:
         keys = items.keys_of(conn, [int(of[r]) for c, of in named for r in c.rows])
     for c, of in named:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import itertools
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -55,9 +55,13 @@ def export(tx: Tx, ref: str | int | None, path: str | Path, *, style: str = "ids
         about = provenance(v, seal, assignments.count(conn, v.number, exact=True), style)
         with TableWriter(path, about) as out:
             # a part at a time: a version of ten million IDs is never held whole
-            parts = lookups.population_parts(conn, v.number, rows=PART_ROWS)
-            for pop in itertools.chain(parts, [] if about["rows"] else [_EMPTY]):
+            for pop in lookups.population_parts(conn, v.number, rows=PART_ROWS):
                 out.write(_columns(v, pop, style))
+            if not out.rows:  # the columns' names, or a Parquet schema, all the same
+                out.write(_columns(v, lookups.Population([], [], [], [], []), style))
+            if out.rows != about["rows"]:
+                raise RuntimeError(f"read {out.rows} IDs of {v.label}, counted "
+                                   f"{about['rows']}")
     rows = out.rows
     tokens = 0
     if vocab is not None:
@@ -70,13 +74,9 @@ def export(tx: Tx, ref: str | int | None, path: str | Path, *, style: str = "ids
     return ExportResult(v.number, str(path), rows, style,
                         None if vocab is None else str(vocab), tokens)
 
-_EMPTY = lookups.Population([], [], [], [], [])
-
-
 def _columns(v: Version, pop: lookups.Population, style: str) -> dict:
     """The exported columns of the IDs ``pop`` of ``v``."""
-    codes = v.space.unpack(pop.codes) if pop.codes else \
-        np.empty((0, v.space.levels), dtype=np.int64)
+    codes = v.space.unpack(pop.codes)
     numbers = np.asarray(pop.disambs, dtype=np.int64)
     columns: dict = {"key": pop.keys, "id": format_ids(codes, numbers)}
     if style == "tokens":
@@ -129,13 +129,18 @@ class TableWriter:
     """Writes equal-length columns to ``path`` in the format its suffix names, a part at a
     time (:meth:`write`), as one table: a Parquet file of a row group or more, or CSV or
     JSONL rows under one header. ``about`` (JSON) goes with them: in a Parquet file's
-    metadata (key ``registry``), beside a CSV or JSONL file as ``PATH.json``."""
+    metadata (key ``registry``), beside a CSV or JSONL file as ``PATH.json``.
+
+    The rows go to a hidden file beside ``path``, which takes its name only when the block
+    ends without an error: an export that fails part-way leaves no file that looks whole,
+    and whatever was at ``path`` before stays."""
 
     def __init__(self, path: str | Path, about: dict | None = None):
         self.path = Path(path)
         self.format = output_format(self.path)
         if self.path.parent and not self.path.parent.exists():
             raise InputError("the folder does not exist", source=str(self.path))
+        self._partial = self.path.with_name(f".{self.path.name}.partial")
         self.about, self.rows = about, 0
         self._parquet = self._file = self._csv = None
         self._schema = None
@@ -143,11 +148,19 @@ class TableWriter:
     def __enter__(self) -> TableWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        with self._errors():
-            for out in (self._parquet, self._file):
-                if out is not None:
-                    out.close()
+    def __exit__(self, error_type, *_) -> None:
+        try:
+            with self._errors():
+                for out in (self._parquet, self._file):
+                    if out is not None:
+                        out.close()
+                if error_type is None:
+                    if self.about is not None and self.format != "parquet":
+                        Path(f"{self.path}.json").write_text(
+                            json.dumps(self.about, indent=2) + "\n", encoding="utf-8")
+                    os.replace(self._partial, self.path)
+        finally:
+            self._partial.unlink(missing_ok=True)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -178,18 +191,15 @@ class TableWriter:
             if self.about is not None:
                 table = table.replace_schema_metadata({"registry": json.dumps(self.about)})
             self._schema = table.schema
-            self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet = pq.ParquetWriter(self._partial, table.schema)
         else:
             table = pa.Table.from_pydict(as_lists, schema=self._schema)
         self._parquet.write_table(table)
 
     def _write_text(self, names: list[str], as_lists: dict[str, list]) -> None:
         if self._file is None:
-            if self.about is not None:
-                Path(f"{self.path}.json").write_text(json.dumps(self.about, indent=2) + "\n",
-                                                     encoding="utf-8")
             opener = gzip.open if self.path.name.lower().endswith(".gz") else open
-            self._file = opener(self.path, "wt", encoding="utf-8", newline="")
+            self._file = opener(self._partial, "wt", encoding="utf-8", newline="")
             if self.format == "csv":
                 self._csv = csv.writer(self._file)
                 self._csv.writerow(names)

@@ -101,7 +101,8 @@ class ReconstructionSums:
         if self.total is None:
             return 0.0
         spread = self.squares - float(self.total @ self.total) / self.n
-        return self.errors / spread if spread > 0 else 0.0
+        # vectors all alike: what is left of the spread is rounding, not a figure to divide by
+        return self.errors / spread if spread > 1e-9 * self.squares else 0.0
 
 
 def neighbourhood_agreement(x: np.ndarray, codes: np.ndarray, *, sample: int = 1000,
@@ -127,7 +128,9 @@ class Neighbours:
         self.n, self.neighbours = n, min(neighbours, max(n - 1, 0))
         self.rows = np.random.default_rng(seed).choice(n, min(sample, n), replace=False) \
             if n >= 2 else np.empty(0, dtype=np.int64)
-        self.queries = np.ascontiguousarray(vectors_of(self.rows), dtype=np.float32)
+        self.queries = np.ascontiguousarray(vectors_of(self.rows), dtype=np.float32) \
+            if self.rows.size else np.empty((0, 0), dtype=np.float32)
+        self._found: np.ndarray | None = None
         # the neighbours, and each row itself, by inner product (cosine: x is normalized)
         self.heap = faiss.ResultHeap(self.rows.size, self.neighbours + 1, keep_max=True)
 
@@ -140,6 +143,7 @@ class Neighbours:
         dists, at = faiss.knn(self.queries, np.ascontiguousarray(x, dtype=np.float32), k,
                               metric=faiss.METRIC_INNER_PRODUCT)
         if k < self.neighbours + 1:  # a chunk with fewer rows than the heap keeps
+            # positions of -1 once ``first`` is added below, and never a neighbour (-inf)
             pad = self.neighbours + 1 - k
             dists = np.pad(dists, ((0, 0), (0, pad)), constant_values=-np.inf)
             at = np.pad(at, ((0, 0), (0, pad)), constant_values=-1 - first)
@@ -151,11 +155,13 @@ class Neighbours:
         codes (``codes``: every row's)."""
         if self.n < 2:
             return [1.0] * codes.shape[1]
-        self.heap.finalize()
+        if self._found is None:
+            self.heap.finalize()
+            self._found = self.heap.I
         out = []
         for depth in range(1, codes.shape[1] + 1):
             shares = []
-            for row, hits in zip(self.rows, self.heap.I, strict=True):
+            for row, hits in zip(self.rows, self._found, strict=True):
                 hits = hits[(hits != row) & (hits >= 0)][:self.neighbours]
                 same = (codes[hits, :depth] == codes[row, :depth]).all(axis=1)
                 shares.append(same.mean())

@@ -164,6 +164,32 @@ def test_export_in_parts_writes_what_one_part_does(trained, tmp_path, suffix, mo
     assert codes == sorted(codes)  # ID order, across the parts
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_export_failing_part_way_leaves_the_file_before(trained, tmp_path, suffix,
+                                                        monkeypatch):
+    from registry import export
+    from registry.errors import InputError
+
+    reg, _ = trained
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / f"ids{suffix}"
+    path.write_text("an earlier export")
+    real, calls = export._columns, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise InputError("stopped on the third part")
+        return real(*args)
+
+    monkeypatch.setattr(export, "PART_ROWS", 100)
+    monkeypatch.setattr(export, "_columns", failing)
+    with pytest.raises(InputError, match="third part"):
+        reg.export(None, path)
+    assert path.read_text() == "an earlier export"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # nothing partial
+
+
 def test_export_tokens_and_vocabulary(trained, tmp_path, run):
     import json
 

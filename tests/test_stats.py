@@ -108,9 +108,9 @@ def test_figures_over_chunks_match_a_numpy_reference():
     codes = rng.integers(0, 3, size=(500, 2))
     sums = quality.ReconstructionSums()
     near = quality.Neighbours(x.__getitem__, 500, sample=40, neighbours=5, seed=2)
-    for at in range(0, 500, 64):
-        sums.add(x[at:at + 64], rebuilt[at:at + 64])
-        near.add(x[at:at + 64], at)
+    for at in range(0, 500, 99):  # the last chunk, of 5 rows, is shorter than 5 + 1
+        sums.add(x[at:at + 99], rebuilt[at:at + 99])
+        near.add(x[at:at + 99], at)
     want = np.square(x - rebuilt).sum() / np.square(x - x.mean(axis=0)).sum()
     assert sums.value() == pytest.approx(want, rel=1e-5)
     assert sums.value() == pytest.approx(quality.reconstruction_error(x, rebuilt), rel=1e-9)
@@ -121,6 +121,11 @@ def test_figures_over_chunks_match_a_numpy_reference():
     hits = np.argsort(-sims, axis=1)[:, :5]
     want = [float(np.mean([(codes[h, :d] == codes[r, :d]).all(axis=1).mean()
                            for r, h in zip(rows, hits, strict=True)])) for d in (1, 2)]
-    assert near.agreement(codes) == pytest.approx(want)
+    assert near.agreement(codes) == pytest.approx(want) == near.agreement(codes)
     assert quality.neighbourhood_agreement(x, codes, sample=40, neighbours=5, seed=2) == \
         pytest.approx(want)
+
+
+def test_reconstruction_error_of_vectors_all_alike_is_zero():
+    x = np.tile(np.array([[0.6, 0.8]], dtype=np.float32), (1000, 1))
+    assert quality.reconstruction_error(x, x + 0.01) == 0.0

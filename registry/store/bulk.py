@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     Table,
+    exc,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -147,6 +148,15 @@ def insert_arrays(conn: Connection, table: Table, columns: dict[str, np.ndarray]
     return n
 
 
+def _has_json_each(conn: Connection) -> bool:
+    """Whether this SQLite has ``json_each`` (built in since 3.38, an option before)."""
+    try:
+        conn.exec_driver_sql("SELECT count(*) FROM json_each('[1]')").scalar()
+    except exc.OperationalError:
+        return False
+    return True
+
+
 def _sqlite_insert(conn: Connection, table: Table, names: list[str],
                    arrays: list[np.ndarray]) -> None:
     """SQLite: insert equal-length columns, a part of _EXECUTEMANY_ROWS rows at a time.
@@ -174,6 +184,9 @@ def _sqlite_insert(conn: Connection, table: Table, names: list[str],
             marks[marks.index("?")] = f"((value >> {shift}) & {(1 << width) - 1})"
             shift += width
     columns = _quoted(conn, names)
+    if packed is not None and not _has_json_each(conn):
+        packed, marks = None, [str(int(a[0])) if one else "?"
+                               for a, one in zip(arrays, same, strict=True)]
     if packed is not None:
         stmt = (f"INSERT INTO {table.name} ({columns}) SELECT {', '.join(marks)} "
                 "FROM json_each(?)")
