@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -30,7 +31,7 @@ from . import collisions, engine
 from .errors import InputError, RegistryError, StateError
 from .hooks import pause_point
 from .ids import disambiguate
-from .store import assignments, codebooks, db, items, seals, versions
+from .store import assignments, codebooks, db, items, occupancy, seals, versions
 from .store.db import Tx
 from .store.versions import State, Version
 
@@ -115,7 +116,7 @@ def assign(tx: Tx, version: str | int | None, batch_size: int) -> AssignResult:
     total = batches = full = 0
     if space is None:
         return AssignResult(v, 0, 0, round(time.perf_counter() - start, 3))
-    issued = _Issued()
+    issued = _Issued(v)
     # closing: an error while allocating ends the generator, and so rolls its batch back
     with closing(_batches(tx, v, space, batch_size)) as claimed:
         for conn, item_ids, vectors in claimed:
@@ -203,25 +204,58 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
 
 
 class _Issued:
-    """The packed codes a version holds, kept across the batches of one assign run: read
-    once, then extended with each batch this run writes. Read again when the version holds
-    other IDs than this run knows of (another assigner wrote a batch meanwhile)."""
+    """The code tuples a version has issued, kept across the batches of one assign run: read
+    once, then extended with each batch this run writes; read again when the version holds
+    another count of IDs than this run knows of (another assigner wrote a batch meanwhile).
+    Where the version's code space is small enough (:mod:`registry.store.occupancy`), one
+    boolean per tuple, read from the version's occupancy row (made from the IDs where it is
+    missing or stale) and kept there up to date; else the sorted packed codes."""
 
-    def __init__(self) -> None:
-        self.codes: np.ndarray | None = None
+    def __init__(self, v: Version) -> None:
+        self.v = v
+        self.tuples = math.prod(v.space.sizes)
+        self.dense = occupancy.fits(self.tuples)
+        self.taken: np.ndarray | None = None  # one boolean per tuple
+        self.codes: np.ndarray | None = None  # sorted packed codes
         self.count = -1
 
-    def current(self, conn, number: int) -> np.ndarray:
-        """The codes, up to date: the caller holds the version's lock."""
-        count = assignments.count(conn, number)
-        if self.codes is None or count != self.count:
-            self.codes, self.count = assignments.issued_codes(conn, number), count
-        return self.codes
+    def refresh(self, conn) -> None:
+        """Bring it up to date: the caller holds the version's lock."""
+        count = assignments.count(conn, self.v.number)
+        if count == self.count:
+            return
+        if not self.dense:
+            self.codes = assignments.issued_codes(conn, self.v.number)
+        else:
+            self.taken = occupancy.read(conn, self.v.number, self.tuples, count)
+            if self.taken is None:
+                self.taken = occupancy.of_codes(assignments.issued_codes(conn, self.v.number),
+                                                self.tuples)
+                occupancy.write(conn, self.v.number, self.taken, count)
+        self.count = count
 
-    def add(self, packed: np.ndarray) -> None:
-        new = np.sort(packed)
-        self.codes = np.insert(self.codes, np.searchsorted(self.codes, new), new)
+    def occupancy(self) -> collisions.Occupancy:
+        """A fresh occupancy of the tuples issued, for nearest-free to take more."""
+        if self.dense:
+            return collisions.Occupancy(self.v.space, dense=self.taken.copy())
+        return collisions.Occupancy(self.v.space, self.codes)
+
+    def issued(self, packed: np.ndarray) -> np.ndarray:
+        """Which of ``packed`` the version had issued before this batch."""
+        if self.dense:
+            return self.taken[packed]
+        return collisions.find_sorted(self.codes, packed)[1]
+
+    def add(self, conn, packed: np.ndarray) -> None:
+        """The batch's codes, written in this transaction: kept here, and in the version's
+        occupancy row."""
         self.count += packed.size
+        if self.dense:
+            self.taken[packed] = True
+            occupancy.write(conn, self.v.number, self.taken, self.count)
+        else:
+            new = np.sort(packed)
+            self.codes = np.insert(self.codes, np.searchsorted(self.codes, new), new)
 
 
 def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> int:
@@ -232,10 +266,9 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> in
     # holding the version row serialises ID allocation between assigners
     current = versions.get(conn, v.number, lock=True)
     nearest_free = v.collisions == "nearest-free"
-    known = None
     if nearest_free:
-        known = issued.current(conn, v.number)
-        taken = collisions.Occupancy(v.space, known)
+        issued.refresh(conn)
+        taken = issued.occupancy()
         products = collisions.up_products(kept.products, codes, books) \
             if kept.products else None
         # block by block, in id order, each seeing the tuples the ones before it took
@@ -248,11 +281,11 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> in
                 products=None if products is None else
                 (lambda rows, lo=lo: products(rows + lo)),
                 residual_sq=None if kept.residual_sq is None else kept.residual_sq[lo:hi])
+        del taken
     packed = v.space.pack(codes)
     # with the version's codes all known here, only a code already issued needs its largest
     # number from the database; the others start at 0
-    ask = np.ones(len(packed), dtype=bool) if known is None else \
-        collisions.find_sorted(known, packed)[1]
+    ask = issued.issued(packed) if nearest_free else np.ones(len(packed), dtype=bool)
     first = np.zeros(len(packed), dtype=np.int64)
     if ask.any():
         first[ask] = assignments.first_free(conn, v.number, packed[ask])
@@ -268,7 +301,7 @@ def _allocate(conn, v: Version, books, item_ids, vectors, issued: _Issued) -> in
         seals.grow(conn, v.number, item_ids, packed, disamb)
     pause_point("assign-written")
     if nearest_free:
-        issued.add(packed)  # an error from here on ends the run, and this cache with it
+        issued.add(conn, packed)  # an error from here on ends the run, and this cache with it
     versions.log_event(conn, "assign", db.now(), version=v.number,
                        params={"items": len(item_ids), **({"full": left} if left else {})})
     return left

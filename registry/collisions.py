@@ -49,16 +49,22 @@ class Occupancy:
     registry.assigning), plus the tuples taken during this run.
 
     Up to DENSE_CODES possible tuples (3 x 256 has 16.7M) this is one boolean per tuple, so
-    that a whole table of prefixes is one slice; beyond, the issued array and a set.
+    that a whole table of prefixes is one slice (``dense`` gives that table ready made, and
+    is then changed in place); beyond, the issued array and a set.
     """
 
-    def __init__(self, space: CodeSpace, issued: np.ndarray | None = None):
+    def __init__(self, space: CodeSpace, issued: np.ndarray | None = None, *,
+                 dense: np.ndarray | None = None):
         self.space = space
         self.last = space.sizes[-1]
         issued = np.empty(0, dtype=np.int64) if issued is None else issued
         total = math.prod(space.sizes)
         self.dense: np.ndarray | None = None
-        if total <= DENSE_CODES:
+        if dense is not None:  # the table itself, given (and taken over)
+            if dense.shape != (total,) or total > DENSE_CODES:
+                raise ValueError("a dense occupancy has one boolean per tuple")
+            self.dense = dense
+        elif total <= DENSE_CODES:
             self.dense = np.zeros(total, dtype=bool)
             self.dense[issued] = True
             issued = issued[:0]

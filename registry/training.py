@@ -4,6 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from .ids import (
     disambiguate_keeping,
 )
 from .quality import headline
-from .store import assignments, codebooks, db, items, scan, versions
+from .store import assignments, codebooks, db, items, occupancy, scan, versions
 from .store.db import Tx
 from .store.versions import Version
 
@@ -241,6 +242,10 @@ def train(tx: Tx, request: TrainRequest | None = None, **fields) -> TrainSummary
                                  stats=stats, now=now)
         codebooks.write(conn, number, result.codebooks)
         assignments.write(conn, number, item_ids, packed, disamb, incremental=False)
+        tuples = math.prod(params.codebook_sizes)
+        if params.collisions == "nearest-free" and occupancy.fits(tuples):
+            # what assign starts from, without reading every ID back
+            occupancy.write(conn, number, occupancy.of_codes(packed, tuples), len(item_ids))
         pause_point("train-written")
         versions.log_event(conn, "train", now, version=number,
                            other=None if parent is None else parent.number,

@@ -32,7 +32,8 @@ from sqlalchemy import (
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_item_keys_index",
                               "0004_seals_and_guards", "0005_assignment_partitions",
                               "0006_covering_id_index", "0007_not_live_index",
-                              "0008_vocabulary_limits", "0009_tokens", "0010_service")
+                              "0008_vocabulary_limits", "0009_tokens", "0010_service",
+                              "0011_occupancy")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_TERMS = ("removed_at IS NULL", "embedding IS NOT NULL")
@@ -160,6 +161,18 @@ seals = Table(
     Column("grown_count", BigInteger, nullable=False),
     Column("grown_digest", BigInteger, nullable=False),
     _ts("sealed_at"),
+)
+
+# The code tuples a version has issued, one bit each (migration 0011): what assign reads
+# instead of every issued code, which grows with the version. A cache: kept with the count of
+# IDs it covers, and made again from the IDs whenever the version holds another count.
+occupancy = Table(
+    "occupancy",
+    metadata,
+    Column("version_id", Integer, ForeignKey("versions.id"), primary_key=True,
+           autoincrement=False),
+    Column("ids", BigInteger, nullable=False),
+    Column("bits", LargeBinary, nullable=False),
 )
 
 aliases = Table(

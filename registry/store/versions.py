@@ -13,7 +13,7 @@ from .. import defaults
 from ..errors import InputError, NotFoundError, StateError
 from ..ids import CodeSpace
 from .lookups import driver_rows
-from .schema import State, aliases, assignments, codebooks, events, versions
+from .schema import State, aliases, assignments, codebooks, events, occupancy, versions
 
 ACTIVE = defaults.ALIAS
 
@@ -235,9 +235,11 @@ def set_state(conn: Connection, number: int, state: State, now: datetime) -> Non
 
 
 def delete_draft(conn: Connection, number: int) -> None:
-    """Delete a draft and its codebooks; its IDs go first (:func:`.assignments.drop`). The
-    caller holds its lock and checked that it is a draft that no version was trained from."""
+    """Delete a draft, its codebooks and its occupancy bits; its IDs go first
+    (:func:`.assignments.drop`). The caller holds its lock and checked that it is a draft
+    that no version was trained from."""
     conn.execute(delete(codebooks).where(codebooks.c.version_id == number))
+    conn.execute(delete(occupancy).where(occupancy.c.version_id == number))
     conn.execute(delete(versions).where(versions.c.id == number))
 
 
