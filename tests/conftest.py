@@ -24,7 +24,7 @@ DATABASES = [d.strip() for d in
              os.environ.get("REGISTRY_TEST_DATABASES", "sqlite,postgresql").split(",")
              if d.strip()]
 TABLES = ("items", "versions", "codebooks", "assignments", "aliases", "events", "seals",
-          "tokens")
+          "tokens", "occupancy")
 
 
 def make_vectors(n: int, dim: int = 16, seed: int = 0, clusters: int = 12) -> np.ndarray:

@@ -65,6 +65,13 @@ def test_upgrade_downgrade_upgrade(db_url):
     assert _diff(db_url) == []
 
 
+def _kept(url: str) -> dict:
+    """:func:`dump` less the occupancy bits: a cache, which going down a migration drops."""
+    out = dump(url)
+    del out["occupancy"]
+    return out
+
+
 def test_partitioning_by_version_keeps_every_id(migrated_url):
     """Migration 0005 (PostgreSQL: each version's IDs in a partition of their own), down and
     up again with versions in the database: the same rows, one table per version, guarded."""
@@ -73,17 +80,17 @@ def test_partitioning_by_version_keeps_every_id(migrated_url):
         reg.train(codebook_size=[8, 4, 4], seed=1)
         reg.freeze(1)
         reg.train(codebook_size=[8, 4, 4], seed=2)
-    before = dump(migrated_url)
+    before = _kept(migrated_url)
     engine = db.make_engine(migrated_url)
     try:
         with db.transaction(engine, write=True) as conn:
             command.downgrade(db.alembic_config(conn), "0004_seals_and_guards")
         assert partitions(migrated_url) == []
-        assert dump(migrated_url) == before
+        assert _kept(migrated_url) == before
         assert db.migrate(engine) == ("0004_seals_and_guards", HEAD)
     finally:
         engine.dispose()
-    assert dump(migrated_url) == before
+    assert _kept(migrated_url) == before
     assert partitions(migrated_url) == (["assignments_v1", "assignments_v2"]
                                         if migrated_url.startswith("postgresql") else [])
     with Registry(migrated_url) as reg:
@@ -141,18 +148,18 @@ def test_sqlite_id_index_serves_listings_without_the_table(tmp_path):
         reg.add(make_keys(300), make_vectors(300))
         reg.train(codebook_size=[8, 4, 4], seed=1)
         reg.freeze(1)
-    before = dump(url)
+    before = _kept(url)
     assert "COVERING INDEX uq_assignments_version_id_code_disamb" in _listing_plan(url)
     engine = db.make_engine(url)
     try:
         with db.transaction(engine, write=True) as conn:
             command.downgrade(db.alembic_config(conn), "0005_assignment_partitions")
         assert "COVERING" not in _listing_plan(url)
-        assert dump(url) == before
+        assert _kept(url) == before
         assert db.migrate(engine) == ("0005_assignment_partitions", HEAD)
     finally:
         engine.dispose()
-    assert dump(url) == before
+    assert _kept(url) == before
     assert "COVERING INDEX uq_assignments_version_id_code_disamb" in _listing_plan(url)
     with Registry(url) as reg:
         report = reg.verify()

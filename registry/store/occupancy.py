@@ -34,7 +34,7 @@ def read(conn: Connection, version: int, tuples: int, ids: int) -> np.ndarray | 
     bits = np.frombuffer(row.bits, dtype=np.uint8)
     if bits.size != (tuples + 7) // 8:
         return None
-    return np.unpackbits(bits, count=tuples).astype(bool)
+    return np.unpackbits(bits, count=tuples).view(bool)  # 0 or 1 each: no copy
 
 
 def write(conn: Connection, version: int, taken: np.ndarray, ids: int) -> None:
