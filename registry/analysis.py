@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import compare, engine
+from . import compare, engine, quality
 from .errors import InputError
 from .export import output_format, write_table
 from .ids import format_ids
@@ -214,8 +214,6 @@ def stats(tx: Tx, ref: str | int | None, *, sample: int = 1000, seed: int = 0) -
     neighbourhood agreement over ``sample`` of them."""
     if not 10 <= sample <= 100_000:
         raise InputError(f"sample must be between 10 and 100000, got {sample}", param="sample")
-    from . import quality
-
     with tx(write=False) as conn:
         v = versions.resolve(conn, ref)
         books = codebooks.read(conn, v.number)
@@ -239,8 +237,6 @@ def _measured(source: scan.Vectors, codes: np.ndarray, books: list[np.ndarray], 
     collision rate of the codes the version's encoder gives the items now (before collision
     handling; the issued codes are after it), the reconstruction error of the issued codes
     (plain residuals) and the neighbourhood agreement of ``sample`` items."""
-    from . import quality
-
     def prepared(rows: np.ndarray) -> np.ndarray:
         return engine.prepare(source.take_any(rows), overwrite=True)
 

@@ -109,8 +109,9 @@ class Cluster:
     code: int
     before: float
     after: float
+    # the keys of a few of its items (the caller names them), and their positions among
+    # their population's rows
     examples: list[str] = field(default_factory=list)
-    # positions of the items named in ``examples`` among their population's rows
     rows: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -156,7 +157,6 @@ class Drift:
 
 def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
           error_a: np.ndarray | None = None, error_b: np.ndarray | None = None,
-          keys_a: list[str] | None = None, keys_b: list[str] | None = None,
           also_in_a: np.ndarray | None = None, top: int = 5, seed: int = 0) -> Drift:
     """Compare B's code usage (and quantisation error) with A's and give a verdict.
 
@@ -177,17 +177,16 @@ def drift(codes_a: np.ndarray, codes_b: np.ndarray, sizes: tuple[int, ...], *,
     grow = ub[0] - ua[0]
     order = np.argsort(grow)
 
-    def clusters(codes: np.ndarray, keys: list[str] | None, picks: np.ndarray) -> list[Cluster]:
+    def clusters(codes: np.ndarray, picks: np.ndarray) -> list[Cluster]:
         out = []
         for c in picks:
             members = np.flatnonzero(codes[:, 0] == c)[:3]
             out.append(Cluster(int(c), float(ua[0][c]), float(ub[0][c]),
-                               [keys[i] for i in members] if keys is not None else [],
-                               members.tolist()))
+                               rows=members.tolist()))
         return out
 
-    grew = clusters(codes_b, keys_b, [c for c in order[::-1][:top] if grow[c] > 0])
-    shrank = clusters(codes_a, keys_a, [c for c in order[:top] if grow[c] < 0])
+    grew = clusters(codes_b, [c for c in order[::-1][:top] if grow[c] > 0])
+    shrank = clusters(codes_a, [c for c in order[:top] if grow[c] < 0])
     joined = codes_b if also_in_a is None else codes_b[~np.asarray(also_in_a, dtype=bool)]
     result = Drift(codes_a.shape[0], codes_b.shape[0], js, floor, ratio,
                    collision_rate(codes_a), collision_rate(np.vstack([codes_a, joined])),

@@ -63,9 +63,11 @@ def test_drift_verdicts():
     d = compare.drift(a, same, (8, 8), error_a=np.ones(2000), error_b=np.ones(400))
     assert d.verdict == "ok" and d.error_ratio == pytest.approx(1.0)
     shifted = np.column_stack([rng.choice([3, 5], 400), rng.integers(0, 8, 400)])
-    d = compare.drift(a, shifted, (8, 8), keys_b=[f"k{i}" for i in range(400)])
+    d = compare.drift(a, shifted, (8, 8))
     assert d.verdict == "retrain"
     assert {c.code for c in d.grew} == {3, 5}
+    # each names a few rows of the new population that hold its code
+    assert all(c.rows and (shifted[c.rows, 0] == c.code).all() for c in d.grew)
     assert "level 1 code usage diverges" in d.reasons[0]
     worse = compare.drift(a, same, (8, 8), error_a=np.ones(2000), error_b=np.full(400, 1.2))
     assert worse.verdict == "watch" and "quantised 1.20x worse" in worse.reasons[0]

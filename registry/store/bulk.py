@@ -176,7 +176,7 @@ def _sqlite_insert(conn: Connection, table: Table, names: list[str],
     widths = [int(a.max()).bit_length() if a.dtype.kind in "biu" and a.min() >= 0 else 64
               for a in varying]
     packed = None
-    if varying and sum(widths) <= 63:
+    if varying and sum(widths) <= 63 and _has_json_each(conn):
         packed = np.zeros(n, dtype=np.int64)
         shift = 0
         for a, width in zip(varying, widths, strict=True):
@@ -184,9 +184,6 @@ def _sqlite_insert(conn: Connection, table: Table, names: list[str],
             marks[marks.index("?")] = f"((value >> {shift}) & {(1 << width) - 1})"
             shift += width
     columns = _quoted(conn, names)
-    if packed is not None and not _has_json_each(conn):
-        packed, marks = None, [str(int(a[0])) if one else "?"
-                               for a, one in zip(arrays, same, strict=True)]
     if packed is not None:
         stmt = (f"INSERT INTO {table.name} ({columns}) SELECT {', '.join(marks)} "
                 "FROM json_each(?)")

@@ -462,19 +462,11 @@ def listing(conn: Connection, status: str, since: datetime | None, what: str,
             for r in conn.execute(q)]
 
 
-def population_vectors(conn: Connection, version: int, incremental: bool | None,
-                       count: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, float32 vectors) of the items with an ID in ``version`` (see
-    ``lookups.population``), in item order."""
-    where, params = population_from(conn, version, incremental)
-    return read_vectors(conn, where, params, count, dim)
-
-
 def population_from(conn: Connection, version: int, incremental: bool | None
                     ) -> tuple[str, dict]:
     """SQL (FROM ... WHERE over ``items i``) and parameters for the items with an ID in
     ``version`` (only those given at training time, or only those assigned later, when
-    ``incremental`` says so)."""
+    ``incremental`` says so; see :class:`registry.store.scan.Vectors`)."""
     where = (f"FROM items i JOIN assignments a ON a.item_id = i.id "
              f"WHERE a.version_id = {_param(conn, 'version')}")
     params: dict = {"version": version}

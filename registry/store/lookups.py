@@ -144,16 +144,10 @@ class Population:
     removed: list[bool]
 
 
-def population(conn: Connection, version: int, incremental: bool | None = None, *,
-               by_id: bool = False) -> Population:
-    """The items with an ID in ``version`` (only those given at training time, or only those
-    assigned later, when ``incremental`` says so), in item order, or in ID order."""
-    q = _population(version)
-    q = q.order_by(assignments.c.code, assignments.c.disamb) if by_id \
-        else q.order_by(assignments.c.item_id)
-    if incremental is not None:
-        q = q.where(assignments.c.incremental.is_(incremental))
-    return _collect(conn.execute(q).yield_per(50_000))
+def population(conn: Connection, version: int) -> Population:
+    """The items with an ID in ``version``, in item order."""
+    return _collect(conn.execute(_population(version).order_by(assignments.c.item_id))
+                    .yield_per(50_000))
 
 
 def population_parts(conn: Connection, version: int, *, rows: int = 262_144
