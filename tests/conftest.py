@@ -24,7 +24,7 @@ DATABASES = [d.strip() for d in
              os.environ.get("REGISTRY_TEST_DATABASES", "sqlite,postgresql").split(",")
              if d.strip()]
 TABLES = ("items", "versions", "codebooks", "assignments", "aliases", "events", "seals",
-          "tokens", "occupancy")
+          "tokens", "occupancy", "item_count")
 
 
 def make_vectors(n: int, dim: int = 16, seed: int = 0, clusters: int = 12) -> np.ndarray:
@@ -103,6 +103,17 @@ def run(migrated_url):
         return runner.invoke(cli, ["--db", url or migrated_url, *args], catch_exceptions=False)
 
     return invoke
+
+
+def sql(url: str, *statements: str) -> None:
+    """Run ``statements`` in one transaction, behind the registry's back."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 def dump(url: str) -> dict[str, list[tuple]]:

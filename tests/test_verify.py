@@ -11,17 +11,7 @@ from sqlalchemy import create_engine, exc, text
 
 from registry import DatabaseError, Registry
 
-from .conftest import make_keys, make_vectors
-
-
-def sql(url: str, *statements: str) -> None:
-    eng = create_engine(url)
-    try:
-        with eng.begin() as conn:
-            for s in statements:
-                conn.execute(text(s))
-    finally:
-        eng.dispose()
+from .conftest import make_keys, make_vectors, sql
 
 
 def unguard(url: str, table: str) -> None:

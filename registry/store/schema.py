@@ -33,7 +33,7 @@ REVISIONS: tuple[str, ...] = ("0001_initial", "0002_live_items_index", "0003_ite
                               "0004_seals_and_guards", "0005_assignment_partitions",
                               "0006_covering_id_index", "0007_not_live_index",
                               "0008_vocabulary_limits", "0009_tokens", "0010_service",
-                              "0011_occupancy")
+                              "0011_occupancy", "0012_item_count")
 HEAD = REVISIONS[-1]
 # the items a new version covers: not removed, with an embedding
 LIVE_TERMS = ("removed_at IS NULL", "embedding IS NOT NULL")
@@ -175,6 +175,16 @@ occupancy = Table(
     Column("bits", LargeBinary, nullable=False),
 )
 
+# PostgreSQL: how many item rows there are (migration 0012), kept by triggers on items: a
+# row per inserting or deleting statement, summed (and folded into one now and then), so
+# that concurrent adds never queue on one row. SQLite has no such table (see ddl_metadata)
+item_count = Table(
+    "item_count",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("items", BigInteger, nullable=False),
+)
+
 aliases = Table(
     "aliases",
     metadata,
@@ -225,7 +235,8 @@ def ddl_metadata(dialect: str | None = None) -> MetaData:
     - ix_items_live_space covers live items only (a partial index, migration 0002);
     - one ID per (version, codes, number): on SQLite a unique index, not a constraint, on
       PostgreSQL a constraint whose index includes the item id (migration 0006: lookups
-      read it from the index, not from the table).
+      read it from the index, not from the table);
+    - the item count is PostgreSQL's only (migration 0012).
     """
     out = MetaData(naming_convention=metadata.naming_convention)
     for table in metadata.sorted_tables:
@@ -234,6 +245,7 @@ def ddl_metadata(dialect: str | None = None) -> MetaData:
     ids = tables["assignments"]
     unique = next(c for c in ids.constraints if isinstance(c, UniqueConstraint))
     if dialect == "sqlite":
+        out.remove(tables["item_count"])
         ids.constraints.remove(unique)
         Index(unique.name, *unique.columns, unique=True)
     else:
