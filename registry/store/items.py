@@ -280,15 +280,15 @@ def assigned_through(conn: Connection, version: int) -> int | None:
     up to it has none (it was restored, or embedded at last, after the version's IDs up to
     there were given, or its id came to PostgreSQL after higher ones).
 
-    Counted, in one statement (one snapshot): the live items up to that id against the IDs
-    less those of items no longer live. The live items up to it are the item rows up to it
-    less the few not live, read through their own small partial index (migration 0007).
-    The rows up to it: on PostgreSQL every row (the count of migration 0012's triggers) less
-    those above it, the new ones; on SQLite the ids from the first up to it, which is the
-    count where ids are dense as AUTOINCREMENT gives them, and more where some are missing:
-    then the live items counted are more than the IDs can be, and this says None. Neither
-    reads the whole catalog, which counting the live items did: 0.9 s at 10M on SQLite and
-    2.1 s on PostgreSQL (BENCHMARKS.md, Design figures: assigned_through counts)."""
+    Counted: the live items up to that id against the IDs less those of items no longer live.
+    The live items up to it are the item rows up to it less the few not live, read through
+    their own small partial index (migration 0007). The rows up to it: on PostgreSQL every
+    row (the count that migration 0012's triggers keep) less those above it, the new ones; on
+    SQLite the ids from the first up to it, which is the count where ids are dense as
+    AUTOINCREMENT gives them, and more where some are missing: then the live items counted
+    are more than the IDs can be, and this says None. Neither reads the whole catalog, which
+    counting the live items did: 0.7-0.85 s at 10M on SQLite, 2.2-2.5 s on PostgreSQL
+    (BENCHMARKS.md, Design figures: assigned_through counts)."""
     v = _param(conn, "version")
     if conn.dialect.name == "sqlite":
         hint = " INDEXED BY ix_items_not_live"
