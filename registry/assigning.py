@@ -174,7 +174,6 @@ def _batches(tx: Tx, v: Version, space: items.Space, batch_size: int) -> Iterato
                     pending = []  # all held by other assigners: wait, then look again
                 else:
                     if first_round:  # usually only items above it are without an ID
-                        items.fold_count(conn)
                         top = items.assigned_through(conn, v.number) or 0
                     pending = items.unassigned_ids(conn, space, v.number, after=top)
                     if not first_round and missed:

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from registry import Registry
 from registry.store import db, items
 
-from .conftest import make_keys, make_vectors, sql
+from .conftest import PG_URL, make_keys, make_vectors, sql
 
 
 def _counts(url: str) -> tuple[int, int, int]:
@@ -50,19 +50,25 @@ def test_the_count_follows_adds_updates_removals_and_deletes(reg, migrated_url):
     assert _counts(migrated_url)[:2] == (47, 47)
 
 
-def test_the_live_items_counted_from_it_find_a_gap_below_the_ids(trained, migrated_url):
-    """With the count, the items without an ID below a version's highest one are still
-    found: an item embedded at last (it had none) turns live there."""
+def test_an_item_embedded_at_last_below_the_ids_is_a_gap_and_gets_its_id(trained,
+                                                                          migrated_url):
+    """An item without an embedding is not live; once the version's IDs go past it and its
+    embedding comes, it is a live item without an ID below the highest one: the check says
+    so (None), and assign gives it its ID."""
     reg, v = trained
     sql(migrated_url, _bare("late"))
     with reg._tx(write=False) as conn:
         late = conn.execute(text("SELECT id FROM items WHERE key = 'late'")).scalar()
-        assert items.assigned_through(conn, v.number) == late - 1  # not live: no gap
-    reg.add(make_keys(5, start=600), make_vectors(5, seed=5))
-    reg.add(["late"], make_vectors(1, seed=6))  # its embedding comes: live, below the new
-    with reg._tx(write=False) as conn:
         assert items.assigned_through(conn, v.number) == late - 1
-    assert reg.assign(v.number).assigned == 6
+    reg.add(make_keys(5, start=600), make_vectors(5, seed=5))
+    assert reg.assign(v.number).assigned == 5
+    with reg._tx(write=False) as conn:
+        assert items.assigned_through(conn, v.number) == late + 5  # not live: no gap
+    reg.add(["late"], make_vectors(1, seed=6))  # its embedding comes: live, below the top
+    with reg._tx(write=False) as conn:
+        assert items.assigned_through(conn, v.number) is None
+    assert reg.assign(v.number).assigned == 1
+    assert [r.key for r in reg.get(["late"], v.number)] == ["late"]
     with reg._tx(write=False) as conn:
         assert items.assigned_through(conn, v.number) == late + 5
 
@@ -90,28 +96,33 @@ def test_sqlite_finds_a_gap_where_an_item_id_is_missing(trained, migrated_url):
         assert items.assigned_through(conn, v2.number) is None  # the hole stays
 
 
-def test_postgresql_folds_the_counts_rows_and_keeps_concurrent_ones(reg, migrated_url):
+def test_postgresql_verify_reports_a_count_gone_wrong_and_init_counts_again(reg,
+                                                                            migrated_url):
     if migrated_url.startswith("sqlite"):
-        pytest.skip("SQLite keeps one row")
-    for i in range(items.FOLD_ROWS + 10):
-        reg.add([f"k{i}"], make_vectors(1, seed=i))
-    assert _counts(migrated_url) == (items.FOLD_ROWS + 10, items.FOLD_ROWS + 10,
-                                     items.FOLD_ROWS + 10)
-    engine = create_engine(migrated_url)
-    try:
-        with engine.connect() as other:
-            other.begin()  # an add that has not committed while the rows are folded
-            other.execute(text(_bare("o")))
-            with reg._tx(write=True) as conn:
-                items.fold_count(conn)
-            assert _counts(migrated_url) == (items.FOLD_ROWS + 10, items.FOLD_ROWS + 10, 1)
-            other.commit()
-    finally:
-        engine.dispose()
-    assert _counts(migrated_url) == (items.FOLD_ROWS + 11, items.FOLD_ROWS + 11, 2)
-    with reg._tx(write=True) as conn:
-        items.fold_count(conn)  # few rows: left as they are
-    assert _counts(migrated_url)[2] == 2
+        pytest.skip("PostgreSQL's count")
+    reg.add(make_keys(20), make_vectors(20))
+    assert reg.verify().ok
+    sql(migrated_url, "ALTER TABLE items DISABLE TRIGGER count_items_insert", _bare("b1"))
+    report = reg.verify()
+    assert {v.check for v in report.violations} == {"schema", "item count"}
+    assert {"trigger": "count_items_insert"} in next(
+        v for v in report.violations if v.check == "schema").rows
+    sql(migrated_url, "ALTER TABLE items ENABLE TRIGGER count_items_insert")
+    assert [v.check for v in reg.verify().violations] == ["item count"]
+    reg.init()
+    assert reg.verify().ok
+    assert _counts(migrated_url) == (21, 21, 1)
+
+
+def test_postgresql_counts_writers_with_another_search_path(reg, migrated_url):
+    """The trigger functions keep the search path they were made with: a writer whose path
+    names another schema (here the server's default) still counts into this schema."""
+    if migrated_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's count")
+    schema = migrated_url.rsplit("%3D", 1)[1]
+    reg.add(make_keys(3), make_vectors(3))
+    sql(PG_URL, _bare("elsewhere").replace("INTO items", f"INTO {schema}.items"))
+    assert _counts(migrated_url) == (4, 4, 1)
 
 
 def test_postgresql_refuses_to_truncate_items(reg, migrated_url):

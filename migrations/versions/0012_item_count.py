@@ -1,10 +1,11 @@
 """PostgreSQL: how many item rows there are, kept by triggers on the items table. Assign
 checks that every live item up to a version's highest item id has an ID by counting the
 live items up to it; with this count that is the rows above that id (the new ones) less the
-few not live, not a walk over every item (see registry.store.items.assigned_through). Adds
-run side by side there: each statement adds a row of its own (a statement trigger over the
-rows it inserted or deleted), so that concurrent adds never wait for each other on one row;
-the rows are summed, and folded into one now and then (items.fold_count).
+few not live, not a walk over every item (see registry.store.items.assigned_through). One
+row, added to by a statement trigger over the rows each statement inserted or deleted:
+writers of new items queue on an advisory lock already (items.lock_inserts), so the row
+adds no wait of its own. The functions keep the search path they were made with, so that a
+writer with another one counts this schema's items here.
 
 SQLite needs none: its item ids are dense (AUTOINCREMENT, items are never deleted), so the
 rows up to an id are known from the first id; a row trigger that kept a count there doubled
@@ -26,14 +27,16 @@ branch_labels = None
 depends_on = None
 
 _PG_UP = [
-    """CREATE FUNCTION registry_count_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE FUNCTION registry_count_added() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
-        INSERT INTO item_count (items) SELECT count(*) FROM added HAVING count(*) > 0;
+        UPDATE item_count SET items = items + (SELECT count(*) FROM added);
         RETURN NULL;
     END $$""",
-    """CREATE FUNCTION registry_count_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+    """CREATE FUNCTION registry_count_gone() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
     BEGIN
-        INSERT INTO item_count (items) SELECT -count(*) FROM gone HAVING count(*) > 0;
+        UPDATE item_count SET items = items - (SELECT count(*) FROM gone);
         RETURN NULL;
     END $$""",
     """CREATE FUNCTION registry_refuse_truncate_items() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -67,8 +70,9 @@ def upgrade() -> None:
         sa.Column("items", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_item_count"),
     )
-    conn.execute(sa.text("INSERT INTO item_count (items) SELECT count(*) FROM items "
-                         "HAVING count(*) > 0"))
+    # no writer of items between the count and the triggers: none uncounted, none twice
+    conn.exec_driver_sql("LOCK TABLE items IN SHARE MODE")
+    conn.execute(sa.text("INSERT INTO item_count (items) SELECT count(*) FROM items"))
     for statement in _PG_UP:
         conn.exec_driver_sql(statement)
 

@@ -13,7 +13,8 @@ SQLITE_GUARDS = ("guard_codebooks_insert", "guard_codebooks_update", "guard_code
                  "guard_versions_update", "guard_versions_delete", "guard_seals_update",
                  "guard_seals_delete")
 PG_GUARDS = ("guard_codebooks", "guard_assignments", "guard_codebooks_truncate",
-             "guard_assignments_truncate", "guard_versions", "guard_seals")
+             "guard_assignments_truncate", "guard_versions", "guard_seals",
+             "count_items_insert", "count_items_delete", "count_items_truncate")
 PARTITION_GUARDS = ("guard_assignments", "guard_assignments_truncate")
 
 

@@ -287,7 +287,7 @@ def assigned_through(conn: Connection, version: int) -> int | None:
     SQLite the ids from the first up to it, which is the count where ids are dense as
     AUTOINCREMENT gives them, and more where some are missing: then the live items counted
     are more than the IDs can be, and this says None. Neither reads the whole catalog, which
-    counting the live items did: 0.7-0.85 s at 10M on SQLite, 2.2-2.5 s on PostgreSQL
+    counting the live items did: 0.66-0.85 s at 10M on SQLite, 2.2-2.5 s on PostgreSQL
     (BENCHMARKS.md, Design figures: assigned_through counts)."""
     v = _param(conn, "version")
     if conn.dialect.name == "sqlite":
@@ -314,27 +314,6 @@ def assigned_through(conn: Connection, version: int) -> int | None:
            f"WHERE version_id = {v}) t")
     top, rows, not_live, gone = conn.exec_driver_sql(sql, {"version": version}).one()
     return top if rows - not_live == held - gone else None
-
-
-# PostgreSQL: the item count's rows (one per inserting or deleting statement) are folded
-# into one once there are more than this many, under this advisory lock
-FOLD_ROWS = 256
-_FOLD_LOCK = 0x5243 << 48
-
-
-def fold_count(conn: Connection) -> None:
-    """PostgreSQL: fold the item count's rows into one when there are many (each insert or
-    delete statement adds one; see migration 0012), in the caller's write transaction; one
-    folder at a time, the others skip it. Concurrent adds go on: a row of a transaction
-    that has not committed is not deleted here, and stays."""
-    if conn.dialect.name != "postgresql":
-        return
-    rows = conn.exec_driver_sql(f"SELECT count(*) FROM (SELECT 1 FROM item_count "
-                                f"LIMIT {FOLD_ROWS + 1}) c").scalar_one()
-    if rows > FOLD_ROWS and conn.exec_driver_sql(
-            f"SELECT pg_try_advisory_xact_lock({_FOLD_LOCK})").scalar_one():
-        conn.exec_driver_sql("WITH gone AS (DELETE FROM item_count RETURNING items) "
-                             "INSERT INTO item_count (items) SELECT sum(items) FROM gone")
 
 
 def first_unassigned(conn: Connection, space: Space, version: int, *,

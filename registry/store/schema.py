@@ -175,9 +175,8 @@ occupancy = Table(
     Column("bits", LargeBinary, nullable=False),
 )
 
-# PostgreSQL: how many item rows there are (migration 0012), kept by triggers on items: a
-# row per inserting or deleting statement, summed (and folded into one now and then), so
-# that concurrent adds never queue on one row. SQLite has no such table (see ddl_metadata)
+# PostgreSQL: how many item rows there are, in one row kept by statement triggers on items
+# (migration 0012). SQLite has no such table (see ddl_metadata)
 item_count = Table(
     "item_count",
     metadata,
