@@ -399,8 +399,15 @@ def claim(conn: Connection, space: Space, version: int, ids: list[int]
         return np.empty(0, dtype=np.int64), np.empty((0, space.dim), dtype=np.float32)
     where, params = _unassigned(conn, space, version, 0, without_id=False)
     any_of = "ANY(CAST(%(ids)s AS bigint[]))"
-    found, vectors = read_vectors(conn, f"{where} AND i.id = {any_of}",
-                                  {**params, "ids": pg_array(mine)}, len(mine), space.dim)
+    if mine[-1] - mine[0] + 1 == len(mine):
+        # consecutive ids (as new items get them): one range of the index holds exactly
+        # them, which PostgreSQL plans and reads faster than a list of 50,000 (BENCHMARKS.md,
+        # Design figures: claimed ids as one range)
+        mine_sql, mine_params = "BETWEEN %(lo)s AND %(hi)s", {"lo": mine[0], "hi": mine[-1]}
+    else:
+        mine_sql, mine_params = f"= {any_of}", {"ids": pg_array(mine)}
+    found, vectors = read_vectors(conn, f"{where} AND i.id {mine_sql}",
+                                  {**params, **mine_params}, len(mine), space.dim)
     # those given IDs before this round's list was made, or by an assigner that committed
     # since (it released its blocks then, and a new statement sees its IDs); asked apart:
     # inside the reading statement the planner hashed the whole IDs table for it. Where the
