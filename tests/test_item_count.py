@@ -4,11 +4,15 @@ SQLite through its dense item ids."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic import command
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from registry import Registry
+from registry.cli import cli
 from registry.store import db, items
 
 from .conftest import PG_URL, make_keys, make_vectors, sql
@@ -109,6 +113,9 @@ def test_postgresql_verify_reports_a_count_gone_wrong_and_init_counts_again(reg,
         v for v in report.violations if v.check == "schema").rows
     sql(migrated_url, "ALTER TABLE items ENABLE TRIGGER count_items_insert")
     assert [v.check for v in reg.verify().violations] == ["item count"]
+    out = CliRunner().invoke(cli, ["--db", migrated_url, "verify", "--json"])
+    assert out.exit_code == 1
+    assert json.loads(out.output)["violations"][0]["rows"] == [{"kept": 20, "rows": 21}]
     reg.init()
     assert reg.verify().ok
     assert _counts(migrated_url) == (21, 21, 1)

@@ -320,8 +320,9 @@ def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
 
 def item_counts(conn: Connection) -> tuple[int, int]:
     """PostgreSQL: (the item count the triggers of migration 0012 keep, the rows counted)."""
-    return conn.exec_driver_sql("SELECT (SELECT sum(items) FROM item_count), "
-                                "(SELECT count(*) FROM items)").one()
+    kept, rows = conn.exec_driver_sql("SELECT (SELECT sum(items) FROM item_count), "
+                                      "(SELECT count(*) FROM items)").one()
+    return int(kept or 0), int(rows)  # sum() gives a numeric: a Decimal that JSON refuses
 
 
 def recount_items(conn: Connection) -> None:
