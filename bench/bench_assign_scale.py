@@ -36,7 +36,7 @@ import numpy as np
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scale import BARE_ASSIGN, bare_assign_inputs, child, registry_cmd
+from bench_scale import BARE_ASSIGN, bare_assign_inputs, child, key, registry_cmd
 from common import PG_URL, clustered_blocks, machine, record, table
 
 from registry import Registry
@@ -56,10 +56,6 @@ SELECT t.top, coalesce((SELECT s.frozen_count + s.grown_count FROM seals s
     WHERE a.version_id = {v} AND a.item_id = i.id))
 FROM (SELECT coalesce(max(item_id), 0) AS top FROM assignments WHERE version_id = {v}) t
 """
-
-
-def key(i: int) -> str:
-    return f"item{i:09d}"
 
 
 def build(url: str, n: int, dim: int) -> np.ndarray:

@@ -76,7 +76,7 @@ def verify(tx: Tx) -> VerifyReport:
                                  "or the item count that assign relies on is not kept",
                                  [{"trigger": name} for name in missing]))
         if conn.dialect.name == "postgresql":
-            kept, rows = db.item_counts(conn)
+            kept, rows = checks.item_counts(conn)
             if kept != rows:
                 out.append(Violation("item count", f"the item count kept for assign says "
                                      f"{kept}, the items table holds {rows}: assign could "

@@ -48,6 +48,14 @@ def missing_guards(conn: Connection) -> list[str]:
     return missing
 
 
+
+def item_counts(conn: Connection) -> tuple[int, int]:
+    """PostgreSQL: (the item count the triggers of migration 0012 keep, the rows counted)."""
+    (kept, rows), = driver_rows(conn, "SELECT (SELECT sum(items) FROM item_count), "
+                                "(SELECT count(*) FROM items)")
+    return int(kept or 0), int(rows)  # sum() gives a numeric: a Decimal that JSON refuses
+
+
 def codebook_rows(conn: Connection) -> list[tuple]:
     """(version, level, k, dim, dtype, sha256, data) of every codebook."""
     return driver_rows(conn, "SELECT version_id, level, k, dim, dtype, sha256, data FROM codebooks "

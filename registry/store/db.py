@@ -318,18 +318,12 @@ def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     return before, after
 
 
-def item_counts(conn: Connection) -> tuple[int, int]:
-    """PostgreSQL: (the item count the triggers of migration 0012 keep, the rows counted)."""
-    kept, rows = conn.exec_driver_sql("SELECT (SELECT sum(items) FROM item_count), "
-                                      "(SELECT count(*) FROM items)").one()
-    return int(kept or 0), int(rows)  # sum() gives a numeric: a Decimal that JSON refuses
-
 
 def recount_items(conn: Connection) -> None:
-    """PostgreSQL: set the item count to the rows there are where it says otherwise (its
-    triggers were disabled while rows were written, say): `registry init` does this, which
-    `registry verify` points to. No writer of items meanwhile (a SHARE lock)."""
+    """PostgreSQL: set the item count (migration 0012) to the rows there are where it says
+    otherwise (its triggers were disabled while rows were written, say): `registry init`
+    does this, which `registry verify` points to. No writer of items meanwhile (a SHARE
+    lock); the row is written only where the count differs."""
     conn.exec_driver_sql("LOCK TABLE items IN SHARE MODE")
-    kept, rows = item_counts(conn)
-    if kept != rows:
-        conn.exec_driver_sql("UPDATE item_count SET items = (SELECT count(*) FROM items)")
+    conn.exec_driver_sql("UPDATE item_count SET items = c.n FROM (SELECT count(*) AS n "
+                         "FROM items) c WHERE item_count.items <> c.n")

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import Connection, Text, bindparam, cast, func, select, text, update
 
 from ..errors import InputError
+from . import assignments
 from .bulk import insert_rows, int_list, pg_array, read_vectors
 from .lookups import IN_CHUNK, driver_cursor, driver_rows, storable
 from .schema import LIVE_TERMS, NOT_LIVE_TERMS, items
@@ -297,14 +298,11 @@ def assigned_through(conn: Connection, version: int) -> int | None:
         hint = ""
         rows = ("(SELECT coalesce(sum(items), 0) FROM item_count) - "
                 "(SELECT count(*) FROM items i WHERE i.id > t.top)")
-    # a frozen version's seal counts its IDs (coalesce stops at the first value it finds).
-    # Read first and apart: a draft's count of its IDs (what the plan has to cost, though a
-    # seal makes it needless) made PostgreSQL compile the whole statement (JIT) each time.
-    # IDs given between the two reads make the counts differ, and the answer None.
-    held = conn.exec_driver_sql(
-        f"SELECT coalesce((SELECT s.frozen_count + s.grown_count FROM seals s WHERE "
-        f"s.version_id = {v}), (SELECT count(*) FROM assignments WHERE version_id = {v}))",
-        {"version": version}).scalar_one()
+    # the version's IDs (a frozen one's from its seal), read first and apart: inside the
+    # statement, a draft's count of its IDs (costed though a seal makes it needless) made
+    # PostgreSQL compile the whole statement (JIT) each time. IDs given between the two
+    # reads make the counts differ, and the answer None.
+    held = assignments.count(conn, version)
     sql = (f"SELECT t.top, {rows}, "
            f"(SELECT count(*) FROM items i{hint} WHERE {_NOT_LIVE} AND i.id <= t.top), "
            f"(SELECT count(*) FROM items i{hint} WHERE {_NOT_LIVE} "
